@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every check skuflow has, doing its own set-up: the virtual environment, RabbitMQ, then lint, types,
+# import boundaries and the tests (the broker-disrupting ones in a pass of their own). Extra arguments go to
+# pytest in the first pass, e.g. `scripts/test.sh -k dlq`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/venv.sh
+source scripts/lib/rabbitmq.sh
+
+ensure_venv dev
+ensure_rabbitmq
+
+say "lint (ruff), types (mypy), import boundaries (import-linter)"
+.venv/bin/ruff check src tests
+.venv/bin/ruff format --check src tests
+.venv/bin/mypy
+.venv/bin/lint-imports
+
+run_pytest() {  # pytest's exit code 5 (no tests ran) is a failure here
+    local status=0
+    .venv/bin/python -m pytest "$@" || status=$?
+    [ $status -ne 5 ] || die "pytest ran no tests ($*)"
+    return $status
+}
+
+say "tests"
+run_pytest -m "not disruptive" "$@"
+if [ $# -eq 0 ]; then
+    say "tests that disrupt the broker, on their own"
+    run_pytest -m disruptive
+fi

@@ -1,0 +1,3 @@
+from skuflow.cli import app
+
+app()

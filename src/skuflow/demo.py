@@ -1,0 +1,88 @@
+"""`skuflow demo`: one event's round trip through the broker, visible, until `skuflow up` exists.
+
+Declares the system's topology, listens on the three `sku_processed` queues as inventory, catalog and
+users will, publishes one `sku_processed` event as inventory does, and shows each queue receiving it with
+its envelope; then a consumer answers with a command, which shows the flow's ids carried along.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pydantic
+
+from skuflow.messaging import SKUFLOW, Broker, Handler, Message, Subscription, create_broker, flow_scope, new_id
+from skuflow.platform.settings import Settings
+
+
+class SkuProcessed(pydantic.BaseModel):
+    sku: str
+
+
+class RecalculateSku(pydantic.BaseModel):
+    sku: str
+
+
+LISTENERS = ("inventory", "catalog", "users")
+
+
+ROUND_TRIP_SECONDS = 15.0
+
+
+async def round_trip(settings: Settings, sku: str, say: Callable[[str], None]) -> int:
+    """Returns the number of deliveries seen (4: three events and one command)."""
+    brokers: list[Broker] = []
+    seen: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        for app_id in LISTENERS:
+            broker = create_broker(settings.broker_url, app_id, settings.broker_options())
+            await broker.connect()
+            await broker.declare(SKUFLOW)
+            brokers.append(broker)
+        inventory = brokers[0]
+
+        def listener(service: str) -> Handler[SkuProcessed]:
+            async def on_event(message: Message[SkuProcessed]) -> None:
+                env = message.envelope
+                await seen.put(
+                    f"[bold]{service}.sku_processed[/] got {message.body!r} "
+                    f"(message_id={env.message_id[:8]}…, correlation_id={env.correlation_id}, app_id={env.app_id})"
+                )
+                if service == "inventory":
+                    command = inventory.envelope("recalculate_sku", RecalculateSku(sku=message.body.sku))
+                    await inventory.publish(command, "commands", "inventory.recalculate_sku")
+
+            return on_event
+
+        async def on_command(message: Message[RecalculateSku]) -> None:
+            env = message.envelope
+            cause = (env.causation_id or "")[:8]
+            await seen.put(
+                f"[bold]inventory.recalculate_sku[/] got {message.body!r} "
+                f"(correlation_id={env.correlation_id}, causation_id={cause}…)"
+            )
+
+        for broker, service in zip(brokers, LISTENERS, strict=True):
+            await broker.consume(
+                Subscription(f"{service}.sku_processed", "sku_processed", SkuProcessed, listener(service))
+            )
+        await inventory.consume(
+            Subscription("inventory.recalculate_sku", "recalculate_sku", RecalculateSku, on_command)
+        )
+
+        correlation_id = f"demo-{new_id()[:8]}"
+        with flow_scope(correlation_id):
+            event = inventory.envelope("sku_processed", SkuProcessed(sku=sku))
+            await inventory.publish(event, "sku_processed")
+        say(f"published sku_processed {{'sku': {sku!r}}} via {settings.broker_url} (correlation_id={correlation_id})")
+
+        received = 0
+        async with asyncio.timeout(ROUND_TRIP_SECONDS):
+            while received < len(LISTENERS) + 1:
+                say(await seen.get())
+                received += 1
+        return received
+    finally:
+        for broker in brokers:
+            await broker.close()

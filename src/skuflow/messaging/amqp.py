@@ -1,0 +1,289 @@
+"""RabbitMQ through aio-pika: a robust connection, a confirming publisher channel, a channel per consumer.
+
+Durable exchanges and queues, persistent messages, publisher confirms, `mandatory` publishes (an
+unroutable message raises instead of vanishing), manual acks after the handler returns. The robust
+connection reconnects by itself and restores the declared topology and the consumers; a publish during
+an outage waits and retries until `publish_timeout`, then raises `PublishError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import aiormq.exceptions
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishError, Subscription
+from skuflow.messaging.consumer import RepublishingDelivery, handle_delivery
+from skuflow.messaging.envelope import CAUSATION_ID, CONTENT_TYPE, Envelope
+from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queue
+
+log = logging.getLogger("skuflow.messaging.amqp")
+
+_RECONNECT_BACKOFF_MAX = 2.0
+
+
+class AmqpBroker(Broker):
+    def __init__(self, url: str, app_id: str, options: BrokerOptions | None = None) -> None:
+        super().__init__(app_id, options or BrokerOptions())
+        self.url = url
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(self.url, client_properties={"connection_name": self.app_id})
+        self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+
+    async def _disconnect(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = self._channel = None
+        self._exchanges.clear()
+
+    @property
+    def channel(self) -> AbstractChannel:
+        if self._channel is None:
+            raise RuntimeError("the broker is not connected: call connect() first")
+        return self._channel
+
+    async def declare(self, topology: Topology) -> None:
+        channel = self.channel
+        for exchange in topology.exchanges:
+            self._exchanges[exchange.name] = await channel.declare_exchange(
+                exchange.name, aio_pika.ExchangeType(exchange.kind), durable=True
+            )
+        for queue in topology.queues:
+            dlq = dead_letter_queue(queue.name)
+            await channel.declare_queue(dlq, durable=True)
+            for delay in self.options.retry_delays:
+                await channel.declare_queue(
+                    wait_queue(queue.name, delay),
+                    durable=True,
+                    arguments={
+                        "x-message-ttl": round(delay * 1000),
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": queue.name,
+                    },
+                )
+            # The queue's own dead-lettering is a safety net (rejections outside the consumer policy);
+            # the policy itself republishes to the DLQ with the reason.
+            work = await channel.declare_queue(
+                queue.name,
+                durable=True,
+                arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq},
+            )
+            await work.bind(self._exchanges[queue.exchange.name], routing_key=queue.routing_key)
+
+    def _exchange(self, name: str) -> AbstractExchange:
+        if name == "":
+            return self.channel.default_exchange
+        try:
+            return self._exchanges[name]
+        except KeyError:
+            raise PublishError(f"exchange {name!r} is not declared: declare the topology first") from None
+
+    async def publish_many(self, messages: Sequence[Outgoing], window: int = 100) -> None:
+        slots = asyncio.Semaphore(window)
+
+        async def one(outgoing: Outgoing) -> None:
+            async with slots:
+                await self._publish(outgoing)
+
+        if len(messages) == 1:
+            await self._publish(messages[0])
+        else:
+            await asyncio.gather(*(one(outgoing) for outgoing in messages))
+
+    async def _publish(self, outgoing: Outgoing) -> None:
+        message = _to_amqp(outgoing.envelope)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.publish_timeout
+        backoff = 0.05
+        while True:
+            try:
+                await self._exchange(outgoing.exchange).publish(
+                    message, outgoing.routing_key, mandatory=True, timeout=self.options.publish_timeout
+                )
+            except aiormq.exceptions.PublishError:
+                raise PublishError(
+                    f"unroutable {outgoing.envelope.type}: no queue bound to exchange "
+                    f"{outgoing.exchange!r} with routing key {outgoing.routing_key!r}"
+                ) from None
+            except aiormq.exceptions.DeliveryError:
+                raise PublishError(f"the broker refused (nack) {outgoing.envelope.type}") from None
+            except PublishError:
+                raise
+            except Exception as error:  # connection or channel lost: the robust connection is recovering
+                if loop.time() + backoff > deadline:
+                    raise PublishError(f"broker unreachable for {self.options.publish_timeout}s: {error!r}") from error
+                log.warning("publish of %s failed (%r); retrying in %.2fs", outgoing.envelope.type, error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _RECONNECT_BACKOFF_MAX)
+                continue
+            self.stats.published += 1
+            return
+
+    async def _consume(self, subscription: Subscription[Any], prefetch: int) -> _AmqpConsumer:
+        if self._connection is None:
+            raise RuntimeError("the broker is not connected: call connect() first")
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.get_queue(subscription.queue, ensure=True)
+        consumer = _AmqpConsumer(self, channel, queue, subscription)
+        await consumer.start()
+        return consumer
+
+    async def take(self, queue: str, limit: int) -> list[Envelope]:
+        if self._connection is None:
+            raise RuntimeError("the broker is not connected: call connect() first")
+        taken: list[Envelope] = []
+        async with self._connection.channel() as channel:
+            source = await channel.get_queue(queue, ensure=True)
+            while len(taken) < limit:
+                message = await source.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                taken.append(_from_amqp(message))
+                await message.ack()
+        return taken
+
+    async def depth(self, queue: str) -> int:
+        if self._connection is None:
+            raise RuntimeError("the broker is not connected: call connect() first")
+        async with self._connection.channel() as channel:
+            declared = await channel.declare_queue(queue, passive=True)
+            count = declared.declaration_result.message_count
+            return int(count or 0)
+
+
+class _AmqpDelivery(RepublishingDelivery):
+    def __init__(self, broker: AmqpBroker, queue: str, message: AbstractIncomingMessage) -> None:
+        super().__init__(broker, queue, _from_amqp(message))
+        self._message = message
+
+    async def ack(self) -> None:
+        await self._message.ack()
+
+
+class _AmqpConsumer:
+    def __init__(
+        self, broker: AmqpBroker, channel: AbstractChannel, queue: AbstractQueue, subscription: Subscription[Any]
+    ) -> None:
+        self._broker = broker
+        self._channel = channel
+        self._queue = queue
+        self._subscription = subscription
+        self._tag: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    @property
+    def queue(self) -> str:
+        return self._subscription.queue
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def start(self) -> None:
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping:
+            return  # left unacked: closing the channel hands it back to the queue
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await handle_delivery(
+                self._subscription,
+                _AmqpDelivery(self._broker, self.queue, message),
+                self._broker.options,
+                self._broker.stats,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Settling failed (typically the channel died under us): the broker redelivers what was not
+            # acked. If the channel still lives, hand the message back now rather than holding it.
+            log.exception("could not settle %s from %s", message.message_id, self.queue)
+            if not self._channel.is_closed:
+                try:
+                    await message.nack(requeue=True)
+                except Exception:
+                    log.debug("nack failed too; the broker will redeliver", exc_info=True)
+        finally:
+            self._tasks.discard(task)
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        grace = self._broker.options.shutdown_grace if grace is None else grace
+        if self._tag is not None and not self._channel.is_closed:
+            try:
+                await self._queue.cancel(self._tag)
+            except Exception:
+                log.debug("cancel of %s failed", self.queue, exc_info=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            if pending:
+                log.warning(
+                    "%s: %d message(s) still in flight after %ss go back to the queue", self.queue, len(pending), grace
+                )
+        # Closing the channel cancels what is still running; its unacked messages return to the queue.
+        await self._channel.close()
+        self._broker._forget(self)
+
+
+def _to_amqp(envelope: Envelope) -> aio_pika.Message:
+    headers: dict[str, Any] = dict(envelope.headers)
+    if envelope.causation_id is not None:
+        headers[CAUSATION_ID] = envelope.causation_id
+    return aio_pika.Message(
+        envelope.body,
+        content_type=CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=envelope.message_id,
+        correlation_id=envelope.correlation_id,
+        type=envelope.type,
+        timestamp=envelope.timestamp,
+        app_id=envelope.app_id,
+        headers=headers,
+    )
+
+
+def _from_amqp(message: AbstractIncomingMessage) -> Envelope:
+    headers: dict[str, Any] = dict(message.headers or {})
+    causation = headers.pop(CAUSATION_ID, None)
+    timestamp = message.timestamp or datetime.now(UTC)
+    if timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=UTC)
+    return Envelope(
+        type=message.type or "",
+        body=message.body,
+        app_id=message.app_id or "",
+        message_id=message.message_id or "",
+        correlation_id=message.correlation_id or "",
+        causation_id=_text(causation),
+        timestamp=timestamp,
+        headers=headers,
+    )
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

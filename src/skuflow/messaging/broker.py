@@ -1,0 +1,190 @@
+"""What every broker offers, whatever carries the messages.
+
+`AmqpBroker` (RabbitMQ) and `MemoryBroker` (in-process) implement this one interface with one behaviour;
+the conformance suite in `tests/messaging` runs against both. What happens to a delivery (validate, call
+the handler, ack, retry later, dead-letter) is decided once, in `skuflow.messaging.consumer`; a broker only
+supplies the transport primitives of a `Delivery`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import pydantic
+
+from skuflow.messaging.envelope import Envelope
+from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queues
+
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1, 5, 30, 120, 600)
+
+
+class PublishError(Exception):
+    """The broker did not take a message: not confirmed, unroutable, or unreachable past the bound."""
+
+
+class Reject(Exception):
+    """Raised by a handler for a message that can never succeed: it goes to the DLQ without retries."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOptions:
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    prefetch: int = 32
+    # How long a publish keeps trying while the broker is unreachable before it raises.
+    publish_timeout: float = 30.0
+    shutdown_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        if any(delay <= 0 for delay in self.retry_delays):
+            raise ValueError("retry delays must be positive")
+        if self.prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Message(Generic[ModelT]):
+    """What a handler receives: the validated body, its envelope, and which attempt this is (1 = first)."""
+
+    body: ModelT
+    envelope: Envelope
+    attempt: int
+
+
+Handler = Callable[[Message[ModelT]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription(Generic[ModelT]):
+    """A queue, the one message type it carries, the model that validates its body, and its handler."""
+
+    queue: str
+    message_type: str
+    model: type[ModelT]
+    handler: Handler[ModelT]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message and where to publish it: an exchange (or "" for a queue by name) and a routing key."""
+
+    envelope: Envelope
+    exchange: str
+    routing_key: str = ""
+
+
+class Delivery(Protocol):
+    """One delivered message, with the transport operations that settle it (exactly one is called)."""
+
+    @property
+    def envelope(self) -> Envelope: ...
+
+    async def ack(self) -> None: ...
+
+    async def retry_later(self, delay: float) -> None:
+        """Put the message aside for `delay` seconds, then back on its queue (its `x-death` grows)."""
+
+    async def dead_letter(self, reason: str, attempts: int) -> None:
+        """Move the message to its queue's DLQ with `x-reason` and `x-attempts`."""
+
+
+class Consumer(Protocol):
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Take no new messages; let those in flight finish within `grace`; return the rest to the queue."""
+
+
+@dataclass
+class BrokerStats:
+    """Counts kept by a broker client; later exported as Prometheus metrics."""
+
+    published: int = 0
+    delivered: int = 0
+    acked: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+class Broker(abc.ABC):
+    """A connection to a broker on behalf of one service (`app_id`)."""
+
+    def __init__(self, app_id: str, options: BrokerOptions) -> None:
+        self.app_id = app_id
+        self.options = options
+        self.stats = BrokerStats()
+        self._consumers: list[Consumer] = []
+
+    async def __aenter__(self) -> Broker:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None:
+        """Stop every consumer (draining within the grace period), then disconnect."""
+        consumers, self._consumers = self._consumers, []
+        for consumer in consumers:
+            await consumer.stop()
+        await self._disconnect()
+
+    @abc.abstractmethod
+    async def _disconnect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def declare(self, topology: Topology) -> None:
+        """Declare exchanges, queues, bindings, DLQs and wait queues; safe to repeat."""
+
+    async def publish(self, envelope: Envelope, exchange: str, routing_key: str = "") -> None:
+        """Publish one persistent message and wait for the broker's confirm; raise `PublishError` if none."""
+        await self.publish_many([Outgoing(envelope, exchange, routing_key)])
+
+    @abc.abstractmethod
+    async def publish_many(self, messages: Sequence[Outgoing], window: int = 100) -> None:
+        """Publish with up to `window` confirms in flight; return once every message is confirmed."""
+
+    async def consume(self, subscription: Subscription[Any], prefetch: int | None = None) -> Consumer:
+        """Start consuming a queue; the broker stops the consumer on close."""
+        consumer = await self._consume(subscription, prefetch or self.options.prefetch)
+        self._consumers.append(consumer)
+        return consumer
+
+    @abc.abstractmethod
+    async def _consume(self, subscription: Subscription[Any], prefetch: int) -> Consumer: ...
+
+    @abc.abstractmethod
+    async def take(self, queue: str, limit: int) -> list[Envelope]:
+        """Remove up to `limit` messages from a queue and return them (dead-letter inspection, tests)."""
+
+    @abc.abstractmethod
+    async def depth(self, queue: str) -> int:
+        """Messages ready in a queue (not counting those delivered and not yet acked)."""
+
+    def envelope(self, type: str, body: Any, **kwargs: Any) -> Envelope:
+        """Build an envelope stamped with this broker's `app_id` (see `Envelope.new`)."""
+        return Envelope.new(type, body, app_id=self.app_id, **kwargs)
+
+    def _forget(self, consumer: Consumer) -> None:
+        if consumer in self._consumers:
+            self._consumers.remove(consumer)
+
+
+def all_queue_names(topology: Topology, delays: Iterable[float]) -> list[str]:
+    """Every queue a topology turns into: work queues, their DLQs and their wait queues."""
+    names: list[str] = []
+    for queue in topology.queues:
+        names += [queue.name, dead_letter_queue(queue.name), *wait_queues(queue.name, delays)]
+    return names

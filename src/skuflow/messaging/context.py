@@ -1,0 +1,43 @@
+"""The flow a piece of work belongs to, carried in a context variable.
+
+An HTTP request or a consumed message binds its correlation id (the flow) and its own id (the cause of
+whatever it publishes); envelopes built inside that scope pick both up, so a handler's own publishes are
+linked to the message that caused them without passing ids around by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FlowContext:
+    correlation_id: str
+    causation_id: str | None = None
+
+
+_current: ContextVar[FlowContext | None] = ContextVar("skuflow_flow_context", default=None)
+
+
+def new_id() -> str:
+    """A fresh, unique id for messages, requests and flows."""
+    return uuid.uuid4().hex
+
+
+def current_flow() -> FlowContext | None:
+    return _current.get()
+
+
+@contextmanager
+def flow_scope(correlation_id: str, causation_id: str | None = None) -> Iterator[FlowContext]:
+    """Bind a flow for the duration of the block (and every task started inside it)."""
+    context = FlowContext(correlation_id, causation_id)
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)

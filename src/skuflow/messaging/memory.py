@@ -1,0 +1,254 @@
+"""An in-process broker with RabbitMQ's semantics, for `skuflow up` with no server to install.
+
+A `MemoryHub` plays the server: exchanges, bindings and queues, shared by every `MemoryBroker` opened on
+the same URL (`memory://` is the process's hub; `memory://NAME` a separate one, as tests use). Wait
+queues hold a message for their delay and then dead-letter it back to the work queue, adding to its
+`x-death` exactly as RabbitMQ does, so that the consumer policy counts attempts the same way on both.
+Nothing survives the process: that is the price of needing no server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishError, Subscription
+from skuflow.messaging.consumer import RepublishingDelivery, handle_delivery
+from skuflow.messaging.envelope import DEATHS, Envelope
+from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queue
+
+log = logging.getLogger("skuflow.messaging.memory")
+
+
+@dataclass
+class _Queue:
+    name: str
+    # A wait queue: hold each message `ttl` seconds, then move it to `dead_letter_to`.
+    ttl: float | None = None
+    dead_letter_to: str | None = None
+    ready: deque[Envelope] = field(default_factory=deque)
+    waiting: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def get(self) -> Envelope:
+        while not self.ready:
+            self.changed.clear()
+            await self.changed.wait()
+        # No await between the check and the pop: a cancelled getter never loses a message.
+        return self.ready.popleft()
+
+    def put(self, envelope: Envelope, *, front: bool = False) -> None:
+        if front:
+            self.ready.appendleft(envelope)
+        else:
+            self.ready.append(envelope)
+        self.changed.set()
+
+
+class MemoryHub:
+    _hubs: ClassVar[weakref.WeakValueDictionary[str, MemoryHub]] = weakref.WeakValueDictionary()
+
+    def __init__(self) -> None:
+        self.exchanges: dict[str, str] = {}  # name -> kind
+        self.bindings: dict[str, list[tuple[str, str]]] = {}  # exchange -> [(queue, routing key)]
+        self.queues: dict[str, _Queue] = {}
+
+    @classmethod
+    def for_url(cls, url: str) -> MemoryHub:
+        name = url.removeprefix("memory://").strip("/")
+        hub = cls._hubs.get(name)
+        if hub is None:
+            hub = cls._hubs[name] = cls()
+        return hub
+
+    def declare(self, topology: Topology, delays: Sequence[float]) -> None:
+        for exchange in topology.exchanges:
+            self.exchanges.setdefault(exchange.name, exchange.kind)
+        for queue in topology.queues:
+            self.queues.setdefault(queue.name, _Queue(queue.name))
+            dlq = dead_letter_queue(queue.name)
+            self.queues.setdefault(dlq, _Queue(dlq))
+            for delay in delays:
+                name = wait_queue(queue.name, delay)
+                self.queues.setdefault(name, _Queue(name, ttl=delay, dead_letter_to=queue.name))
+            binding = (queue.name, queue.routing_key)
+            bound = self.bindings.setdefault(queue.exchange.name, [])
+            if binding not in bound:
+                bound.append(binding)
+
+    def route(self, outgoing: Outgoing) -> list[_Queue]:
+        if outgoing.exchange == "":
+            target = self.queues.get(outgoing.routing_key)
+            return [target] if target else []
+        kind = self.exchanges.get(outgoing.exchange)
+        if kind is None:
+            raise PublishError(f"exchange {outgoing.exchange!r} is not declared: declare the topology first")
+        return [
+            self.queues[queue]
+            for queue, key in self.bindings.get(outgoing.exchange, [])
+            if kind == "fanout" or key == outgoing.routing_key
+        ]
+
+    def deliver(self, queue: _Queue, envelope: Envelope) -> None:
+        if queue.ttl is None:
+            queue.put(envelope)
+            return
+        queue.waiting += 1
+        asyncio.get_running_loop().call_later(queue.ttl, self._expire, queue, envelope)
+
+    def _expire(self, queue: _Queue, envelope: Envelope) -> None:
+        queue.waiting -= 1
+        assert queue.dead_letter_to is not None
+        self.queues[queue.dead_letter_to].put(_with_death(envelope, queue.name, queue.dead_letter_to))
+
+
+def _with_death(envelope: Envelope, queue: str, routing_key: str) -> Envelope:
+    """Record an expiry in `x-death` as RabbitMQ does: one entry per (queue, reason), newest first."""
+    deaths = [dict(death) for death in envelope.headers.get(DEATHS) or []]
+    entry = next((d for d in deaths if d.get("queue") == queue and d.get("reason") == "expired"), None)
+    if entry is None:
+        entry = {"queue": queue, "reason": "expired", "count": 0, "exchange": "", "routing-keys": [routing_key]}
+    else:
+        deaths.remove(entry)
+    entry["count"] = int(entry["count"]) + 1
+    entry["time"] = datetime.now(UTC)
+    return envelope.with_headers(**{DEATHS: [entry, *deaths]})
+
+
+class MemoryBroker(Broker):
+    def __init__(self, url: str = "memory://", app_id: str = "skuflow", options: BrokerOptions | None = None) -> None:
+        super().__init__(app_id, options or BrokerOptions())
+        self.url = url
+        self._hub: MemoryHub | None = None
+
+    @property
+    def hub(self) -> MemoryHub:
+        if self._hub is None:
+            raise RuntimeError("the broker is not connected: call connect() first")
+        return self._hub
+
+    async def connect(self) -> None:
+        self._hub = MemoryHub.for_url(self.url)
+
+    async def _disconnect(self) -> None:
+        self._hub = None
+
+    async def declare(self, topology: Topology) -> None:
+        self.hub.declare(topology, self.options.retry_delays)
+
+    async def publish_many(self, messages: Sequence[Outgoing], window: int = 100) -> None:
+        hub = self.hub
+        # Route everything first: like a batch of mandatory publishes, nothing goes out if one cannot.
+        routed = [(outgoing, hub.route(outgoing)) for outgoing in messages]
+        for outgoing, queues in routed:
+            if not queues:
+                raise PublishError(
+                    f"unroutable {outgoing.envelope.type}: no queue bound to exchange "
+                    f"{outgoing.exchange!r} with routing key {outgoing.routing_key!r}"
+                )
+        for outgoing, queues in routed:
+            for queue in queues:
+                hub.deliver(queue, outgoing.envelope)
+            self.stats.published += 1
+        await asyncio.sleep(0)  # a publish is a suspension point on every broker
+
+    async def _consume(self, subscription: Subscription[Any], prefetch: int) -> _MemoryConsumer:
+        queue = self.hub.queues.get(subscription.queue)
+        if queue is None:
+            raise LookupError(f"no queue {subscription.queue!r}: declare the topology first")
+        consumer = _MemoryConsumer(self, queue, subscription, prefetch)
+        consumer.start()
+        return consumer
+
+    async def take(self, queue: str, limit: int) -> list[Envelope]:
+        source = self._queue(queue)
+        taken: list[Envelope] = []
+        while source.ready and len(taken) < limit:
+            taken.append(source.ready.popleft())
+        return taken
+
+    async def depth(self, queue: str) -> int:
+        source = self._queue(queue)
+        return len(source.ready) + source.waiting
+
+    def _queue(self, name: str) -> _Queue:
+        try:
+            return self.hub.queues[name]
+        except KeyError:
+            raise LookupError(f"no queue {name!r}") from None
+
+
+class _MemoryDelivery(RepublishingDelivery):
+    settled = False
+
+    async def ack(self) -> None:
+        self.settled = True
+
+
+class _MemoryConsumer:
+    def __init__(self, broker: MemoryBroker, queue: _Queue, subscription: Subscription[Any], prefetch: int) -> None:
+        self._broker = broker
+        self._queue = queue
+        self._subscription = subscription
+        self._slots = asyncio.Semaphore(prefetch)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def queue(self) -> str:
+        return self._subscription.queue
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def start(self) -> None:
+        self._pump = asyncio.create_task(self._run(), name=f"consume {self.queue}")
+
+    async def _run(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                envelope = await self._queue.get()
+            except asyncio.CancelledError:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._process(envelope))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, envelope: Envelope) -> None:
+        delivery = _MemoryDelivery(self._broker, self.queue, envelope)
+        try:
+            await handle_delivery(self._subscription, delivery, self._broker.options, self._broker.stats)
+        except asyncio.CancelledError:
+            # Stopped past the grace period: like an unacked message on a closed channel, back it goes.
+            if not delivery.settled:
+                self._queue.put(envelope, front=True)
+            raise
+        except Exception:
+            log.exception("could not settle %s from %s", envelope.message_id, self.queue)
+            if not delivery.settled:
+                self._queue.put(envelope)
+        finally:
+            self._slots.release()
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._pump is None:
+            return
+        pump, self._pump = self._pump, None
+        pump.cancel()
+        await asyncio.gather(pump, return_exceptions=True)
+        grace = self._broker.options.shutdown_grace if grace is None else grace
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._broker._forget(self)

@@ -1,0 +1,95 @@
+"""The exchanges and queues of the system, declared once (CONTRACT section 2).
+
+Each broker turns a `Topology` into its own objects; declaring is idempotent. For every work queue `Q`
+the broker also declares `Q.dlq` (dead letters) and one wait queue per retry delay, `Q.retry.<ms>ms`,
+whose expired messages fall back into `Q` (so a waiting message never blocks the work queue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+ExchangeKind = Literal["fanout", "direct"]
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    name: str
+    kind: ExchangeKind
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """A durable work queue bound to one exchange; a direct exchange routes by the queue's own name."""
+
+    name: str
+    exchange: Exchange
+
+    @property
+    def routing_key(self) -> str:
+        return "" if self.exchange.kind == "fanout" else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    exchanges: tuple[Exchange, ...]
+    queues: tuple[Queue, ...]
+
+    def __post_init__(self) -> None:
+        for queue in self.queues:
+            if queue.exchange not in self.exchanges:
+                raise ValueError(f"queue {queue.name!r} is bound to undeclared exchange {queue.exchange.name!r}")
+        names = [queue.name for queue in self.queues]
+        if len(names) != len(set(names)):
+            raise ValueError("queue names must be unique")
+
+    def queue(self, name: str) -> Queue:
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        raise KeyError(f"no queue {name!r} in the topology")
+
+    def bound_to(self, exchange: str, routing_key: str) -> list[Queue]:
+        """The queues a message published to `exchange` with `routing_key` reaches."""
+        return [
+            queue
+            for queue in self.queues
+            if queue.exchange.name == exchange and (queue.exchange.kind == "fanout" or queue.routing_key == routing_key)
+        ]
+
+
+def dead_letter_queue(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+def wait_queue(queue: str, delay_seconds: float) -> str:
+    return f"{queue}.retry.{round(delay_seconds * 1000)}ms"
+
+
+def is_wait_queue_of(queue: str, candidate: str) -> bool:
+    return candidate.startswith(f"{queue}.retry.") and candidate.endswith("ms")
+
+
+def wait_queues(queue: str, delays: Iterable[float]) -> list[str]:
+    return sorted({wait_queue(queue, delay) for delay in delays})
+
+
+# -- The system's topology (CONTRACT section 2) ------------------------------------------------------------
+
+SKU_PROCESSED = Exchange("sku_processed", "fanout")
+COMMANDS = Exchange("commands", "direct")
+
+SKUFLOW = Topology(
+    exchanges=(SKU_PROCESSED, COMMANDS),
+    queues=(
+        Queue("inventory.sku_processed", SKU_PROCESSED),
+        Queue("catalog.sku_processed", SKU_PROCESSED),
+        Queue("users.sku_processed", SKU_PROCESSED),
+        Queue("inventory.recalculate_sku", COMMANDS),
+        Queue("catalog.update_sku_availability", COMMANDS),
+        Queue("users.update_wishlists_for_sku", COMMANDS),
+        Queue("inventory.flow_replies", COMMANDS),
+    ),
+)

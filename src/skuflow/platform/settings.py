@@ -1,0 +1,102 @@
+"""Configuration from `SKUFLOW_*` environment variables, a `.env` file or a TOML file (CONTRACT section 5).
+
+Precedence: environment variables, then `.env`, then the TOML file named by `SKUFLOW_CONFIG` (lower-case
+names without the prefix), then the defaults. A bad value stops start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from skuflow.messaging import BrokerOptions
+
+PREFIX = "SKUFLOW_"
+
+
+class SettingsError(Exception):
+    """A configuration value is unusable; the message names the variable and the problem."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore", frozen=True)
+
+    broker_url: str = "memory://"
+    mode: Literal["choreography", "orchestration"] = "choreography"
+    data_dir: Path = Path("./var")
+    retry_delays: Annotated[tuple[float, ...], NoDecode] = (1, 5, 30, 120, 600)
+    prefetch: int = Field(32, ge=1, le=65535)
+    shutdown_grace_seconds: float = Field(30, ge=0)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://", "memory://")):
+            raise ValueError("must start with amqp://, amqps:// or memory://")
+        return value
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            if not parts:
+                raise ValueError("must list at least one delay in seconds, e.g. 1,5,30")
+            return tuple(parts)
+        return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("every delay must be a positive number of seconds")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings, dotenv_settings]
+        config_file = os.environ.get(f"{PREFIX}CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    def broker_options(self) -> BrokerOptions:
+        return BrokerOptions(
+            retry_delays=self.retry_delays,
+            prefetch=self.prefetch,
+            shutdown_grace=self.shutdown_grace_seconds,
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning a validation error into one message that names each bad variable."""
+    config_file = os.environ.get(f"{PREFIX}CONFIG")
+    if config_file and not Path(config_file).is_file():
+        raise SettingsError(f"{PREFIX}CONFIG: no such file {config_file!r}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        problems = [
+            f"{PREFIX}{str(item['loc'][0]).upper()}: {item['msg']} (got {item.get('input')!r})"
+            for item in error.errors()
+        ]
+        raise SettingsError("bad configuration: " + "; ".join(problems)) from None
+    except ValueError as error:  # a TOML file that does not parse
+        raise SettingsError(f"bad configuration file {config_file}: {error}") from None

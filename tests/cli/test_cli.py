@@ -1,0 +1,66 @@
+"""The `skuflow` command as a user runs it: a real process, real brokers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def skuflow(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "skuflow", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+@pytest.mark.parametrize("broker", ["memory", pytest.param("amqp", marks=pytest.mark.amqp)])
+def test_demo_shows_one_event_reaching_every_queue_and_the_command_it_causes(broker: str, request):
+    url = "memory://" if broker == "memory" else request.getfixturevalue("amqp_url")
+    result = skuflow("demo", "--sku", "SKU-7", env={"SKUFLOW_BROKER_URL": url})
+    assert result.returncode == 0, result.stderr
+    for queue in ("inventory.sku_processed", "catalog.sku_processed", "users.sku_processed"):
+        assert f"{queue} got SkuProcessed(sku='SKU-7')" in result.stdout
+    assert "inventory.recalculate_sku got RecalculateSku(sku='SKU-7')" in result.stdout
+    assert "round trip complete: 4 deliveries" in result.stdout
+
+
+def test_a_bad_setting_stops_the_command_naming_the_variable():
+    result = skuflow("demo", env={"SKUFLOW_RETRY_DELAYS": "1,later"})
+    assert result.returncode == 2
+    assert "SKUFLOW_RETRY_DELAYS" in result.stderr
+
+
+@pytest.mark.amqp
+def test_bench_bus_prints_both_sides_and_their_ratio(amqp_url: str):
+    result = skuflow("bench", "bus", "--messages", "200", "--runs", "1", "--url", amqp_url)
+    assert result.returncode == 0, result.stderr
+    assert "raw aio-pika" in result.stdout
+    assert "skuflow.messaging" in result.stdout
+    assert "publish (msg/s)" in result.stdout
+    assert "consume (deliveries/s)" in result.stdout
+
+
+@pytest.mark.amqp
+def test_bench_bus_json_has_every_figure(amqp_url: str):
+    result = skuflow("bench", "bus", "-n", "100", "--runs", "2", "--window", "10", "--url", amqp_url, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["messages"] == 100
+    assert len(report["raw"]) == len(report["layer"]) == 2
+    for key in ("raw_publish_median", "layer_publish_median", "raw_consume_median", "layer_consume_median"):
+        assert report[key] > 0
+    assert report["publish_ratio"] > 0
+    assert report["consume_ratio"] > 0
+
+
+def test_bench_bus_refuses_a_broker_url_that_is_not_rabbitmq():
+    result = skuflow("bench", "bus", "--url", "memory://")
+    assert result.returncode == 2
+    assert "--url must be a RabbitMQ URL" in result.stderr
