@@ -8,15 +8,6 @@ http_ok() { .venv/bin/python -c 'import sys,urllib.request as u,base64
 r=u.Request(sys.argv[1]); r.add_header("Authorization","Basic "+base64.b64encode(b"guest:guest").decode())
 u.urlopen(r, timeout=2)' "$1" 2>/dev/null; }
 
-wait_for() {  # wait_for SECONDS WHAT COMMAND...
-    local seconds=$1 what=$2; shift 2
-    local deadline=$((SECONDS + seconds))
-    until "$@"; do
-        [ $SECONDS -lt $deadline ] || die "$what did not come up within ${seconds}s"
-        sleep 1
-    done
-}
-
 ensure_rabbitmq() {
     export SKUFLOW_TEST_AMQP_URL="${SKUFLOW_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"
     local host port

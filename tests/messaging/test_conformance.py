@@ -199,8 +199,7 @@ async def test_graceful_stop_finishes_messages_in_flight_and_leaves_the_rest_que
     await wait_until(lambda: len(started) == 2, what="two messages in flight")
 
     stopping = asyncio.create_task(consumer.stop(grace=5))
-    await asyncio.sleep(0.1)
-    assert not stopping.done(), "stop waits for the messages in flight"
+    await wait_until(lambda: consumer.in_flight == 2 and not stopping.done(), what="stop waiting for the two")
     release.set()
     await stopping
 
@@ -218,15 +217,21 @@ async def test_graceful_stop_finishes_messages_in_flight_and_leaves_the_rest_que
 async def test_a_message_still_running_after_the_grace_period_goes_back_to_the_queue(make_broker: BrokerFactory):
     broker = await make_broker()
     started: Received = []
+    cancelled: list[str] = []
 
-    async def stuck(_: Message[SkuProcessed]) -> None:
-        await asyncio.Event().wait()
+    async def stuck(message: Message[SkuProcessed]) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(message.envelope.message_id)
+            raise
 
     consumer = await broker.consume(sku_processed(QUEUE, recorder(started, stuck)))
     sent = await publish_event(broker, "SKU-1")
     await wait_until(lambda: started, what="the message in flight")
 
     await asyncio.wait_for(consumer.stop(grace=0.2), timeout=5)
+    assert cancelled == [sent.message_id], "the handler was stopped, not left running"
 
     await wait_until(lambda: _equals(broker.depth(QUEUE), 1), what="the message back in the queue")
     [back] = await broker.take(QUEUE, 10)
@@ -280,3 +285,61 @@ async def test_a_window_of_publishes_is_all_confirmed(make_broker: BrokerFactory
 
 async def _equals(depth: Awaitable[int], expected: int) -> bool:
     return await depth == expected
+
+
+async def test_prefetch_bounds_how_many_messages_are_handled_at_once(make_broker: BrokerFactory):
+    broker = await make_broker()
+    running = 0
+    peak = 0
+
+    async def busy(_: Message[SkuProcessed]) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    await broker.consume(sku_processed(QUEUE, busy), prefetch=3)
+    for n in range(12):
+        await publish_event(broker, f"SKU-{n}")
+    await wait_until(lambda: broker.stats.acked == 12, what="all 12 handled")
+    assert peak == 3
+
+
+async def test_a_handler_that_runs_too_long_is_retried(make_broker: BrokerFactory):
+    import dataclasses
+
+    broker = await make_broker(options=dataclasses.replace(TEST_OPTIONS, handler_timeout=0.1))
+    attempts: list[int] = []
+
+    async def slow_once(message: Message[SkuProcessed]) -> None:
+        attempts.append(message.attempt)
+        if message.attempt == 1:
+            await asyncio.sleep(10)
+
+    await broker.consume(sku_processed(QUEUE, slow_once))
+    await publish_event(broker, "SKU-1")
+    await wait_until(lambda: broker.stats.acked == 1, what="the second attempt to succeed")
+    assert attempts == [1, 2]
+
+
+async def test_consuming_needs_the_queue_and_its_retry_queues_declared(make_broker: BrokerFactory, broker_url: str):
+    import dataclasses
+
+    from skuflow.messaging import create_broker
+
+    await make_broker(options=dataclasses.replace(TEST_OPTIONS, retry_delays=(7.0,)))  # declares .retry.7000ms
+
+    async def handler(_: Message[SkuProcessed]) -> None:
+        pass
+
+    # A client with other retry delays, which did not declare its own wait queues, is told so at once.
+    undeclared = create_broker(broker_url, "test", TEST_OPTIONS)
+    await undeclared.connect()
+    try:
+        with pytest.raises(LookupError, match=r"retry\.200ms.*declare the topology"):
+            await undeclared.consume(sku_processed(QUEUE, handler))
+        with pytest.raises(LookupError, match=r"no queue 'no\.such\.queue'"):
+            await undeclared.depth("no.such.queue")
+    finally:
+        await undeclared.close()

@@ -41,3 +41,12 @@ def test_retries_are_counted_from_the_wait_queues_in_x_death_only():
     }
     assert retries_so_far(headers, "catalog.sku_processed") == 3
     assert retries_so_far({}, "catalog.sku_processed") == 0
+
+
+def test_our_own_retry_count_holds_when_the_broker_restarts_x_death_at_each_trip():
+    # RabbitMQ 3.13+ ignores a republished x-death: after three trips it shows only the last one.
+    headers = {
+        "skuflow-retries": 3,
+        "x-death": [{"queue": "catalog.sku_processed.retry.5000ms", "reason": "expired", "count": 1}],
+    }
+    assert retries_so_far(headers, "catalog.sku_processed") == 3

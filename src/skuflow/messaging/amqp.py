@@ -27,7 +27,7 @@ from yarl import URL
 
 from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishError, Subscription
 from skuflow.messaging.consumer import RepublishingDelivery, handle_delivery
-from skuflow.messaging.envelope import CAUSATION_ID, CONTENT_TYPE, Envelope
+from skuflow.messaging.envelope import CAUSATION_ID, CONTENT_TYPE, Envelope, text
 from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queue
 
 log = logging.getLogger("skuflow.messaging.amqp")
@@ -56,6 +56,10 @@ class AmqpBroker(Broker):
             await self._connection.close()
         self._connection = self._channel = None
         self._exchanges.clear()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection is not None and self._connection.connected.is_set()
 
     @property
     def channel(self) -> AbstractChannel:
@@ -100,16 +104,21 @@ class AmqpBroker(Broker):
             raise PublishError(f"exchange {name!r} is not declared: declare the topology first") from None
 
     async def publish_many(self, messages: Sequence[Outgoing], window: int = 100) -> None:
+        if len(messages) == 1:
+            await self._publish(messages[0])
+            return
         slots = asyncio.Semaphore(window)
 
         async def one(outgoing: Outgoing) -> None:
             async with slots:
                 await self._publish(outgoing)
 
-        if len(messages) == 1:
-            await self._publish(messages[0])
-        else:
-            await asyncio.gather(*(one(outgoing) for outgoing in messages))
+        try:
+            async with asyncio.TaskGroup() as group:  # the first failure cancels the rest
+                for outgoing in messages:
+                    group.create_task(one(outgoing))
+        except* PublishError as errors:
+            raise errors.exceptions[0] from None
 
     async def _publish(self, outgoing: Outgoing) -> None:
         message = _to_amqp(outgoing.envelope)
@@ -119,7 +128,7 @@ class AmqpBroker(Broker):
         while True:
             try:
                 await self._exchange(outgoing.exchange).publish(
-                    message, outgoing.routing_key, mandatory=True, timeout=self.options.publish_timeout
+                    message, outgoing.routing_key, mandatory=True, timeout=max(deadline - loop.time(), 0.1)
                 )
             except aiormq.exceptions.PublishError:
                 raise PublishError(
@@ -144,8 +153,16 @@ class AmqpBroker(Broker):
     async def _consume(self, subscription: Subscription[Any], prefetch: int) -> _AmqpConsumer:
         if self._connection is None:
             raise RuntimeError("the broker is not connected: call connect() first")
+        for name in (
+            subscription.queue,
+            dead_letter_queue(subscription.queue),
+            *(wait_queue(subscription.queue, delay) for delay in self.options.retry_delays),
+        ):
+            await self.depth(name)  # raises LookupError unless declared with these retry delays
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
+        # ensure=True declares (passively) through the robust channel, which then restores the consumer
+        # after a reconnection; ensure=False would not.
         queue = await channel.get_queue(subscription.queue, ensure=True)
         consumer = _AmqpConsumer(self, channel, queue, subscription)
         await consumer.start()
@@ -155,8 +172,9 @@ class AmqpBroker(Broker):
         if self._connection is None:
             raise RuntimeError("the broker is not connected: call connect() first")
         taken: list[Envelope] = []
+        await self.depth(queue)  # raises LookupError for a queue that does not exist
         async with self._connection.channel() as channel:
-            source = await channel.get_queue(queue, ensure=True)
+            source = await channel.get_queue(queue, ensure=False)
             while len(taken) < limit:
                 message = await source.get(no_ack=False, fail=False)
                 if message is None:
@@ -168,10 +186,12 @@ class AmqpBroker(Broker):
     async def depth(self, queue: str) -> int:
         if self._connection is None:
             raise RuntimeError("the broker is not connected: call connect() first")
-        async with self._connection.channel() as channel:
-            declared = await channel.declare_queue(queue, passive=True)
-            count = declared.declaration_result.message_count
-            return int(count or 0)
+        try:
+            async with self._connection.channel() as channel:  # a failed passive declare closes its channel
+                declared = await channel.declare_queue(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            raise LookupError(f"no queue {queue!r}: declare the topology (with these retry delays) first") from None
+        return int(declared.declaration_result.message_count or 0)
 
 
 class _AmqpDelivery(RepublishingDelivery):
@@ -194,6 +214,7 @@ class _AmqpConsumer:
         self._tag: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._stopped: asyncio.Future[None] | None = None
 
     @property
     def queue(self) -> str:
@@ -219,39 +240,46 @@ class _AmqpConsumer:
                 self._broker.options,
                 self._broker.stats,
             )
-        except asyncio.CancelledError:
-            raise
         except Exception:
-            # Settling failed (typically the channel died under us): the broker redelivers what was not
-            # acked. If the channel still lives, hand the message back now rather than holding it.
-            log.exception("could not settle %s from %s", message.message_id, self.queue)
+            # Settling failed: the retry or dead-letter copy could not be published. If the channel died
+            # under us, the broker redelivers. If it lives, reject without requeue: the queue's own
+            # dead-lettering moves the message to the DLQ, instead of redelivering it in a tight loop.
+            log.exception("could not settle %s from %s; rejecting it to the DLQ", message.message_id, self.queue)
             if not self._channel.is_closed:
                 try:
-                    await message.nack(requeue=True)
+                    await message.reject(requeue=False)
                 except Exception:
-                    log.debug("nack failed too; the broker will redeliver", exc_info=True)
+                    log.debug("reject failed too; the broker will redeliver", exc_info=True)
         finally:
             self._tasks.discard(task)
 
     async def stop(self, grace: float | None = None) -> None:
-        if self._stopping:
-            return
+        if self._stopped is None:
+            self._stopped = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stopped)
+
+    async def _stop(self, grace: float | None) -> None:
         self._stopping = True
         grace = self._broker.options.shutdown_grace if grace is None else grace
-        if self._tag is not None and not self._channel.is_closed:
-            try:
-                await self._queue.cancel(self._tag)
-            except Exception:
-                log.debug("cancel of %s failed", self.queue, exc_info=True)
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-            if pending:
-                log.warning(
-                    "%s: %d message(s) still in flight after %ss go back to the queue", self.queue, len(pending), grace
-                )
-        # Closing the channel cancels what is still running; its unacked messages return to the queue.
-        await self._channel.close()
-        self._broker._forget(self)
+        try:
+            if self._tag is not None and not self._channel.is_closed:
+                try:
+                    await self._queue.cancel(self._tag, timeout=5)
+                except Exception:
+                    log.debug("cancel of %s failed", self.queue, exc_info=True)
+            if self._tasks:
+                _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+                if pending:
+                    log.warning(
+                        "%s: %d message(s) still in flight after %ss go back to the queue",
+                        self.queue,
+                        len(pending),
+                        grace,
+                    )
+            # Closing the channel cancels what is still running; its unacked messages return to the queue.
+            await self._channel.close()
+        finally:
+            self._broker._forget(self)
 
 
 def _to_amqp(envelope: Envelope) -> aio_pika.Message:
@@ -283,13 +311,7 @@ def _from_amqp(message: AbstractIncomingMessage) -> Envelope:
         app_id=message.app_id or "",
         message_id=message.message_id or "",
         correlation_id=message.correlation_id or "",
-        causation_id=_text(causation),
+        causation_id=text(causation) or None,
         timestamp=timestamp,
         headers=headers,
     )
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -9,8 +9,10 @@ supplies the transport primitives of a `Delivery`.
 from __future__ import annotations
 
 import abc
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import pydantic
@@ -19,6 +21,7 @@ from skuflow.messaging.envelope import Envelope
 from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queues
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+log = logging.getLogger("skuflow.messaging")
 
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1, 5, 30, 120, 600)
 
@@ -38,6 +41,9 @@ class BrokerOptions:
     # How long a publish keeps trying while the broker is unreachable before it raises.
     publish_timeout: float = 30.0
     shutdown_grace: float = 30.0
+    # A handler running longer fails (and is retried): RabbitMQ closes a channel whose message stays
+    # unacked past its consumer_timeout (30 minutes by default).
+    handler_timeout: float = 120.0
 
     def __post_init__(self) -> None:
         if any(delay <= 0 for delay in self.retry_delays):
@@ -85,8 +91,8 @@ class Delivery(Protocol):
 
     async def ack(self) -> None: ...
 
-    async def retry_later(self, delay: float) -> None:
-        """Put the message aside for `delay` seconds, then back on its queue (its `x-death` grows)."""
+    async def retry_later(self, delay: float, retries: int) -> None:
+        """Put the message aside for `delay` seconds, then back on its queue, marked as its `retries`th."""
 
     async def dead_letter(self, reason: str, attempts: int) -> None:
         """Move the message to its queue's DLQ with `x-reason` and `x-attempts`."""
@@ -112,7 +118,6 @@ class BrokerStats:
     acked: int = 0
     retried: int = 0
     dead_lettered: int = 0
-    by_type: dict[str, int] = field(default_factory=dict)
 
 
 class Broker(abc.ABC):
@@ -135,14 +140,23 @@ class Broker(abc.ABC):
     async def connect(self) -> None: ...
 
     async def close(self) -> None:
-        """Stop every consumer (draining within the grace period), then disconnect."""
+        """Stop every consumer (together, draining within one grace period), then disconnect."""
         consumers, self._consumers = self._consumers, []
-        for consumer in consumers:
-            await consumer.stop()
-        await self._disconnect()
+        try:
+            results = await asyncio.gather(*(consumer.stop() for consumer in consumers), return_exceptions=True)
+            for consumer, result in zip(consumers, results, strict=True):
+                if isinstance(result, Exception):
+                    log.warning("stopping the consumer of %s failed: %r", consumer.queue, result)
+        finally:
+            await self._disconnect()
 
     @abc.abstractmethod
     async def _disconnect(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def is_connected(self) -> bool:
+        """Whether the broker is reachable right now (readiness checks ask this)."""
 
     @abc.abstractmethod
     async def declare(self, topology: Topology) -> None:
@@ -154,7 +168,11 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def publish_many(self, messages: Sequence[Outgoing], window: int = 100) -> None:
-        """Publish with up to `window` confirms in flight; return once every message is confirmed."""
+        """Publish with up to `window` confirms in flight; return once every message is confirmed.
+
+        On `PublishError` some of the messages may have reached the broker and others not: publish the
+        batch again (consumers deduplicate by `message_id`), as the outbox relay does.
+        """
 
     async def consume(self, subscription: Subscription[Any], prefetch: int | None = None) -> Consumer:
         """Start consuming a queue; the broker stops the consumer on close."""

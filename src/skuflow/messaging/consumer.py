@@ -3,46 +3,59 @@
 1. The envelope's `type` must be the subscription's and the body must validate against its model;
    otherwise the message can never succeed, so it goes straight to the DLQ with the reason.
 2. The handler runs inside the message's flow (its correlation id; its message id as the cause of
-   whatever the handler publishes).
-3. The handler returned: ack. It raised `Reject`: DLQ. It raised anything else: retry after the next
-   delay of `retry_delays` (the message waits aside, the queue keeps flowing), and after the last one,
-   DLQ with the last error. Cancelled (shutdown past its grace): nothing is settled, so the broker puts
-   the message back on its queue.
+   whatever the handler publishes), bounded by `handler_timeout` (far below RabbitMQ's 30-minute
+   `consumer_timeout`, which would close the channel under a message held longer).
+3. The handler returned: ack. It raised `Reject`: DLQ. It raised anything else (or timed out): retry
+   after the next delay of `retry_delays` (the message waits aside, the queue keeps flowing), and after
+   the last one, DLQ with the last error. Cancelled (shutdown past its grace, or a lost connection):
+   nothing is settled, so the broker puts the message back on its queue.
 
-Attempts are counted from the broker's own `x-death` header: each trip through one of the queue's wait
-queues is one retry.
+Attempts: each trip through one of the queue's wait queues is one retry. The layer counts them in its own
+`skuflow-retries` header, set on the copy it puts aside, and cross-checks the broker's `x-death` (the
+larger wins): RabbitMQ up to 3.12 keeps counting in a republished `x-death`, RabbitMQ 3.13+ restarts it
+from the broker's own record, so neither alone is reliable across versions.
 """
 
 from __future__ import annotations
 
+import abc
+import asyncio
+import enum
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic
 
 from skuflow.messaging.broker import Broker, BrokerOptions, BrokerStats, Delivery, Message, Reject, Subscription
 from skuflow.messaging.context import flow_scope
-from skuflow.messaging.envelope import ATTEMPTS, DEATHS, ORIGINAL_QUEUE, REASON, Envelope
+from skuflow.messaging.envelope import ATTEMPTS, DEATHS, ORIGINAL_QUEUE, REASON, RETRIES, Envelope, text
 from skuflow.messaging.topology import dead_letter_queue, is_wait_queue_of, wait_queue
 
 log = logging.getLogger("skuflow.messaging")
 
 
+class Outcome(enum.Enum):
+    ACKED = "acked"
+    RETRIED = "retried"
+    DEAD_LETTERED = "dead_lettered"
+
+
 def retries_so_far(headers: Mapping[str, Any], queue: str) -> int:
-    """How many times the message has expired out of one of `queue`'s wait queues (from `x-death`)."""
+    """How many times the message has been put aside in one of `queue`'s wait queues."""
     deaths = headers.get(DEATHS) or []
-    return sum(
+    counted_by_broker = sum(
         int(death.get("count", 0))
         for death in deaths
         if isinstance(death, Mapping)
-        and _text(death.get("reason")) == "expired"
-        and is_wait_queue_of(queue, _text(death.get("queue")))
+        and text(death.get("reason")) == "expired"
+        and is_wait_queue_of(queue, text(death.get("queue")))
     )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")
+    try:
+        counted_by_us = int(headers.get(RETRIES) or 0)
+    except (TypeError, ValueError):
+        counted_by_us = 0
+    return max(counted_by_broker, counted_by_us)
 
 
 async def handle_delivery(
@@ -50,40 +63,49 @@ async def handle_delivery(
 ) -> None:
     """Run one delivery through validation and the handler, and settle it (counted in `stats`)."""
     stats.delivered += 1
-    outcome = await _settle(subscription, delivery, options.retry_delays)
-    setattr(stats, outcome, getattr(stats, outcome) + 1)
+    outcome = await _settle(subscription, delivery, options)
+    if outcome is Outcome.ACKED:
+        stats.acked += 1
+    elif outcome is Outcome.RETRIED:
+        stats.retried += 1
+    else:
+        stats.dead_lettered += 1
 
 
-async def _settle(subscription: Subscription[Any], delivery: Delivery, retry_delays: Sequence[float]) -> str:
+async def _settle(subscription: Subscription[Any], delivery: Delivery, options: BrokerOptions) -> Outcome:
     envelope = delivery.envelope
-    attempt = retries_so_far(envelope.headers, subscription.queue) + 1
+    retries = retries_so_far(envelope.headers, subscription.queue)
+    attempt = retries + 1
 
     problem = _envelope_problem(envelope, subscription)
     if problem:
         await delivery.dead_letter(problem, attempt)
-        return "dead_lettered"
+        return Outcome.DEAD_LETTERED
     try:
         body = subscription.model.model_validate_json(envelope.body)
     except pydantic.ValidationError as error:
         await delivery.dead_letter(f"invalid {envelope.type} body: {_describe(error)}", attempt)
-        return "dead_lettered"
+        return Outcome.DEAD_LETTERED
 
     with flow_scope(envelope.correlation_id, causation_id=envelope.message_id):
         try:
-            await subscription.handler(Message(body, envelope, attempt))
+            async with asyncio.timeout(options.handler_timeout):
+                await subscription.handler(Message(body, envelope, attempt))
         except Reject as error:
             log.warning("%s rejected %s: %s", subscription.queue, envelope.message_id, error)
             await delivery.dead_letter(f"rejected: {error}", attempt)
-            return "dead_lettered"
+            return Outcome.DEAD_LETTERED
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
-            if attempt > len(retry_delays):
+            if isinstance(error, TimeoutError):
+                reason = f"the handler took longer than {options.handler_timeout}s"
+            if attempt > len(options.retry_delays):
                 log.error(
                     "%s gave up on %s after %d attempts: %s", subscription.queue, envelope.message_id, attempt, reason
                 )
                 await delivery.dead_letter(reason, attempt)
-                return "dead_lettered"
-            delay = retry_delays[attempt - 1]
+                return Outcome.DEAD_LETTERED
+            delay = options.retry_delays[attempt - 1]
             log.warning(
                 "%s attempt %d of %s failed, retrying in %ss: %s",
                 subscription.queue,
@@ -92,10 +114,10 @@ async def _settle(subscription: Subscription[Any], delivery: Delivery, retry_del
                 delay,
                 reason,
             )
-            await delivery.retry_later(delay)
-            return "retried"
+            await delivery.retry_later(delay, retries + 1)
+            return Outcome.RETRIED
     await delivery.ack()
-    return "acked"
+    return Outcome.ACKED
 
 
 def _envelope_problem(envelope: Envelope, subscription: Subscription[Any]) -> str | None:
@@ -117,7 +139,7 @@ def _describe(error: pydantic.ValidationError) -> str:
     )
 
 
-class RepublishingDelivery:
+class RepublishingDelivery(abc.ABC):
     """Retry and dead-letter by publishing a copy (confirmed) and then acking the original.
 
     Shared by both brokers: a copy goes to the default exchange, addressed to the wait queue or the DLQ
@@ -133,11 +155,12 @@ class RepublishingDelivery:
     def envelope(self) -> Envelope:
         return self._envelope
 
-    async def ack(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def ack(self) -> None: ...
 
-    async def retry_later(self, delay: float) -> None:
-        await self._broker.publish(self._envelope, "", wait_queue(self._queue, delay))
+    async def retry_later(self, delay: float, retries: int) -> None:
+        aside = self._envelope.with_headers(**{RETRIES: retries})
+        await self._broker.publish(aside, "", wait_queue(self._queue, delay))
         await self.ack()
 
     async def dead_letter(self, reason: str, attempts: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import pydantic
@@ -20,6 +21,7 @@ REASON = "x-reason"
 ATTEMPTS = "x-attempts"
 DEATHS = "x-death"
 ORIGINAL_QUEUE = "x-original-queue"
+RETRIES = "skuflow-retries"  # our own count of trips through the wait queues (see consumer.py)
 
 Body = pydantic.BaseModel | Mapping[str, Any]
 
@@ -67,15 +69,20 @@ class Envelope:
             causation_id=causation_id,
             # AMQP timestamps have a resolution of one second: keep what survives the trip.
             timestamp=datetime.now(UTC).replace(microsecond=0),
-            headers=dict(headers or {}),
+            headers=MappingProxyType(dict(headers or {})),
         )
 
     def with_headers(self, **extra: Any) -> Envelope:
-        return replace(self, headers={**self.headers, **extra})
+        return replace(self, headers=MappingProxyType({**self.headers, **extra}))
 
     def json(self) -> Any:
         """The body, decoded (for inspection; consumers validate with their own model)."""
         return pydantic_core.from_json(self.body)
+
+
+def text(value: Any) -> str:
+    """A header value as text (AMQP tables may carry bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
 def encode_body(body: Body) -> bytes:

@@ -1,7 +1,8 @@
 """An in-process broker with RabbitMQ's semantics, for `skuflow up` with no server to install.
 
 A `MemoryHub` plays the server: exchanges, bindings and queues, shared by every `MemoryBroker` opened on
-the same URL (`memory://` is the process's hub; `memory://NAME` a separate one, as tests use). Wait
+the same URL (`memory://` is the process's hub; `memory://NAME` a separate one, as tests use). A hub
+lives while a broker uses it: when the last one closes, its queues go too. Wait
 queues hold a message for their delay and then dead-letter it back to the work queue, adding to its
 `x-death` exactly as RabbitMQ does, so that the consumer policy counts attempts the same way on both.
 Nothing survives the process: that is the price of needing no server.
@@ -20,7 +21,7 @@ from typing import Any, ClassVar
 
 from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishError, Subscription
 from skuflow.messaging.consumer import RepublishingDelivery, handle_delivery
-from skuflow.messaging.envelope import DEATHS, Envelope
+from skuflow.messaging.envelope import DEATHS, REASON, Envelope
 from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queue
 
 log = logging.getLogger("skuflow.messaging.memory")
@@ -136,6 +137,10 @@ class MemoryBroker(Broker):
     async def connect(self) -> None:
         self._hub = MemoryHub.for_url(self.url)
 
+    @property
+    def is_connected(self) -> bool:
+        return self._hub is not None
+
     async def _disconnect(self) -> None:
         self._hub = None
 
@@ -159,9 +164,12 @@ class MemoryBroker(Broker):
         await asyncio.sleep(0)  # a publish is a suspension point on every broker
 
     async def _consume(self, subscription: Subscription[Any], prefetch: int) -> _MemoryConsumer:
-        queue = self.hub.queues.get(subscription.queue)
-        if queue is None:
-            raise LookupError(f"no queue {subscription.queue!r}: declare the topology first")
+        for name in (
+            dead_letter_queue(subscription.queue),
+            *(wait_queue(subscription.queue, delay) for delay in self.options.retry_delays),
+        ):
+            self._queue(name)
+        queue = self._queue(subscription.queue)
         consumer = _MemoryConsumer(self, queue, subscription, prefetch)
         consumer.start()
         return consumer
@@ -181,7 +189,7 @@ class MemoryBroker(Broker):
         try:
             return self.hub.queues[name]
         except KeyError:
-            raise LookupError(f"no queue {name!r}") from None
+            raise LookupError(f"no queue {name!r}: declare the topology (with these retry delays) first") from None
 
 
 class _MemoryDelivery(RepublishingDelivery):
@@ -199,6 +207,7 @@ class _MemoryConsumer:
         self._slots = asyncio.Semaphore(prefetch)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pump: asyncio.Task[None] | None = None
+        self._stopped: asyncio.Future[None] | None = None
 
     @property
     def queue(self) -> str:
@@ -232,14 +241,22 @@ class _MemoryConsumer:
             if not delivery.settled:
                 self._queue.put(envelope, front=True)
             raise
-        except Exception:
-            log.exception("could not settle %s from %s", envelope.message_id, self.queue)
+        except Exception as error:
+            # As on RabbitMQ, where the consumer rejects it and the queue's own dead-lettering takes over.
+            log.exception("could not settle %s from %s; moving it to the DLQ", envelope.message_id, self.queue)
             if not delivery.settled:
-                self._queue.put(envelope)
+                self._broker.hub.queues[dead_letter_queue(self.queue)].put(
+                    envelope.with_headers(**{REASON: f"could not settle: {error!r}"})
+                )
         finally:
             self._slots.release()
 
     async def stop(self, grace: float | None = None) -> None:
+        if self._stopped is None:
+            self._stopped = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stopped)
+
+    async def _stop(self, grace: float | None) -> None:
         if self._pump is None:
             return
         pump, self._pump = self._pump, None
