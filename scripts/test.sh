@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Runs every check skuflow has, doing its own set-up: the virtual environment, RabbitMQ, then lint, types,
+# Runs every check skuflow has, doing its own set-up: the virtual environment, RabbitMQ, PostgreSQL, then lint, types,
 # import boundaries and the tests (the broker-disrupting ones in a pass of their own). Extra arguments go to
 # pytest in the first pass, e.g. `scripts/test.sh -k dlq`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/venv.sh
 source scripts/lib/rabbitmq.sh
+source scripts/lib/postgres.sh
 
 ensure_venv dev
 ensure_rabbitmq
+ensure_postgres
 
 say "lint (ruff), types (mypy), import boundaries (import-linter)"
 .venv/bin/ruff check src tests

@@ -4,6 +4,15 @@
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+wait_for() {  # wait_for SECONDS WHAT COMMAND...
+    local seconds=$1 what=$2; shift 2
+    local deadline=$((SECONDS + seconds))
+    until "$@"; do
+        [ $SECONDS -lt $deadline ] || die "$what did not come up within ${seconds}s"
+        sleep 1
+    done
+}
+
 as_root_on_debian() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
 
 APT_UPDATED=""

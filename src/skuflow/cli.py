@@ -6,7 +6,9 @@ import asyncio
 import json
 import logging
 import os
-from typing import Annotated
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +21,8 @@ bench_app = typer.Typer(
     help="Performance figures, each beside a baseline measured in the same run.", no_args_is_help=True
 )
 app.add_typer(bench_app, name="bench")
+warehouse_app = typer.Typer(help="The warehouse's side: report stock numbers.", no_args_is_help=True)
+app.add_typer(warehouse_app, name="warehouse")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -62,6 +66,99 @@ def demo(sku: Annotated[str, typer.Option(help="The SKU id the event carries.")]
     console.print(f"[green]round trip complete:[/] {received} deliveries")
 
 
+@app.command()
+def up() -> None:
+    """Run the whole system in this process: every service, the in-process broker and SQLite by default.
+
+    With SKUFLOW_BROKER_URL=amqp://... the same against RabbitMQ. Ctrl-C stops it cleanly.
+    """
+    from skuflow.platform.logging import configure_logging
+    from skuflow.platform.secrets import secrets_file, with_secrets
+    from skuflow.system import SERVICES
+
+    settings, generated = with_secrets(_settings(), generate=True)
+    configure_logging()
+
+    def ready() -> None:
+        table = Table(title="skuflow is up", show_header=False)
+        for spec in SERVICES.values():
+            table.add_row(spec.name, spec.url(settings), f"{spec.url(settings)}/docs")
+        table.add_row("broker", settings.broker_url, "")
+        table.add_row("data", str(settings.data_dir.resolve()), "")
+        console.print(table)
+        where = secrets_file(settings)
+        for name, client in (("warehouse_secret", "warehouse"), ("admin_secret", "admin")):
+            secret = getattr(settings, name).get_secret_value()  # set: with_secrets generated what was missing
+            if name in generated:
+                console.print(f"client [bold]{client}[/]: secret [bold]{secret}[/] (generated, kept in {where})")
+            else:
+                console.print(f"client [bold]{client}[/]: secret from SKUFLOW_{name.upper()} or {where}")
+        console.print("Ctrl-C stops everything.")
+
+    _run_services(list(SERVICES.values()), settings, ready)
+    console.print("stopped.")
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="inventory or users")],
+) -> None:
+    """Run one service in this process, against a real broker (SKUFLOW_BROKER_URL=amqp://...).
+
+    It listens on the host and port of its URL setting (SKUFLOW_INVENTORY_URL, SKUFLOW_USERS_URL).
+    Several instances of one service share its queues as competing consumers.
+    """
+    from skuflow.platform.logging import configure_logging
+    from skuflow.system import SERVICES
+
+    spec = SERVICES.get(service)
+    if spec is None:
+        err_console.print(f"[red]error:[/] unknown service {service!r}: choose one of {', '.join(SERVICES)}")
+        raise typer.Exit(2)
+    settings = _settings()
+    if settings.broker_url.startswith("memory://"):
+        err_console.print(
+            "[red]error:[/] SKUFLOW_BROKER_URL: `skuflow serve` needs a real broker shared between processes, "
+            "not memory:// (set amqp://user:password@host:5672/; `skuflow up` runs everything in one process)"
+        )
+        raise typer.Exit(2)
+    configure_logging()
+    _run_services([spec], settings, lambda: console.print(f"{spec.name} listening on {spec.url(settings)}"))
+
+
+def _run_services(specs: list[Any], settings: Settings, ready: Callable[[], None]) -> None:
+    from skuflow.system import run_services
+
+    try:
+        asyncio.run(run_services(specs, settings, ready))
+    except SettingsError as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    except OSError as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+
+
+@warehouse_app.command("push")
+def warehouse_push(
+    warehouse: Annotated[str, typer.Option(help="The warehouse id, e.g. WH-1.")],
+    sku: Annotated[str, typer.Option(help="The SKU id, e.g. SKU-1.")],
+    on_hand: Annotated[int, typer.Option(help="The absolute number on hand.")],
+    as_of: Annotated[datetime | None, typer.Option(help="When the number was true (ISO-8601); default now.")] = None,
+) -> None:
+    """Report one absolute stock number to inventory over HTTP, as the warehouse client."""
+    from skuflow.platform.secrets import with_secrets
+    from skuflow.warehouse import WarehouseError, push
+
+    settings, _ = with_secrets(_settings(), generate=False)
+    try:
+        answer = asyncio.run(push(settings, warehouse, sku, on_hand, as_of))
+    except WarehouseError as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    console.print_json(data=answer)
+
+
 @bench_app.command("bus")
 def bench_bus(
     messages: Annotated[int, typer.Option("--messages", "-n", min=1, help="Messages published per run.")] = 10_000,
@@ -89,10 +186,10 @@ def bench_bus(
         print(json.dumps(report.as_dict(), indent=2))
         return
     table = Table(title=f"bench bus: {messages:,} messages x {runs} runs, fanout to 3 queues, window {window}")
-    table.add_column("median of runs")
+    table.add_column("figure (median of runs)")
     table.add_column("raw aio-pika", justify="right")
     table.add_column("skuflow.messaging", justify="right")
-    table.add_column("ratio", justify="right")
+    table.add_column("ratio (median of runs)", justify="right")
     for figure, unit in (("publish", "msg/s"), ("consume", "deliveries/s")):
         table.add_row(
             f"{figure} ({unit})",

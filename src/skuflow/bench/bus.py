@@ -51,7 +51,12 @@ class BusReport:
         return float(statistics.median(getattr(rates, figure) for rates in getattr(self, side)))
 
     def ratio(self, figure: str) -> float:
-        return self.median("layer", figure) / self.median("raw", figure)
+        """The median of each run's layer/raw ratio: pairing the sides run by run cancels the broker's drift."""
+        return float(
+            statistics.median(
+                getattr(layer, figure) / getattr(raw, figure) for raw, layer in zip(self.raw, self.layer, strict=True)
+            )
+        )
 
     def as_dict(self) -> dict[str, object]:
         summary = {

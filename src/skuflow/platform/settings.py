@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -37,6 +37,54 @@ class Settings(BaseSettings):
     retry_delays: Annotated[tuple[float, ...], NoDecode] = (1, 5, 30, 120, 600)
     prefetch: int = Field(32, ge=1, le=65535)
     shutdown_grace_seconds: float = Field(30, ge=0)
+
+    # Each service's own database; unset means SQLite under the data directory.
+    inventory_database_url: str | None = None
+    catalog_database_url: str | None = None
+    users_database_url: str | None = None
+
+    inventory_url: str = "http://127.0.0.1:8001"
+    catalog_url: str = "http://127.0.0.1:8002"
+    users_url: str = "http://127.0.0.1:8003"
+    users_grpc: str = "127.0.0.1:50051"
+
+    smtp_url: str | None = None
+    warehouse_ftp_url: str | None = None
+    warehouse_ftp_poll_seconds: float = Field(5, gt=0)
+
+    warehouse_secret: SecretStr | None = None
+    admin_secret: SecretStr | None = None
+    auth_transport: Literal["rest", "grpc"] = "rest"
+    auth_cache_seconds: float = Field(30, ge=0)
+    # Extensions of ours (docs/contract.md): token lifetime and the token endpoint's rate limit.
+    token_ttl_seconds: int = Field(3600, ge=1)
+    token_attempts_per_minute: int = Field(10, ge=1)
+
+    flow_step_timeout_seconds: float = Field(10, gt=0)
+    flow_step_attempts: int = Field(5, ge=1)
+    reconcile_seconds: float = Field(300, gt=0)
+    low_stock_threshold: int = Field(5, ge=0)
+
+    @field_validator("inventory_database_url", "catalog_database_url", "users_database_url")
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with postgresql+asyncpg:// or sqlite+aiosqlite://")
+        return value
+
+    @field_validator("inventory_url", "catalog_url", "users_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    def database_url(self, service: str) -> str:
+        """The service's database URL: the configured one, or SQLite under the data directory."""
+        configured: str | None = getattr(self, f"{service}_database_url")
+        if configured:
+            return configured
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
 
     @field_validator("broker_url")
     @classmethod

@@ -1,0 +1,190 @@
+"""Inventory's HTTP API (CONTRACT section 3): stock reports in, availability out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from sqlalchemy import case, select
+
+from skuflow.inventory import domain
+from skuflow.inventory.db import skus
+from skuflow.inventory.recording import IdempotencyConflict, record_report, set_safety_stock, utc
+from skuflow.platform.auth import Principal, require_scope
+from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
+from skuflow.platform.runtime import ServiceRuntime
+
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+FUTURE_TOLERANCE = timedelta(minutes=5)  # clocks drift; a report from further ahead is a mistake
+
+Identifier = Annotated[str, Field(pattern=IDENTIFIER, description="1-64 of A-Z a-z 0-9 . _ -, not starting with . _ -")]
+SkuPath = Annotated[str, Path(pattern=IDENTIFIER, description="The SKU id")]
+
+
+def _not_in_the_future(moment: datetime) -> datetime:
+    moment = utc(moment)  # a time without an offset is taken as UTC
+    if moment > datetime.now(UTC) + FUTURE_TOLERANCE:
+        raise ValueError("as_of is in the future")
+    return moment
+
+
+AsOf = Annotated[datetime, AfterValidator(_not_in_the_future)]
+
+
+class StockItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku: Identifier
+    on_hand: StrictInt = Field(ge=0, le=1_000_000_000)
+
+
+class StockReport(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "warehouse_id": "WH-1",
+                "as_of": "2026-11-25T08:00:00Z",
+                "items": [{"sku": "SKU-1", "on_hand": 12}],
+            }
+        },
+    )
+    warehouse_id: Identifier
+    as_of: AsOf | None = Field(None, description="When the numbers were true (ISO-8601); default: now")
+    items: list[StockItem] = Field(min_length=1, max_length=10_000)
+
+
+class StockReportAnswer(BaseModel):
+    accepted: int
+    stale: int
+    correlation_id: str
+
+
+class SafetyStock(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    safety_stock: StrictInt = Field(ge=0, le=1_000_000_000)
+
+
+class Availability(BaseModel):
+    sku: str
+    on_hand: int
+    safety_stock: int
+    available_for_sale: int
+    available: bool
+    revision: int
+    updated_at: datetime
+
+
+class AvailabilityPage(BaseModel):
+    items: list[Availability]
+    next_cursor: str | None
+
+
+router = APIRouter(prefix="/v1", tags=["inventory"])
+StockWriter = Annotated[Principal, Depends(require_scope("stock:write"))]
+
+
+def _runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+@router.post("/stock", status_code=202, response_model=StockReportAnswer, summary="Report absolute stock numbers")
+async def report_stock(
+    report: StockReport,
+    request: Request,
+    principal: StockWriter,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
+) -> JSONResponse:
+    """All items are valid or nothing is recorded. A number not newer (`as_of`) than the one recorded for
+    its warehouse and SKU is ignored and counted as stale. A repeat with the same `Idempotency-Key` answers
+    as the first time and changes nothing."""
+    duplicates = domain.duplicate_items((report.warehouse_id, item.sku) for item in report.items)
+    if duplicates:
+        raise RequestValidationError(
+            [
+                {"loc": ("body", "items", index, "sku"), "msg": message, "type": "duplicate_item"}
+                for index, message in duplicates.items()
+            ]
+        )
+    as_of = report.as_of or datetime.now(UTC)
+    levels = [domain.ReportedLevel(report.warehouse_id, item.sku, item.on_hand, as_of) for item in report.items]
+    try:
+        answer = await record_report(
+            _runtime(request),
+            levels,
+            principal=principal.sub,
+            idempotency_key=idempotency_key,
+            request_fingerprint=report.model_dump(mode="json"),
+        )
+    except IdempotencyConflict as error:
+        raise HTTPException(422, str(error)) from None
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
+
+
+@router.put("/skus/{sku}", response_model=Availability, summary="Set a SKU's safety stock")
+async def put_sku(sku: SkuPath, body: SafetyStock, request: Request, _: StockWriter) -> dict[str, Any]:
+    runtime = _runtime(request)
+    await set_safety_stock(runtime, sku, body.safety_stock)
+    view = await _availability(runtime, sku)
+    assert view is not None
+    return view
+
+
+@router.get("/skus/{sku}/availability", response_model=Availability, summary="A SKU's availability for sale")
+async def get_availability(sku: SkuPath, request: Request) -> dict[str, Any]:
+    """Public. Reflects every number already recorded, even while recalculation is still in flight."""
+    view = await _availability(_runtime(request), sku)
+    if view is None:
+        raise HTTPException(404, f"unknown SKU {sku!r}")
+    return view
+
+
+@router.get("/skus", response_model=AvailabilityPage, summary="SKUs, optionally only those low on stock")
+async def list_skus(
+    request: Request,
+    low_stock: Annotated[
+        bool | None,
+        Query(
+            description="Only SKUs whose available_for_sale is at most "
+            "SKUFLOW_LOW_STOCK_THRESHOLD (true) or above it (false)"
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    runtime = _runtime(request)
+    after = decode_cursor(cursor)
+    query = select(skus).order_by(skus.c.sku).limit(limit + 1)
+    if after is not None:
+        query = query.where(skus.c.sku > after)
+    if low_stock is not None:
+        for_sale = case((skus.c.on_hand > skus.c.safety_stock, skus.c.on_hand - skus.c.safety_stock), else_=0)
+        threshold = runtime.settings.low_stock_threshold
+        query = query.where(for_sale <= threshold if low_stock else for_sale > threshold)
+    async with runtime.db.reading() as session:
+        rows = (await session.execute(query)).all()
+    return page([_view(row) for row in rows], limit, "sku")
+
+
+async def _availability(runtime: ServiceRuntime, sku: str) -> dict[str, Any] | None:
+    async with runtime.db.reading() as session:
+        row = (await session.execute(select(skus).where(skus.c.sku == sku))).first()
+    return _view(row) if row is not None else None
+
+
+def _view(row: Any) -> dict[str, Any]:
+    for_sale = domain.available_for_sale(row.on_hand, row.safety_stock)
+    return {
+        "sku": row.sku,
+        "on_hand": row.on_hand,
+        "safety_stock": row.safety_stock,
+        "available_for_sale": for_sale,
+        "available": for_sale > 0,
+        "revision": row.revision,
+        "updated_at": utc(row.updated_at),
+    }

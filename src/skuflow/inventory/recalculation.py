@@ -1,0 +1,57 @@
+"""The asynchronous half of recording: recalculating a SKU's availability for sale after it changed.
+
+The availability endpoint already answers from the recorded totals (read your writes); this consumer of
+`inventory.sku_processed` recomputes `on_hand` from the stock levels themselves (repairing, loudly, any
+drift between the two), and stores `available_for_sale` with the revision it was computed for, the
+projection that the orchestrated flow sends on and that shows how far recalculation lags. Idempotent:
+a duplicate or late delivery recomputes the same values.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from skuflow.inventory import domain
+from skuflow.inventory.db import skus, stock_levels
+from skuflow.inventory.messages import SkuProcessed
+from skuflow.inventory.recording import announce_change
+from skuflow.messaging import Message
+from skuflow.platform.runtime import ServiceRuntime
+
+log = logging.getLogger("skuflow.inventory")
+
+
+async def recalculate_availability(runtime: ServiceRuntime, message: Message[SkuProcessed]) -> None:
+    sku = message.body.sku
+    async with runtime.db.transaction() as session:
+        row = (await session.execute(runtime.db.for_update(select(skus).where(skus.c.sku == sku)))).first()
+        if row is None:
+            log.warning("sku_processed for unknown SKU %s: nothing to recalculate", sku)
+            return
+        on_hand = int(
+            await session.scalar(
+                select(func.coalesce(func.sum(stock_levels.c.on_hand), 0)).where(stock_levels.c.sku == sku)
+            )
+            or 0
+        )
+        now = datetime.now(UTC)
+        values = {"revision": row.revision}
+        if on_hand != row.on_hand:
+            log.error(
+                "SKU %s: recorded on_hand %d but its stock levels sum to %d; repairing", sku, row.on_hand, on_hand
+            )
+            values = {"on_hand": on_hand, "revision": row.revision + 1, "updated_at": now}
+            await announce_change(runtime, session, sku)
+        await session.execute(
+            skus.update()
+            .where(skus.c.sku == sku)
+            .values(
+                **values,
+                available_for_sale=domain.available_for_sale(on_hand, row.safety_stock),
+                recalculated_revision=values["revision"],
+                recalculated_at=now,
+            )
+        )

@@ -1,0 +1,207 @@
+"""Recording what the warehouse reports, each report in one unit of work with the events it causes.
+
+One transaction writes the stock levels, the SKUs' new totals and revisions, one `sku_processed` outbox
+row per changed SKU, and the idempotency record: all of it, or (on any error) none of it. On PostgreSQL
+the SKU rows are locked in a fixed order, so concurrent reports for the same SKUs queue instead of
+losing an update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, bindparam, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from skuflow.inventory import domain
+from skuflow.inventory.db import idempotency_keys, skus, stock_levels
+from skuflow.inventory.messages import SKU_PROCESSED, SkuProcessed
+from skuflow.messaging import current_flow
+from skuflow.platform.db import Database
+from skuflow.platform.runtime import ServiceRuntime
+
+log = logging.getLogger("skuflow.inventory")
+
+T = TypeVar("T")
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before for a different request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+def utc(moment: datetime) -> datetime:
+    """Aware and in UTC (SQLite hands back naive datetimes; they were stored in UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+async def record_report(
+    runtime: ServiceRuntime,
+    levels: Sequence[domain.ReportedLevel],
+    *,
+    principal: str,
+    idempotency_key: str | None,
+    request_fingerprint: Any,
+) -> Answer:
+    fingerprint = hashlib.sha256(json.dumps(request_fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+
+    async def attempt() -> Answer:
+        async with runtime.db.transaction() as session:
+            if idempotency_key is not None:
+                earlier = await _earlier_answer(session, principal, idempotency_key, fingerprint)
+                if earlier is not None:
+                    return earlier
+            answer = await _record(runtime, session, levels)
+            if idempotency_key is not None:
+                await session.execute(
+                    idempotency_keys.insert().values(
+                        principal=principal,
+                        key=idempotency_key,
+                        request_hash=fingerprint,
+                        status=answer.status,
+                        response=answer.body,
+                        created_at=datetime.now(UTC),
+                    )
+                )
+            return answer
+
+    return await _retrying_conflicts(attempt)
+
+
+async def _retrying_conflicts(attempt: Callable[[], Awaitable[T]], tries: int = 3) -> T:
+    """Run a unit of work again when a concurrent one committed the same new key first (PostgreSQL).
+
+    Nothing of the losing attempt was committed; on the next try it sees the winner's rows (a new SKU, an
+    idempotency record) and proceeds as if it had come second.
+    """
+    for number in range(1, tries + 1):
+        try:
+            return await attempt()
+        except IntegrityError:
+            if number == tries:
+                raise
+            log.info("concurrent write of the same key; trying again (%d/%d)", number + 1, tries)
+    raise AssertionError("unreachable")
+
+
+async def _earlier_answer(session: AsyncSession, principal: str, key: str, fingerprint: str) -> Answer | None:
+    row = (
+        await session.execute(
+            select(idempotency_keys).where(idempotency_keys.c.principal == principal, idempotency_keys.c.key == key)
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise IdempotencyConflict(f"Idempotency-Key {key!r} was already used for a different request")
+    return Answer(row.status, dict(row.response), replayed=True)
+
+
+async def _record(runtime: ServiceRuntime, session: AsyncSession, levels: Sequence[domain.ReportedLevel]) -> Answer:
+    now = datetime.now(UTC)
+    names = sorted({level.sku for level in levels})
+    totals = await _lock_skus(runtime.db, session, names)
+    pairs = [(level.warehouse_id, level.sku) for level in levels]
+    recorded = {
+        (row.warehouse_id, row.sku): domain.RecordedLevel(row.on_hand, utc(row.as_of))
+        for row in await session.execute(
+            select(stock_levels).where(tuple_(stock_levels.c.warehouse_id, stock_levels.c.sku).in_(pairs))
+        )
+    }
+    plan = domain.plan_report(levels, recorded, totals)
+
+    new_rows = [level for level in plan.levels if (level.warehouse_id, level.sku) in plan.new_levels]
+    moved_rows = [level for level in plan.levels if (level.warehouse_id, level.sku) not in plan.new_levels]
+    if new_rows:
+        await session.execute(
+            stock_levels.insert(),
+            [
+                {
+                    "warehouse_id": lv.warehouse_id,
+                    "sku": lv.sku,
+                    "on_hand": lv.on_hand,
+                    "as_of": lv.as_of,
+                    "updated_at": now,
+                }
+                for lv in new_rows
+            ],
+        )
+    if moved_rows:
+        await session.execute(
+            stock_levels.update()
+            .where(and_(stock_levels.c.warehouse_id == bindparam("w"), stock_levels.c.sku == bindparam("s")))
+            .values(on_hand=bindparam("on_hand"), as_of=bindparam("as_of"), updated_at=now),
+            [{"w": lv.warehouse_id, "s": lv.sku, "on_hand": lv.on_hand, "as_of": lv.as_of} for lv in moved_rows],
+        )
+    for sku, after in plan.changed.items():
+        if totals.get(sku, domain.SkuTotals(0, 0)).revision == 0:
+            await session.execute(
+                skus.insert().values(
+                    sku=sku, on_hand=after.on_hand, safety_stock=0, revision=after.revision, updated_at=now
+                )
+            )
+        else:
+            await session.execute(
+                skus.update()
+                .where(skus.c.sku == sku)
+                .values(on_hand=after.on_hand, revision=after.revision, updated_at=now)
+            )
+        await announce_change(runtime, session, sku)
+    flow = current_flow()
+    body = {"accepted": plan.accepted, "stale": plan.stale, "correlation_id": flow.correlation_id if flow else None}
+    return Answer(202, body)
+
+
+async def _lock_skus(db: Database, session: AsyncSession, names: Sequence[str]) -> dict[str, domain.SkuTotals]:
+    """The SKUs' current totals, their rows locked in name order against concurrent writers.
+
+    A SKU that does not exist yet has no row to lock: a concurrent first report of it is caught by the
+    primary key, and `_retrying_conflicts` runs the loser again.
+    """
+    query = select(skus.c.sku, skus.c.on_hand, skus.c.revision).where(skus.c.sku.in_(names)).order_by(skus.c.sku)
+    return {row.sku: domain.SkuTotals(row.on_hand, row.revision) for row in await session.execute(db.for_update(query))}
+
+
+async def set_safety_stock(runtime: ServiceRuntime, sku: str, safety_stock: int) -> None:
+    """Create the SKU if needed (revision 1) or change its safety stock (revision + 1, announced)."""
+
+    async def attempt() -> None:
+        now = datetime.now(UTC)
+        async with runtime.db.transaction() as session:
+            query = runtime.db.for_update(select(skus.c.safety_stock).where(skus.c.sku == sku))
+            current = (await session.execute(query)).scalar()
+            if current is None:
+                await session.execute(
+                    skus.insert().values(sku=sku, on_hand=0, safety_stock=safety_stock, revision=1, updated_at=now)
+                )
+            elif current == safety_stock:
+                return  # the same safety stock again: nothing changed, nothing to announce
+            else:
+                await session.execute(
+                    skus.update()
+                    .where(skus.c.sku == sku)
+                    .values(safety_stock=safety_stock, revision=skus.c.revision + 1, updated_at=now)
+                )
+            await announce_change(runtime, session, sku)
+
+    await _retrying_conflicts(attempt)
+
+
+async def announce_change(runtime: ServiceRuntime, session: AsyncSession, sku: str) -> None:
+    """Tell the rest of the system that a SKU changed, in the transaction that changed it."""
+    assert runtime.outbox is not None
+    envelope = runtime.broker.envelope(SKU_PROCESSED, SkuProcessed(sku=sku))
+    await runtime.outbox.add(session, envelope, SKU_PROCESSED)

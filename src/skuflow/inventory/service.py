@@ -1,0 +1,43 @@
+"""Wiring: inventory's database, runtime, routing table and HTTP app."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from skuflow.inventory import api
+from skuflow.inventory.db import outbox
+from skuflow.inventory.messages import SKU_PROCESSED, SkuProcessed
+from skuflow.inventory.recalculation import recalculate_availability
+from skuflow.messaging import Subscription
+from skuflow.platform.db import Database
+from skuflow.platform.runtime import ServiceRuntime
+from skuflow.platform.settings import Settings
+from skuflow.platform.web import create_app
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def build_runtime(settings: Settings) -> ServiceRuntime:
+    db = Database(settings.database_url("inventory"), MIGRATIONS)
+    runtime = ServiceRuntime("inventory", settings, db, outbox_table=outbox)
+    # What inventory listens to, in one place.
+    runtime.subscribe(
+        [
+            Subscription(
+                "inventory.sku_processed", SKU_PROCESSED, SkuProcessed, partial(recalculate_availability, runtime)
+            ),
+        ]
+    )
+    return runtime
+
+
+def build_app(settings: Settings) -> FastAPI:
+    return create_app(
+        build_runtime(settings),
+        [api.router],
+        title="skuflow inventory",
+        description="Stock numbers per warehouse and SKU, and availability for sale.",
+    )

@@ -1,0 +1,118 @@
+"""Each service's own database: SQLAlchemy 2 (async), SQLite by default, PostgreSQL in production.
+
+Migrations (Alembic) run at start-up from the service's `migrations/` folder. Writes go through
+`transaction()`: one unit of work that commits as a whole or not at all. SQLite allows one writer at a
+time, so on SQLite write transactions queue on an in-process lock instead of failing with "database is
+locked"; SQLite is the single-process embedded mode, PostgreSQL the one for several processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Select, event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
+
+
+class Database:
+    def __init__(self, url: str, migrations: Path, *, version_table: str = "alembic_version") -> None:
+        self.url = url
+        self.migrations = migrations
+        self.version_table = version_table
+        self.is_sqlite = url.startswith("sqlite")
+        self.engine: AsyncEngine = _engine(url)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    def for_update(self, query: Select[Any]) -> Select[Any]:
+        """Lock the selected rows until the transaction ends (PostgreSQL; SQLite has one writer anyway)."""
+        return query if self.is_sqlite else query.with_for_update()
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent; safe to run at every start)."""
+        if self.is_sqlite:
+            path = self.url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        async with self.engine.begin() as connection:
+            await connection.run_sync(self._upgrade)
+
+    def _upgrade(self, connection: Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(self.migrations))
+        config.set_main_option("version_table", self.version_table)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits if the block ends normally, rolls back if it raises."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._write_lock is not None:
+                await stack.enter_async_context(self._write_lock)
+            session = await stack.enter_async_context(self.sessions())
+            async with session.begin():
+                yield session
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A read-only session (no lock on SQLite: WAL lets readers run beside the writer)."""
+        async with self.sessions() as session:
+            yield session
+
+    @staticmethod
+    def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+        """Run `callback` once the session's transaction has committed (not if it rolls back)."""
+        callbacks: list[Callable[[], None]] = session.sync_session.info.setdefault(_AFTER_COMMIT, [])
+        if callback not in callbacks:
+            callbacks.append(callback)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+_AFTER_COMMIT = "skuflow_after_commit"
+
+
+def _run_after_commit(session: Session) -> None:
+    for callback in session.info.pop(_AFTER_COMMIT, []):
+        callback()
+
+
+def _forget_after_commit(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
+
+
+event.listen(Session, "after_commit", _run_after_commit)
+event.listen(Session, "after_rollback", _forget_after_commit)
+
+
+def _engine(url: str) -> AsyncEngine:
+    options: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        options["connect_args"] = {"timeout": 30}
+    else:
+        options.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_async_engine(url, **options)
+    if url.startswith("sqlite"):
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,225 @@
+"""The transactional outbox: a message is stored in the same transaction as the change that causes it,
+and a relay publishes it afterwards, so a change is never committed without its message, nor the reverse.
+
+A broker outage only delays messages: the request that caused them still succeeds, and the relay catches
+up when the broker is back. The relay publishes in batches with a window of confirms in flight, is woken
+when a transaction that added messages commits (and polls as well, for commits of other processes), and
+is safe with several processes: on PostgreSQL each batch is claimed with `FOR UPDATE SKIP LOCKED`.
+A crash between publishing and marking publishes a batch twice: consumers deduplicate by `message_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from skuflow.messaging import Broker, Envelope, Outgoing, PublishError
+from skuflow.platform.db import Database
+
+log = logging.getLogger("skuflow.outbox")
+
+TABLE = "outbox"
+
+
+def outbox_columns() -> list[Any]:
+    """The outbox's columns: one definition for the table and for each service's migration."""
+    return [
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("message_id", String(64), nullable=False, unique=True),
+        Column("exchange", String(255), nullable=False),
+        Column("routing_key", String(255), nullable=False),
+        Column("type", String(128), nullable=False),
+        Column("app_id", String(64), nullable=False),
+        Column("correlation_id", String(128), nullable=False),
+        Column("causation_id", String(128)),
+        Column("timestamp", DateTime(timezone=True), nullable=False),
+        Column("body", LargeBinary, nullable=False),
+        Column("headers", JSON, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("published_at", DateTime(timezone=True)),
+    ]
+
+
+def outbox_indexes(table: str = TABLE) -> list[tuple[str, list[str]]]:
+    return [(f"ix_{table}_pending", ["published_at", "id"])]
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    table = Table(TABLE, metadata, *outbox_columns())
+    for name, columns in outbox_indexes():
+        Index(name, *(table.c[column] for column in columns))
+    return table
+
+
+class Outbox:
+    """Adds messages to a transaction; wakes the relay once that transaction has committed."""
+
+    def __init__(self, db: Database, table: Table) -> None:
+        self.db = db
+        self.table = table
+        self.relay: OutboxRelay | None = None
+
+    async def add(self, session: AsyncSession, envelope: Envelope, exchange: str, routing_key: str = "") -> None:
+        await session.execute(
+            self.table.insert().values(
+                message_id=envelope.message_id,
+                exchange=exchange,
+                routing_key=routing_key,
+                type=envelope.type,
+                app_id=envelope.app_id,
+                correlation_id=envelope.correlation_id,
+                causation_id=envelope.causation_id,
+                timestamp=envelope.timestamp,
+                body=envelope.body,
+                headers=dict(envelope.headers),
+                created_at=datetime.now(UTC),
+            )
+        )
+        if self.relay is not None:
+            self.db.after_commit(session, self.relay.wake)
+
+    async def pending(self) -> int:
+        async with self.db.reading() as session:
+            count = await session.scalar(
+                select(func.count()).select_from(self.table).where(self.table.c.published_at.is_(None))
+            )
+            return int(count or 0)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        outbox: Outbox,
+        broker: Broker,
+        *,
+        batch_size: int = 500,
+        window: int = 100,
+        poll_seconds: float = 0.5,
+        keep_published: timedelta = timedelta(hours=1),
+    ) -> None:
+        self.outbox = outbox
+        self.broker = broker
+        self.batch_size = batch_size
+        self.window = window
+        self.poll_seconds = poll_seconds
+        self.keep_published = keep_published
+        self.published = 0
+        self.last_error: str | None = None
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        outbox.relay = self
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        last_purge = datetime.now(UTC)
+        while True:
+            try:
+                sent = await self.publish_batch()
+                self.last_error = None
+                backoff = 0.5
+            except (PublishError, OSError) as error:
+                self.last_error = str(error)
+                log.warning("outbox relay: broker unavailable (%s); retrying in %.1fs", error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30)
+                continue
+            except Exception as error:
+                self.last_error = repr(error)
+                log.exception("outbox relay failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30)
+                continue
+            if sent == self.batch_size:
+                continue  # more are waiting
+            if datetime.now(UTC) - last_purge > timedelta(minutes=1):
+                await self.purge()
+                last_purge = datetime.now(UTC)
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_seconds)
+
+    async def publish_batch(self) -> int:
+        """Publish the oldest pending messages (up to a batch) and mark them; returns how many."""
+        table, db = self.outbox.table, self.outbox.db
+        query = select(table).where(table.c.published_at.is_(None)).order_by(table.c.id).limit(self.batch_size)
+        if db.is_sqlite:
+            # One process owns a SQLite database: read, publish, then mark in a short write transaction,
+            # so that requests do not wait on the broker.
+            async with db.reading() as session:
+                rows = (await session.execute(query)).all()
+            if rows:
+                await self._publish(rows)
+                async with db.transaction() as session:
+                    await self._mark(session, rows)
+            return len(rows)
+        async with db.transaction() as session:
+            rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
+            if rows:
+                await self._publish(rows)
+                await self._mark(session, rows)
+        return len(rows)
+
+    async def _publish(self, rows: Any) -> None:
+        await self.broker.publish_many([_outgoing(row) for row in rows], window=self.window)
+
+    async def _mark(self, session: AsyncSession, rows: Any) -> None:
+        table = self.outbox.table
+        await session.execute(
+            update(table).where(table.c.id.in_([row.id for row in rows])).values(published_at=datetime.now(UTC))
+        )
+        self.published += len(rows)
+
+    async def purge(self) -> None:
+        table = self.outbox.table
+        cutoff = datetime.now(UTC) - self.keep_published
+        async with self.outbox.db.transaction() as session:
+            await session.execute(delete(table).where(table.c.published_at < cutoff))
+
+
+def _outgoing(row: Any) -> Outgoing:
+    timestamp = row.timestamp if row.timestamp.tzinfo else row.timestamp.replace(tzinfo=UTC)
+    envelope = Envelope(
+        type=row.type,
+        body=row.body,
+        app_id=row.app_id,
+        message_id=row.message_id,
+        correlation_id=row.correlation_id,
+        causation_id=row.causation_id,
+        timestamp=timestamp,
+        headers=row.headers or {},
+    )
+    return Outgoing(envelope, row.exchange, row.routing_key)

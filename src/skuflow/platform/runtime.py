@@ -1,0 +1,130 @@
+"""What every service runs beside its HTTP API, started and stopped in one place (eShop's ServiceDefaults).
+
+A `ServiceRuntime` owns the service's database (migrated at start), its broker connection (topology
+declared), its consumers (the service's routing table), the outbox relay, the process's HTTP client and
+the token verifier. Start order: database, broker, HTTP client, relay, consumers, the service's own hooks;
+stop in reverse, draining the consumers within the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import aiohttp
+from fastapi import FastAPI
+from sqlalchemy import Table
+
+from skuflow.messaging import SKUFLOW, Broker, Subscription, create_broker
+from skuflow.platform.auth import TokenVerifier
+from skuflow.platform.db import Database
+from skuflow.platform.http import new_session
+from skuflow.platform.metrics import ServiceMetrics
+from skuflow.platform.outbox import Outbox, OutboxRelay
+from skuflow.platform.settings import Settings
+
+log = logging.getLogger("skuflow.runtime")
+
+Hook = Callable[[], Awaitable[None]]
+READINESS_TIMEOUT = 2.0
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        db: Database,
+        *,
+        outbox_table: Table | None = None,
+        verify_tokens: bool = True,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.db = db
+        self.broker: Broker = create_broker(settings.broker_url, name, settings.broker_options())
+        self.metrics = ServiceMetrics(name)
+        self.metrics.watch_broker(self.broker.stats)
+        self.outbox = Outbox(db, outbox_table) if outbox_table is not None else None
+        self.relay: OutboxRelay | None = None
+        self.verify_tokens = verify_tokens
+        self.subscriptions: list[Subscription[Any]] = []
+        self.on_start: list[Hook] = []
+        self.on_stop: list[Hook] = []
+        # Trouble that does not make the service unready (CONTRACT section 7), shown in /readyz's body.
+        self.reports: dict[str, Callable[[], dict[str, Any]]] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._verifier: TokenVerifier | None = None
+
+    def subscribe(self, subscriptions: Sequence[Subscription[Any]]) -> None:
+        self.subscriptions.extend(subscriptions)
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._http
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        if self._verifier is None:
+            raise RuntimeError(f"{self.name} does not verify tokens, or is not started")
+        return self._verifier
+
+    async def start(self) -> None:
+        await self.db.migrate()
+        await self.broker.connect()
+        await self.broker.declare(SKUFLOW)
+        self._http = new_session()
+        if self.verify_tokens:
+            self._verifier = TokenVerifier(self.settings.users_url, self._http, self.settings.auth_cache_seconds)
+        if self.outbox is not None:
+            self.relay = OutboxRelay(self.outbox, self.broker)
+            self.relay.start()
+            relay = self.relay
+            self.metrics.watch_gauge(
+                "skuflow_outbox_relayed", "Outbox messages this process published", lambda: relay.published
+            )
+        for subscription in self.subscriptions:
+            await self.broker.consume(subscription)
+        for hook in self.on_start:
+            await hook()
+        log.info("%s started", self.name)
+
+    async def stop(self) -> None:
+        for hook in reversed(self.on_stop):
+            with contextlib.suppress(Exception):
+                await hook()
+        await self.broker.close()  # stops the consumers first, each draining within the grace period
+        if self.relay is not None:
+            await self.relay.stop()
+        if self._http is not None:
+            await self._http.close()
+        await self.db.close()
+        log.info("%s stopped", self.name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        checks: dict[str, Any] = {}
+        try:
+            await asyncio.wait_for(self.db.ping(), READINESS_TIMEOUT)
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = f"unreachable: {error!r}"
+        checks["broker"] = "ok" if self.broker.is_connected else "unreachable"
+        ready = checks["database"] == "ok" and checks["broker"] == "ok"
+        if self.relay is not None:
+            checks["outbox"] = {"published": self.relay.published, "last_error": self.relay.last_error}
+        for name, report in self.reports.items():
+            checks[name] = report()
+        return ready, checks

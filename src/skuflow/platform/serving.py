@@ -1,0 +1,45 @@
+"""Serving a service's app with uvicorn, alone (`skuflow serve`) or several in one process (`skuflow up`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Generator
+
+import uvicorn
+from fastapi import FastAPI
+
+
+class SharedProcessServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to its owner, so several can run in one event loop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind now, so that a busy port fails before anything starts, naming the port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    return sock
+
+
+def server_for(app: FastAPI) -> SharedProcessServer:
+    return SharedProcessServer(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
+
+
+async def wait_started(server: uvicorn.Server, task: asyncio.Task[None], within: float = 60) -> None:
+    """Return once the server answers; raise its start-up error if it stopped instead."""
+    async with asyncio.timeout(within):
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the server stopped during start-up (see the log above)")
+            await asyncio.sleep(0.01)

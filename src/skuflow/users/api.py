@@ -1,0 +1,201 @@
+"""The users service's HTTP endpoints: sign-up, the OAuth 2.0 token endpoint and token verification.
+
+The token endpoint speaks RFC 6749, not the house's `{"detail": ...}`: it reads its form itself (so that
+FastAPI's 422 never answers for it), and every error is `{"error", "error_description"}` at the top level,
+400, or 401 for a failed client authentication.
+
+Rate limit (CONTRACT section 7): per username and per client id, at most `SKUFLOW_TOKEN_ATTEMPTS_PER_MINUTE`
+attempts in any 60 seconds, counting every attempt that names the key, whatever its outcome. Beyond that:
+429 with `Retry-After` and the error code `invalid_request`. RFC 6749 has no code for "too many requests";
+`invalid_request` stays within the codes the contract lists (a client switching on them still understands
+it), and the status and `Retry-After` say the rest. (`slow_down` exists, but only in the device flow,
+RFC 8628.) The window is kept in memory, per process: several processes each keep their own, so the
+effective limit is the per-process limit times the number of processes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from skuflow.platform.runtime import ServiceRuntime
+from skuflow.users import accounts, domain
+
+# -- Sign-up --
+
+
+class SignUp(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(description="an e-mail address; stored and compared lower-cased")
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    password: Annotated[str, StringConstraints(min_length=8, max_length=128)]
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return domain.normalize_email(value)
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    name: str
+
+
+def users_router() -> APIRouter:
+    router = APIRouter(prefix="/v1/users", tags=["users"])
+
+    @router.post(
+        "",
+        status_code=status.HTTP_201_CREATED,
+        summary="Sign up (public)",
+        responses={409: {"description": "an account with this e-mail address exists"}},
+    )
+    async def sign_up(body: SignUp, request: Request) -> UserOut:
+        try:
+            user = await accounts.sign_up(_runtime(request).db, body.email, body.name, body.password)
+        except accounts.EmailTaken:
+            raise HTTPException(status.HTTP_409_CONFLICT, "an account with this e-mail address exists") from None
+        return UserOut(id=user.id, email=user.email, name=user.name)
+
+    return router
+
+
+# -- Tokens --
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+    scope: str
+
+
+class OAuthErrorOut(BaseModel):
+    error: str
+    error_description: str
+
+
+class VerifyIn(BaseModel):
+    token: str
+
+
+class VerifyOut(BaseModel):
+    """RFC 7662 style: only `active` when the token is not (or no longer) valid."""
+
+    active: bool
+    sub: str | None = None
+    scope: str | None = None
+    exp: int | None = Field(None, description="expiry, in unix seconds")
+
+
+_TOKEN_FORM: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            domain.FORM_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "required": ["grant_type"],
+                    "properties": {
+                        "grant_type": {"type": "string", "enum": ["password", "client_credentials"]},
+                        "username": {"type": "string", "description": "password grant: the e-mail address"},
+                        "password": {"type": "string"},
+                        "client_id": {"type": "string", "description": "or HTTP Basic authentication"},
+                        "client_secret": {"type": "string"},
+                        "scope": {"type": "string", "description": "a space-separated subset of what is granted"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def auth_router(limiter: domain.SlidingWindow) -> APIRouter:
+    router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+    @router.post(
+        "/token",
+        summary="OAuth 2.0 token endpoint (password and client_credentials grants)",
+        response_model=TokenOut,
+        openapi_extra=_TOKEN_FORM,
+        responses={
+            400: {"model": OAuthErrorOut},
+            401: {"model": OAuthErrorOut},
+            429: {"model": OAuthErrorOut, "description": "too many attempts for this username or client"},
+        },
+    )
+    async def token(request: Request) -> JSONResponse:
+        authorization = request.headers.get("authorization")
+        try:
+            params = domain.parse_form(request.headers.get("content-type"), await request.body())
+            key = domain.rate_limit_key(params, authorization)
+            if key is not None and (wait := limiter.attempt(key)) is not None:
+                return _too_many(key, wait)
+            grant = domain.read_grant(params, authorization)
+            runtime = _runtime(request)
+            issued = await accounts.grant_token(runtime.db, grant, runtime.settings.token_ttl_seconds)
+        except domain.OAuthError as error:
+            return _oauth_error(error)
+        body = TokenOut(access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope)
+        return JSONResponse(body.model_dump())
+
+    @router.post(
+        "/verify",
+        summary="Is this token valid, and for whom? (for services; no credentials needed)",
+        response_model=VerifyOut,
+        response_model_exclude_none=True,
+    )
+    async def verify(body: VerifyIn, request: Request) -> VerifyOut:
+        active = await accounts.verify_token(_runtime(request).db, body.token)
+        if active is None:
+            return VerifyOut(active=False)
+        return VerifyOut(active=True, sub=active.sub, scope=active.scope, exp=active.exp)
+
+    return router
+
+
+def _oauth_error(error: domain.OAuthError) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Basic realm="skuflow"'} if error.challenge else None
+    body = {"error": error.error, "error_description": error.description}
+    return JSONResponse(body, status_code=error.status, headers=headers)
+
+
+def _too_many(key: str, wait: int) -> JSONResponse:
+    who = key.replace(":", " ", 1)  # "username alice@example.com", "client warehouse"
+    body = {"error": "invalid_request", "error_description": f"too many token requests for {who}; retry in {wait} s"}
+    return JSONResponse(body, status_code=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(wait)})
+
+
+def _runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+class NoStore:
+    """`Cache-Control: no-store` (and `Pragma: no-cache`) on every answer under `paths`: tokens and what they
+    stand for must not sit in a cache (RFC 6749 section 5.1). Outermost, so that it also covers the answers
+    of the shared middleware (413, a bad correlation id) and of the router (405)."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(name, value) for name, value in message.get("headers", []) if name != b"cache-control"]
+                message["headers"] = [*headers, (b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)

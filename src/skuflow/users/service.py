@@ -1,0 +1,48 @@
+"""The users service's wiring: its database, its runtime, the built-in clients and the HTTP app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from skuflow.platform.db import Database
+from skuflow.platform.runtime import ServiceRuntime
+from skuflow.platform.settings import PREFIX, Settings, SettingsError
+from skuflow.platform.web import create_app
+from skuflow.users import accounts, db, domain
+from skuflow.users.api import NoStore, auth_router, users_router
+
+DESCRIPTION = (
+    "Users, clients and tokens: public sign-up, an OAuth 2.0 token endpoint (password and client_credentials "
+    "grants, RFC 6749) and token verification for the other services (RFC 7662 style)."
+)
+RATE_WINDOW_SECONDS = 60.0
+
+
+def build_app(settings: Settings) -> FastAPI:
+    secrets = client_secrets(settings)
+    database = Database(settings.database_url("users"), Path(__file__).parent / "migrations")
+    # Users answers token verifications itself: it verifies no tokens over HTTP.
+    runtime = ServiceRuntime("users", settings, database, outbox_table=db.outbox, verify_tokens=False)
+
+    async def create_clients() -> None:
+        await accounts.ensure_clients(database, secrets)
+
+    runtime.on_start.append(create_clients)
+    limiter = domain.SlidingWindow(settings.token_attempts_per_minute, RATE_WINDOW_SECONDS)
+    app = create_app(runtime, [users_router(), auth_router(limiter)], title="skuflow users", description=DESCRIPTION)
+    app.add_middleware(NoStore, paths=("/v1/auth/token", "/v1/auth/verify"))
+    return app
+
+
+def client_secrets(settings: Settings) -> dict[str, str]:
+    """The built-in clients' secrets; a service started on its own refuses to start without them."""
+    configured = {"warehouse": settings.warehouse_secret, "admin": settings.admin_secret}
+    secrets: dict[str, str] = {}
+    for client_id, secret in configured.items():
+        if secret is None or not secret.get_secret_value():
+            variable = f"{PREFIX}{client_id.upper()}_SECRET"
+            raise SettingsError(f"{variable} is not set: the users service needs the {client_id} client's secret")
+        secrets[client_id] = secret.get_secret_value()
+    return secrets

@@ -1,0 +1,32 @@
+"""Real HTTP servers for the tests: a service's app under uvicorn on a free port of 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from skuflow.platform.serving import bind, server_for, wait_started
+
+
+@dataclass
+class RunningServer:
+    app: FastAPI
+    url: str
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await asyncio.wait_for(self.task, timeout=60)
+
+
+async def serve(app: FastAPI) -> RunningServer:
+    """Start `app` (its lifespan included) on a free port; return once it answers."""
+    sock = bind("127.0.0.1", 0)
+    server = server_for(app)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await wait_started(server, task, within=30)
+    return RunningServer(app, f"http://127.0.0.1:{sock.getsockname()[1]}", server, task)
