@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Runs skuflow, doing its own set-up (virtual environment, install). For now: a round trip of one event
-# through the broker (`skuflow demo`), with the in-process broker unless SKUFLOW_BROKER_URL says amqp://...
-# Arguments are passed to the command, e.g. `scripts/run.sh --sku SKU-9`.
+# Runs the whole skuflow system on this machine (`skuflow up`), doing its own set-up (virtual environment,
+# install): every service, the in-process broker and SQLite under ./var, unless SKUFLOW_BROKER_URL says
+# amqp://... Ctrl-C stops it. Arguments go to `skuflow up`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/venv.sh
 ensure_venv
-exec .venv/bin/skuflow demo "$@"
+exec .venv/bin/skuflow up "$@"

@@ -109,13 +109,14 @@ def serve(
     Several instances of one service share its queues as competing consumers.
     """
     from skuflow.platform.logging import configure_logging
+    from skuflow.platform.secrets import with_secrets
     from skuflow.system import SERVICES
 
     spec = SERVICES.get(service)
     if spec is None:
         err_console.print(f"[red]error:[/] unknown service {service!r}: choose one of {', '.join(SERVICES)}")
         raise typer.Exit(2)
-    settings = _settings()
+    settings, _ = with_secrets(_settings(), generate=False)
     if settings.broker_url.startswith("memory://"):
         err_console.print(
             "[red]error:[/] SKUFLOW_BROKER_URL: `skuflow serve` needs a real broker shared between processes, "
