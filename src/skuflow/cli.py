@@ -144,10 +144,14 @@ def _run_services(specs: list[Any], settings: Settings, ready: Callable[[], None
 def warehouse_push(
     warehouse: Annotated[str, typer.Option(help="The warehouse id, e.g. WH-1.")],
     sku: Annotated[str, typer.Option(help="The SKU id, e.g. SKU-1.")],
-    on_hand: Annotated[int, typer.Option(help="The absolute number on hand.")],
+    on_hand: Annotated[int, typer.Option(min=0, help="The absolute number on hand.")],
     as_of: Annotated[datetime | None, typer.Option(help="When the number was true (ISO-8601); default now.")] = None,
 ) -> None:
-    """Report one absolute stock number to inventory over HTTP, as the warehouse client."""
+    """Report one absolute stock number to inventory over HTTP, as the warehouse client.
+
+    Authenticates as the `warehouse` client with SKUFLOW_WAREHOUSE_SECRET (else the secret `skuflow up`
+    kept in SKUFLOW_DATA_DIR/secrets.json), at SKUFLOW_USERS_URL, then reports to SKUFLOW_INVENTORY_URL.
+    """
     from skuflow.platform.secrets import with_secrets
     from skuflow.warehouse import WarehouseError, push
 
@@ -158,6 +162,8 @@ def warehouse_push(
         err_console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
     console.print_json(data=answer)
+    if answer.get("stale"):
+        err_console.print("note: the number is not newer (as_of) than the one recorded: ignored, counted as stale")
 
 
 @bench_app.command("bus")
@@ -171,12 +177,7 @@ def bench_bus(
     """The messaging layer against raw aio-pika: publish and consume rates, and their ratio."""
     from skuflow.bench import bus
 
-    if url is None:
-        configured = os.environ.get("SKUFLOW_BROKER_URL", "")
-        url = configured if configured.startswith("amqp") else DEFAULT_AMQP_URL
-    if not url.startswith(("amqp://", "amqps://")):
-        err_console.print(f"[red]error:[/] --url must be a RabbitMQ URL (amqp://...), got {url!r}")
-        raise typer.Exit(2)
+    url = _bench_amqp_url(url)
     say = err_console.print if as_json else console.print
     try:
         report = asyncio.run(bus.run(url, messages, runs, window, say))
@@ -199,3 +200,46 @@ def bench_bus(
             f"{report.ratio(figure):.2f}x",
         )
     console.print(table)
+
+
+@bench_app.command("outbox")
+def bench_outbox(
+    messages: Annotated[int, typer.Option("--messages", "-n", min=1, help="Messages per run.")] = 10_000,
+    runs: Annotated[int, typer.Option(min=1, help="Runs; medians are reported.")] = 3,
+    url: Annotated[str | None, typer.Option(help="RabbitMQ URL (default: SKUFLOW_BROKER_URL if amqp).")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="postgresql+asyncpg://... to measure PostgreSQL (default: a temporary SQLite).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """The outbox relay's drain rate beside publishing the same messages straight through the broker."""
+    from skuflow.bench import outbox
+
+    url = _bench_amqp_url(url)
+    say = err_console.print if as_json else console.print
+    try:
+        report = asyncio.run(outbox.run(url, database_url, messages, runs, say))
+    except OSError as error:
+        err_console.print(f"[red]error:[/] cannot reach RabbitMQ or the database: {error}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    table = Table(title=f"bench outbox ({report.database}): {messages:,} messages x {runs} runs, fanout to 3 queues")
+    table.add_column("figure (median of runs)")
+    table.add_column("rate", justify="right")
+    table.add_row("write into the outbox (rows/s, one transaction)", f"{report.median('write'):,.0f}")
+    table.add_row("relay drain (msg/s)", f"{report.median('relay'):,.0f}")
+    table.add_row("direct publish_many (msg/s)", f"{report.median('direct'):,.0f}")
+    table.add_row("relay / direct", f"{report.ratio():.2f}x")
+    console.print(table)
+
+
+def _bench_amqp_url(url: str | None) -> str:
+    if url is None:
+        configured = os.environ.get("SKUFLOW_BROKER_URL", "")
+        url = configured if configured.startswith("amqp") else DEFAULT_AMQP_URL
+    if not url.startswith(("amqp://", "amqps://")):
+        err_console.print(f"[red]error:[/] --url must be a RabbitMQ URL (amqp://...), got {url!r}")
+        raise typer.Exit(2)
+    return url

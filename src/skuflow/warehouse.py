@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 
+from skuflow.platform.secrets import secrets_file
 from skuflow.platform.settings import Settings
 
 
@@ -17,8 +18,8 @@ class WarehouseError(Exception):
 async def push(settings: Settings, warehouse_id: str, sku: str, on_hand: int, as_of: datetime | None) -> dict[str, Any]:
     if settings.warehouse_secret is None:
         raise WarehouseError(
-            "no warehouse secret: set SKUFLOW_WAREHOUSE_SECRET, or run `skuflow up` once to generate one "
-            f"in {settings.data_dir}/secrets.json"
+            f"no warehouse secret: SKUFLOW_WAREHOUSE_SECRET is unset and {secrets_file(settings).resolve()} "
+            "does not exist (run from the directory where `skuflow up` ran, or set SKUFLOW_DATA_DIR)"
         )
     report: dict[str, Any] = {"warehouse_id": warehouse_id, "items": [{"sku": sku, "on_hand": on_hand}]}
     if as_of is not None:
@@ -29,18 +30,41 @@ async def push(settings: Settings, warehouse_id: str, sku: str, on_hand: int, as
         "client_secret": settings.warehouse_secret.get_secret_value(),
     }
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
-        try:
-            async with http.post(f"{settings.users_url}/v1/auth/token", data=form) as response:
-                token = await _json(response, "users (token)")
-            headers = {"Authorization": f"Bearer {token['access_token']}"}
-            async with http.post(f"{settings.inventory_url}/v1/stock", json=report, headers=headers) as response:
-                return await _json(response, "inventory")
-        except aiohttp.ClientConnectionError as error:
-            raise WarehouseError(f"cannot reach the service: {error}") from None
+        token = await _call(http, "users", "SKUFLOW_USERS_URL", f"{settings.users_url}/v1/auth/token", data=form)
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        return await _call(
+            http,
+            "inventory",
+            "SKUFLOW_INVENTORY_URL",
+            f"{settings.inventory_url}/v1/stock",
+            json=report,
+            headers=headers,
+        )
 
 
-async def _json(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
-    body = await response.json(content_type=None)
-    if response.status >= 400:
-        raise WarehouseError(f"{what} answered {response.status}: {body}")
+async def _call(http: aiohttp.ClientSession, service: str, setting: str, url: str, **kwargs: Any) -> dict[str, Any]:
+    try:
+        async with http.post(url, **kwargs) as response:
+            body = await response.json(content_type=None)
+            status = response.status
+    except aiohttp.ClientConnectionError as error:
+        reason = error.os_error.strerror if isinstance(error, aiohttp.ClientConnectorError) else str(error)
+        raise WarehouseError(
+            f"cannot reach {service} at {url.split('/v1/')[0]} ({setting}): {reason}; is `skuflow up` running?"
+        ) from None
+    if status >= 400:
+        raise WarehouseError(f"{service} refused the request ({status}): {_explain(body)}")
     return dict(body)
+
+
+def _explain(body: Any) -> str:
+    """An error body as one readable line: `items[0].on_hand: Input should be ... (got -5)`."""
+    detail = body.get("detail", body.get("error_description", body)) if isinstance(body, dict) else body
+    if not isinstance(detail, list):
+        return str(detail)
+    lines = []
+    for problem in detail:
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem.get("loc", [])[1:])
+        got = f" (got {problem['input']!r})" if "input" in problem else ""
+        lines.append(f"{where.lstrip('.') or 'body'}: {problem.get('msg')}{got}")
+    return "; ".join(lines)

@@ -64,3 +64,18 @@ def test_bench_bus_refuses_a_broker_url_that_is_not_rabbitmq():
     result = skuflow("bench", "bus", "--url", "memory://")
     assert result.returncode == 2
     assert "--url must be a RabbitMQ URL" in result.stderr
+
+
+@pytest.mark.amqp
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_bench_outbox_prints_the_relay_beside_direct_publishing(amqp_url: str, database: str, request):
+    args = ["bench", "outbox", "-n", "200", "--runs", "1", "--url", amqp_url, "--json"]
+    if database == "postgresql":
+        args += ["--database-url", request.getfixturevalue("postgres_databases")["inventory"]]
+    result = skuflow(*args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["database"].startswith(database)
+    assert report["messages"] == 200
+    for key in ("write_median", "relay_median", "direct_median", "relay_ratio"):
+        assert report[key] > 0

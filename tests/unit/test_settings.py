@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from skuflow.platform.settings import SettingsError, load_settings
@@ -5,8 +7,8 @@ from skuflow.platform.settings import SettingsError, load_settings
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path):
-    for name in ("SKUFLOW_BROKER_URL", "SKUFLOW_RETRY_DELAYS", "SKUFLOW_PREFETCH", "SKUFLOW_MODE", "SKUFLOW_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
+    for name in [name for name in os.environ if name.startswith("SKUFLOW_")]:
+        monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 
@@ -52,3 +54,28 @@ def test_a_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("SKUFLOW_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(SettingsError, match="SKUFLOW_CONFIG: no such file"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SKUFLOW_INVENTORY_DATABASE_URL", "postgresql://user@host/db"),
+        ("SKUFLOW_USERS_URL", "127.0.0.1:8003"),
+        ("SKUFLOW_AUTH_TRANSPORT", "carrier-pigeon"),
+        ("SKUFLOW_LOW_STOCK_THRESHOLD", "-1"),
+        ("SKUFLOW_AUTH_CACHE_SECONDS", "a while"),
+    ],
+)
+def test_the_service_settings_are_checked_too(monkeypatch: pytest.MonkeyPatch, variable: str, value: str):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings()
+
+
+def test_each_service_defaults_to_its_own_sqlite_file_under_the_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    monkeypatch.setenv("SKUFLOW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SKUFLOW_USERS_DATABASE_URL", "postgresql+asyncpg://u@h/users")
+    settings = load_settings()
+    assert settings.database_url("inventory") == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'inventory.db'}"
+    assert settings.database_url("users") == "postgresql+asyncpg://u@h/users"
+    assert settings.shutdown_grace_seconds == 30

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from skuflow.inventory import domain
 from skuflow.inventory.db import skus, stock_levels
 from skuflow.inventory.messages import SkuProcessed
-from skuflow.inventory.recording import announce_change
+from skuflow.inventory.recording import announce_changes
 from skuflow.messaging import Message
 from skuflow.platform.runtime import ServiceRuntime
 
@@ -44,7 +44,7 @@ async def recalculate_availability(runtime: ServiceRuntime, message: Message[Sku
                 "SKU %s: recorded on_hand %d but its stock levels sum to %d; repairing", sku, row.on_hand, on_hand
             )
             values = {"on_hand": on_hand, "revision": row.revision + 1, "updated_at": now}
-            await announce_change(runtime, session, sku)
+            await announce_changes(runtime, session, [sku])
         await session.execute(
             skus.update()
             .where(skus.c.sku == sku)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from skuflow.inventory import domain
 from skuflow.inventory.db import idempotency_keys, skus, stock_levels
 from skuflow.inventory.messages import SKU_PROCESSED, SkuProcessed
-from skuflow.messaging import current_flow
+from skuflow.messaging import Outgoing, current_flow
 from skuflow.platform.db import Database
 from skuflow.platform.runtime import ServiceRuntime
 
@@ -146,20 +146,33 @@ async def _record(runtime: ServiceRuntime, session: AsyncSession, levels: Sequen
             .values(on_hand=bindparam("on_hand"), as_of=bindparam("as_of"), updated_at=now),
             [{"w": lv.warehouse_id, "s": lv.sku, "on_hand": lv.on_hand, "as_of": lv.as_of} for lv in moved_rows],
         )
-    for sku, after in plan.changed.items():
-        if totals.get(sku, domain.SkuTotals(0, 0)).revision == 0:
-            await session.execute(
-                skus.insert().values(
-                    sku=sku, on_hand=after.on_hand, safety_stock=0, revision=after.revision, updated_at=now
-                )
-            )
-        else:
-            await session.execute(
-                skus.update()
-                .where(skus.c.sku == sku)
-                .values(on_hand=after.on_hand, revision=after.revision, updated_at=now)
-            )
-        await announce_change(runtime, session, sku)
+    created = [sku for sku in plan.changed if totals.get(sku, domain.SkuTotals(0, 0)).revision == 0]
+    updated = [sku for sku in plan.changed if sku not in created]
+    if created:
+        await session.execute(
+            skus.insert(),
+            [
+                {
+                    "sku": sku,
+                    "on_hand": plan.changed[sku].on_hand,
+                    "safety_stock": 0,
+                    "revision": plan.changed[sku].revision,
+                    "updated_at": now,
+                }
+                for sku in created
+            ],
+        )
+    if updated:
+        await session.execute(
+            skus.update()
+            .where(skus.c.sku == bindparam("s"))
+            .values(on_hand=bindparam("on_hand"), revision=bindparam("revision"), updated_at=now),
+            [
+                {"s": sku, "on_hand": plan.changed[sku].on_hand, "revision": plan.changed[sku].revision}
+                for sku in updated
+            ],
+        )
+    await announce_changes(runtime, session, list(plan.changed))
     flow = current_flow()
     body = {"accepted": plan.accepted, "stale": plan.stale, "correlation_id": flow.correlation_id if flow else None}
     return Answer(202, body)
@@ -195,13 +208,15 @@ async def set_safety_stock(runtime: ServiceRuntime, sku: str, safety_stock: int)
                     .where(skus.c.sku == sku)
                     .values(safety_stock=safety_stock, revision=skus.c.revision + 1, updated_at=now)
                 )
-            await announce_change(runtime, session, sku)
+            await announce_changes(runtime, session, [sku])
 
     await _retrying_conflicts(attempt)
 
 
-async def announce_change(runtime: ServiceRuntime, session: AsyncSession, sku: str) -> None:
-    """Tell the rest of the system that a SKU changed, in the transaction that changed it."""
+async def announce_changes(runtime: ServiceRuntime, session: AsyncSession, names: Sequence[str]) -> None:
+    """Tell the rest of the system that SKUs changed, in the transaction that changed them."""
     assert runtime.outbox is not None
-    envelope = runtime.broker.envelope(SKU_PROCESSED, SkuProcessed(sku=sku))
-    await runtime.outbox.add(session, envelope, SKU_PROCESSED)
+    await runtime.outbox.add_many(
+        session,
+        [Outgoing(runtime.broker.envelope(SKU_PROCESSED, SkuProcessed(sku=sku)), SKU_PROCESSED) for sku in names],
+    )

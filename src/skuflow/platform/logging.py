@@ -38,3 +38,4 @@ def configure_logging(level: int = logging.INFO, structured: bool = True) -> Non
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # requests are counted in /metrics
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations log only when something goes wrong

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,10 +66,10 @@ def outbox_indexes(table: str = TABLE) -> list[tuple[str, list[str]]]:
     return [(f"ix_{table}_pending", ["published_at", "id"])]
 
 
-def outbox_table(metadata: MetaData) -> Table:
-    table = Table(TABLE, metadata, *outbox_columns())
-    for name, columns in outbox_indexes():
-        Index(name, *(table.c[column] for column in columns))
+def outbox_table(metadata: MetaData, name: str = TABLE) -> Table:
+    table = Table(name, metadata, *outbox_columns())
+    for index, columns in outbox_indexes(name):
+        Index(index, *(table.c[column] for column in columns))
     return table
 
 
@@ -81,20 +82,31 @@ class Outbox:
         self.relay: OutboxRelay | None = None
 
     async def add(self, session: AsyncSession, envelope: Envelope, exchange: str, routing_key: str = "") -> None:
+        await self.add_many(session, [Outgoing(envelope, exchange, routing_key)])
+
+    async def add_many(self, session: AsyncSession, messages: Sequence[Outgoing]) -> None:
+        """Add messages to the session's transaction in one statement (one round trip, however many)."""
+        if not messages:
+            return
+        now = datetime.now(UTC)
         await session.execute(
-            self.table.insert().values(
-                message_id=envelope.message_id,
-                exchange=exchange,
-                routing_key=routing_key,
-                type=envelope.type,
-                app_id=envelope.app_id,
-                correlation_id=envelope.correlation_id,
-                causation_id=envelope.causation_id,
-                timestamp=envelope.timestamp,
-                body=envelope.body,
-                headers=dict(envelope.headers),
-                created_at=datetime.now(UTC),
-            )
+            self.table.insert(),
+            [
+                {
+                    "message_id": message.envelope.message_id,
+                    "exchange": message.exchange,
+                    "routing_key": message.routing_key,
+                    "type": message.envelope.type,
+                    "app_id": message.envelope.app_id,
+                    "correlation_id": message.envelope.correlation_id,
+                    "causation_id": message.envelope.causation_id,
+                    "timestamp": message.envelope.timestamp,
+                    "body": message.envelope.body,
+                    "headers": dict(message.envelope.headers),
+                    "created_at": now,
+                }
+                for message in messages
+            ],
         )
         if self.relay is not None:
             self.db.after_commit(session, self.relay.wake)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,7 +38,23 @@ def create_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *, title: 
     app.include_router(_probes(runtime))
     app.add_middleware(_BodyLimit)
     app.add_middleware(_Flow, runtime=runtime)
+    app.add_exception_handler(RequestValidationError, _invalid_input)
     return app
+
+
+async def _invalid_input(_request: Request, error: Exception) -> JSONResponse:
+    """422 with one entry per problem (FastAPI's shape), worded for the two cases its wording confuses."""
+    assert isinstance(error, RequestValidationError)
+    problems = []
+    for problem in error.errors():
+        problem = dict(problem)
+        if problem.get("type") == "json_invalid":
+            problem["msg"] = f"body is not valid JSON: {problem.get('ctx', {}).get('error', 'cannot parse it')}"
+            problem.pop("input", None)
+        elif problem.get("type") == "model_attributes_type" and tuple(problem.get("loc", ())) == ("body",):
+            problem["msg"] = "expected a JSON object in the body (Content-Type: application/json)"
+        problems.append(problem)
+    return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=422)
 
 
 def _probes(runtime: ServiceRuntime) -> APIRouter:
