@@ -6,9 +6,10 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -61,56 +62,66 @@ def demo(sku: Annotated[str, typer.Option(help="The SKU id the event carries.")]
         err_console.print(f"[red]error:[/] the round trip did not complete within {ROUND_TRIP_SECONDS:.0f} s")
         raise typer.Exit(1) from None
     except OSError as error:
-        err_console.print(f"[red]error:[/] cannot reach the broker at {settings.broker_url}: {error}")
+        err_console.print(
+            f"[red]error:[/] cannot reach the broker at {_without_password(settings.broker_url)}: {error}"
+        )
         raise typer.Exit(1) from None
     console.print(f"[green]round trip complete:[/] {received} deliveries")
 
 
 @app.command()
 def up() -> None:
-    """Run the whole system in this process: every service, the in-process broker and SQLite by default.
+    """Run the whole system in this process: every service, the in-process broker and SQLite by default,
+    and an SMTP sink on 127.0.0.1:2525 that shows the emails (unless SKUFLOW_SMTP_URL is set).
 
     With SKUFLOW_BROKER_URL=amqp://... the same against RabbitMQ. Ctrl-C stops it cleanly.
     """
+    from skuflow.embedded.smtp import ReceivedMail
     from skuflow.platform.logging import configure_logging
     from skuflow.platform.secrets import secrets_file, with_secrets
-    from skuflow.system import SERVICES
+    from skuflow.system import SERVICES, run_up
 
     settings, generated = with_secrets(_settings(), generate=True)
     configure_logging()
 
-    def ready() -> None:
+    def ready(running: Settings) -> None:
         table = Table(title="skuflow is up", show_header=False)
         for spec in SERVICES.values():
-            table.add_row(spec.name, spec.url(settings), f"{spec.url(settings)}/docs")
-        table.add_row("broker", settings.broker_url, "")
-        table.add_row("data", str(settings.data_dir.resolve()), "")
+            table.add_row(spec.name, spec.url(running), f"{spec.url(running)}/docs")
+        table.add_row("broker", _without_password(running.broker_url), "")
+        table.add_row("smtp", running.smtp_url or "", "embedded sink: emails are shown here" if embedded_smtp else "")
+        table.add_row("data", str(running.data_dir.resolve()), "")
         console.print(table)
-        where = secrets_file(settings)
+        where = secrets_file(running)
         for name, client in (("warehouse_secret", "warehouse"), ("admin_secret", "admin")):
-            secret = getattr(settings, name).get_secret_value()  # set: with_secrets generated what was missing
+            secret = getattr(running, name).get_secret_value()  # set: with_secrets generated what was missing
             if name in generated:
                 console.print(f"client [bold]{client}[/]: secret [bold]{secret}[/] (generated, kept in {where})")
             else:
                 console.print(f"client [bold]{client}[/]: secret from SKUFLOW_{name.upper()} or {where}")
         console.print("Ctrl-C stops everything.")
 
-    _run_services(list(SERVICES.values()), settings, ready)
+    def show_mail(mail: ReceivedMail) -> None:
+        console.print(f"[green]email[/] to {', '.join(mail.recipients)}: [bold]{mail.subject}[/]")
+
+    embedded_smtp = settings.smtp_url is None
+    _run(run_up(settings, ready, show_mail))
     console.print("stopped.")
 
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="inventory or users")],
+    service: Annotated[str, typer.Argument(help="inventory, catalog or users")],
 ) -> None:
     """Run one service in this process, against a real broker (SKUFLOW_BROKER_URL=amqp://...).
 
-    It listens on the host and port of its URL setting (SKUFLOW_INVENTORY_URL, SKUFLOW_USERS_URL).
+    It listens on the host and port of its URL setting (SKUFLOW_INVENTORY_URL, SKUFLOW_CATALOG_URL,
+    SKUFLOW_USERS_URL).
     Several instances of one service share its queues as competing consumers.
     """
     from skuflow.platform.logging import configure_logging
     from skuflow.platform.secrets import with_secrets
-    from skuflow.system import SERVICES
+    from skuflow.system import SERVICES, run_services
 
     spec = SERVICES.get(service)
     if spec is None:
@@ -124,18 +135,29 @@ def serve(
         )
         raise typer.Exit(2)
     configure_logging()
-    _run_services([spec], settings, lambda: console.print(f"{spec.name} listening on {spec.url(settings)}"))
+    if settings.database_url(service).startswith("sqlite"):
+        err_console.print(
+            f"[yellow]note:[/] {service} uses SQLite ({settings.database_url(service)}): fine for one process; "
+            f"for several, give it PostgreSQL (SKUFLOW_{service.upper()}_DATABASE_URL=postgresql+asyncpg://...)"
+        )
+    _run(run_services([spec], settings, lambda: console.print(f"{spec.name} listening on {spec.url(settings)}")))
 
 
-def _run_services(specs: list[Any], settings: Settings, ready: Callable[[], None]) -> None:
-    from skuflow.system import run_services
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}:{parts.port}").geturl()
 
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the system until it stops; a bad setting or a busy port ends it with a message, not a trace."""
     try:
-        asyncio.run(run_services(specs, settings, ready))
+        asyncio.run(main)
     except SettingsError as error:
         err_console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
         err_console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
 

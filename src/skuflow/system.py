@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 
+from skuflow.embedded.smtp import ReceivedMail, SmtpSink
 from skuflow.platform.serving import SharedProcessServer, bind, server_for, wait_started
 from skuflow.platform.settings import Settings
 
@@ -42,7 +43,33 @@ class ServiceSpec:
 SERVICES = {
     "users": ServiceSpec("users", "skuflow.users.service"),
     "inventory": ServiceSpec("inventory", "skuflow.inventory.service"),
+    "catalog": ServiceSpec("catalog", "skuflow.catalog.service"),
 }
+
+
+EMBEDDED_SMTP = ("127.0.0.1", 2525)
+
+
+async def run_up(
+    settings: Settings, on_ready: Callable[[Settings], None], on_mail: Callable[[ReceivedMail], None]
+) -> None:
+    """The whole system: every service, plus an embedded SMTP sink when SKUFLOW_SMTP_URL is not set."""
+    sink: SmtpSink | None = None
+    if settings.smtp_url is None:
+        sink = SmtpSink(on_mail=on_mail)
+        try:
+            await sink.start(*EMBEDDED_SMTP)
+        except OSError as error:
+            raise OSError(
+                f"cannot start the embedded SMTP sink on {EMBEDDED_SMTP[0]}:{EMBEDDED_SMTP[1]}: "
+                f"{error.strerror} (set SKUFLOW_SMTP_URL to use another server)"
+            ) from None
+        settings = settings.model_copy(update={"smtp_url": sink.url})
+    try:
+        await run_services(list(SERVICES.values()), settings, lambda: on_ready(settings))
+    finally:
+        if sink is not None:
+            await sink.stop()
 
 
 async def run_services(specs: list[ServiceSpec], settings: Settings, on_ready: Callable[[], None]) -> None:
@@ -66,9 +93,11 @@ async def run_services(specs: list[ServiceSpec], settings: Settings, on_ready: C
         await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
     finally:
-        for server in servers:
+        # In reverse start order: a service still draining can reach the ones it depends on (users, last).
+        results: list[BaseException | None] = []
+        for server, task in reversed(list(zip(servers, tasks, strict=True))):
             server.should_exit = True
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+            results += await asyncio.gather(task, return_exceptions=True)
         for sock in sockets:
             sock.close()
         for sig in (signal.SIGINT, signal.SIGTERM):

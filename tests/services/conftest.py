@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
 
-from skuflow.messaging import Broker, Envelope, create_broker
+from skuflow.embedded.smtp import SmtpSink
+from skuflow.messaging import Broker, Envelope, Queue, Topology, create_broker
+from skuflow.messaging.topology import SKU_PROCESSED
 from skuflow.platform.runtime import ServiceRuntime
 from tests.conftest import ADMIN_SECRET, TEST_OPTIONS, WAREHOUSE_SECRET, Stack
-from tests.support.servers import RunningServer, serve
+from tests.support.servers import RunningServer, free_socket, serve, url_of
 from tests.support.waiting import wait_until
 
 
@@ -22,7 +24,10 @@ class System:
     http: aiohttp.ClientSession
     users: RunningServer
     inventory: RunningServer
+    catalog: RunningServer
+    smtp: SmtpSink  # a real SMTP server that keeps what it receives
     observer: Broker  # a separate connection to the stack's broker, to look at what was published
+    _tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def inventory_runtime(self) -> ServiceRuntime:
@@ -30,36 +35,53 @@ class System:
         return runtime
 
     async def client_token(self, client_id: str = "warehouse", secret: str = WAREHOUSE_SECRET) -> str:
-        form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
-        async with self.http.post(f"{self.users.url}/v1/auth/token", data=form) as response:
-            assert response.status == 200, await response.text()
-            return str((await response.json())["access_token"])
+        """A token of a client, asked for once per test (the token endpoint is rate limited)."""
+        if client_id not in self._tokens:
+            form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+            async with self.http.post(f"{self.users.url}/v1/auth/token", data=form) as response:
+                assert response.status == 200, await response.text()
+                self._tokens[client_id] = str((await response.json())["access_token"])
+        return self._tokens[client_id]
 
     async def admin_token(self) -> str:
         return await self.client_token("admin", ADMIN_SECRET)
 
     async def user_token(self, email: str = "ada@example.com", password: str = "correct horse battery") -> str:
-        user = {"email": email, "name": "Ada", "password": password}
+        return (await self.sign_up(email, password))[1]
+
+    async def sign_up(self, email: str, password: str = "correct horse battery") -> tuple[str, str]:
+        """A user (signed up now, or already) and a token of theirs: (id, token)."""
+        user = {"email": email, "name": email.split("@")[0], "password": password}
         async with self.http.post(f"{self.users.url}/v1/users", json=user) as response:
             assert response.status in (201, 409), await response.text()
         form = {"grant_type": "password", "username": email, "password": password}
         async with self.http.post(f"{self.users.url}/v1/auth/token", data=form) as response:
             assert response.status == 200, await response.text()
-            return str((await response.json())["access_token"])
+            token = str((await response.json())["access_token"])
+        async with self.http.post(f"{self.users.url}/v1/auth/verify", json={"token": token}) as response:
+            return str((await response.json())["sub"]), token
 
     async def call(
-        self, method: str, path: str, *, token: str | None = None, headers: dict[str, str] | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        service: str = "inventory",
+        **kwargs: Any,
     ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
-        """A request to inventory; returns the status, the decoded JSON body and the headers."""
+        """A request to a service (inventory by default); returns the status, the decoded JSON body and the headers."""
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
-        async with self.http.request(method, f"{self.inventory.url}{path}", headers=all_headers, **kwargs) as response:
+        base: RunningServer = getattr(self, service)
+        async with self.http.request(method, f"{base.url}{path}", headers=all_headers, **kwargs) as response:
             body = await response.json(content_type=None) if response.content_length != 0 else None
             return response.status, body, response.headers
 
-    async def published(self, queue: str = "catalog.sku_processed") -> list[Envelope]:
-        """Everything inventory published so far (once its outbox is empty), taken off a queue no one consumes."""
+    async def published(self, queue: str = "test.observer.sku_processed") -> list[Envelope]:
+        """Everything inventory published so far (once its outbox is empty), taken off the test's own queue."""
         outbox = self.inventory_runtime.outbox
         assert outbox is not None
         # Marked sent only after the broker confirmed: the queue holds them all once the outbox is empty.
@@ -73,18 +95,28 @@ async def _is_zero(count: Any) -> bool:
 
 @pytest.fixture
 async def system(stack: Stack) -> AsyncIterator[System]:
+    """Users, inventory and catalog on real ports of 127.0.0.1, on the test's stack, with an SMTP sink."""
+    from skuflow.catalog.service import build_app as catalog_app
     from skuflow.inventory.service import build_app as inventory_app
     from skuflow.users.service import build_app as users_app
 
-    users = await serve(users_app(stack.settings()))
-    inventory = await serve(inventory_app(stack.settings(users_url=users.url)))
+    smtp = SmtpSink()
+    await smtp.start()
+    sockets = {name: free_socket() for name in ("users", "inventory", "catalog")}
+    settings = stack.settings(smtp_url=smtp.url, **{f"{name}_url": url_of(sock) for name, sock in sockets.items()})
+    users = await serve(users_app(settings), sockets["users"])
+    inventory = await serve(inventory_app(settings), sockets["inventory"])
+    catalog = await serve(catalog_app(settings), sockets["catalog"])
     observer = create_broker(stack.broker_url, "test-observer", TEST_OPTIONS)
     await observer.connect()
+    # A queue of the test's own on the fanout exchange, that no service consumes: it sees every event.
+    await observer.declare(Topology((SKU_PROCESSED,), (Queue("test.observer.sku_processed", SKU_PROCESSED),)))
     http = aiohttp.ClientSession()
     try:
-        yield System(stack, http, users, inventory, observer)
+        yield System(stack, http, users, inventory, catalog, smtp, observer)
     finally:
         await http.close()
         await observer.close()
-        await inventory.stop()
-        await users.stop()
+        for server in (catalog, inventory, users):
+            await server.stop()
+        await smtp.stop()

@@ -171,6 +171,16 @@ async def test_a_body_that_is_not_json_or_too_large_is_refused(system: System, w
     assert status == 413
     assert "1 MiB" in answer["detail"]
 
+    async def chunks():  # no Content-Length: the limit is counted as the body streams in
+        for _ in range(20):
+            yield b" " * 65536
+
+    status, answer, _ = await system.call(
+        "POST", "/v1/stock", token=warehouse, data=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert status == 413
+    assert await system.published() == []
+
 
 async def test_writing_stock_needs_a_token_with_the_stock_write_scope(system: System):
     body = report(SKU_1=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 
 import uvicorn
@@ -23,10 +24,19 @@ class RunningServer:
         await asyncio.wait_for(self.task, timeout=60)
 
 
-async def serve(app: FastAPI) -> RunningServer:
-    """Start `app` (its lifespan included) on a free port; return once it answers."""
-    sock = bind("127.0.0.1", 0)
+def free_socket() -> socket.socket:
+    """A socket bound to a free port of 127.0.0.1, to know a service's URL before it starts."""
+    return bind("127.0.0.1", 0)
+
+
+def url_of(sock: socket.socket) -> str:
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def serve(app: FastAPI, sock: socket.socket | None = None) -> RunningServer:
+    """Start `app` (its lifespan included) on `sock` or a free port; return once it answers."""
+    sock = sock or free_socket()
     server = server_for(app)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     await wait_started(server, task, within=30)
-    return RunningServer(app, f"http://127.0.0.1:{sock.getsockname()[1]}", server, task)
+    return RunningServer(app, url_of(sock), server, task)

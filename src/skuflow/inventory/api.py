@@ -13,8 +13,9 @@ from sqlalchemy import case, select
 
 from skuflow.inventory import domain
 from skuflow.inventory.db import skus
-from skuflow.inventory.recording import IdempotencyConflict, record_report, set_safety_stock, utc
+from skuflow.inventory.recording import IdempotencyConflict, record_report, set_safety_stock
 from skuflow.platform.auth import Principal, require_scope
+from skuflow.platform.db import utc
 from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 from skuflow.platform.runtime import ServiceRuntime
 

@@ -17,14 +17,14 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, bindparam, select, tuple_
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.inventory import domain
 from skuflow.inventory.db import idempotency_keys, skus, stock_levels
 from skuflow.inventory.messages import SKU_PROCESSED, SkuProcessed
 from skuflow.messaging import Outgoing, current_flow
-from skuflow.platform.db import Database
+from skuflow.platform.db import Database, utc
 from skuflow.platform.runtime import ServiceRuntime
 
 log = logging.getLogger("skuflow.inventory")
@@ -41,11 +41,6 @@ class Answer:
     status: int
     body: dict[str, Any]
     replayed: bool = False
-
-
-def utc(moment: datetime) -> datetime:
-    """Aware and in UTC (SQLite hands back naive datetimes; they were stored in UTC)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 async def record_report(
@@ -90,11 +85,21 @@ async def _retrying_conflicts(attempt: Callable[[], Awaitable[T]], tries: int = 
     for number in range(1, tries + 1):
         try:
             return await attempt()
-        except IntegrityError:
-            if number == tries:
+        except DBAPIError as error:
+            if not _is_conflict(error) or number == tries:
                 raise
-            log.info("concurrent write of the same key; trying again (%d/%d)", number + 1, tries)
+            log.info(
+                "concurrent write conflicted (%s); trying again (%d/%d)", type(error.orig).__name__, number + 1, tries
+            )
     raise AssertionError("unreachable")
+
+
+def _is_conflict(error: DBAPIError) -> bool:
+    """A duplicate key, or PostgreSQL breaking a deadlock or a serialization conflict: worth another try."""
+    if isinstance(error, IntegrityError):
+        return True
+    code = getattr(error.orig, "sqlstate", None) or getattr(getattr(error.orig, "__cause__", None), "sqlstate", None)
+    return code in ("40P01", "40001")
 
 
 async def _earlier_answer(session: AsyncSession, principal: str, key: str, fingerprint: str) -> Answer | None:
@@ -123,8 +128,10 @@ async def _record(runtime: ServiceRuntime, session: AsyncSession, levels: Sequen
     }
     plan = domain.plan_report(levels, recorded, totals)
 
-    new_rows = [level for level in plan.levels if (level.warehouse_id, level.sku) in plan.new_levels]
-    moved_rows = [level for level in plan.levels if (level.warehouse_id, level.sku) not in plan.new_levels]
+    # Every write in (sku, warehouse) order: concurrent reports then take their locks in the same order.
+    ordered = sorted(plan.levels, key=lambda level: (level.sku, level.warehouse_id))
+    new_rows = [level for level in ordered if (level.warehouse_id, level.sku) in plan.new_levels]
+    moved_rows = [level for level in ordered if (level.warehouse_id, level.sku) not in plan.new_levels]
     if new_rows:
         await session.execute(
             stock_levels.insert(),
@@ -146,8 +153,8 @@ async def _record(runtime: ServiceRuntime, session: AsyncSession, levels: Sequen
             .values(on_hand=bindparam("on_hand"), as_of=bindparam("as_of"), updated_at=now),
             [{"w": lv.warehouse_id, "s": lv.sku, "on_hand": lv.on_hand, "as_of": lv.as_of} for lv in moved_rows],
         )
-    created = [sku for sku in plan.changed if totals.get(sku, domain.SkuTotals(0, 0)).revision == 0]
-    updated = [sku for sku in plan.changed if sku not in created]
+    created = sorted(sku for sku in plan.changed if totals.get(sku, domain.SkuTotals(0, 0)).revision == 0)
+    updated = sorted(sku for sku in plan.changed if sku not in created)
     if created:
         await session.execute(
             skus.insert(),

@@ -95,13 +95,20 @@ class AmqpBroker(Broker):
             )
             await work.bind(self._exchanges[queue.exchange.name], routing_key=queue.routing_key)
 
-    def _exchange(self, name: str) -> AbstractExchange:
+    async def _exchange(self, name: str) -> AbstractExchange:
+        """The exchange to publish to: declared by this client, or found on the broker (checked once)."""
         if name == "":
             return self.channel.default_exchange
-        try:
-            return self._exchanges[name]
-        except KeyError:
-            raise PublishError(f"exchange {name!r} is not declared: declare the topology first") from None
+        if name not in self._exchanges:
+            if self._connection is None:
+                raise RuntimeError("the broker is not connected: call connect() first")
+            try:
+                async with self._connection.channel() as probe:  # a failed passive declare closes its channel
+                    await probe.declare_exchange(name, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                raise PublishError(f"exchange {name!r} is not declared: declare the topology first") from None
+            self._exchanges[name] = await self.channel.get_exchange(name, ensure=False)
+        return self._exchanges[name]
 
     async def publish_many(self, messages: Sequence[Outgoing], window: int = 100) -> None:
         if len(messages) == 1:
@@ -127,7 +134,8 @@ class AmqpBroker(Broker):
         backoff = 0.05
         while True:
             try:
-                await self._exchange(outgoing.exchange).publish(
+                exchange = await self._exchange(outgoing.exchange)
+                await exchange.publish(
                     message, outgoing.routing_key, mandatory=True, timeout=max(deadline - loop.time(), 0.1)
                 )
             except aiormq.exceptions.PublishError:

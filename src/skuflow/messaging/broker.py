@@ -129,6 +129,10 @@ class Broker(abc.ABC):
         self.stats = BrokerStats()
         self._consumers: list[Consumer] = []
 
+    @property
+    def consumers(self) -> tuple[Consumer, ...]:
+        return tuple(self._consumers)
+
     async def __aenter__(self) -> Broker:
         await self.connect()
         return self

@@ -8,11 +8,12 @@ cannot be asked, the request is refused with 503, never let through.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import aiohttp
 from fastapi import Depends, HTTPException, Request, status
@@ -20,6 +21,7 @@ from fastapi import Depends, HTTPException, Request, status
 from skuflow.platform.http import ServiceUnavailable, call_json
 
 SCOPES = ("stock:write", "catalog:write", "wishlist", "admin")
+log = logging.getLogger("skuflow.auth")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,10 @@ class Principal:
 
     def has(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+class Verifier(Protocol):
+    async def verify(self, token: str) -> Principal | None: ...
 
 
 class TokenVerifier:
@@ -49,7 +55,7 @@ class TokenVerifier:
         self.cache_seconds = cache_seconds
         self.max_entries = max_entries
         self.clock = clock
-        self.calls = 0  # answers fetched from users (for /metrics and the tests)
+        self.calls = 0  # answers fetched from users (the cache's misses)
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal | None:
@@ -95,12 +101,17 @@ def bearer_token(request: Request) -> str:
 
 async def authenticated(request: Request) -> Principal:
     """FastAPI dependency: the principal of the request's bearer token (401 without a valid one)."""
-    verifier: TokenVerifier = request.app.state.runtime.verifier
+    verifier: Verifier = request.app.state.runtime.verifier
     token = bearer_token(request)
     try:
         principal = await verifier.verify(token)
     except ServiceUnavailable as error:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"cannot verify the token now: {error}") from None
+        log.warning("cannot verify a token: %s", error)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "cannot verify the token now: the users service does not answer; try again shortly",
+            headers={"Retry-After": "5"},
+        ) from None
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Select, event, text
+from sqlalchemy import Connection, Select, Table, event, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -35,6 +38,10 @@ class Database:
         """Lock the selected rows until the transaction ends (PostgreSQL; SQLite has one writer anyway)."""
         return query if self.is_sqlite else query.with_for_update()
 
+    def insert(self, table: Table) -> Any:
+        """The dialect's INSERT, which offers ON CONFLICT (upserts, inserts that skip duplicates)."""
+        return sqlite_insert(table) if self.is_sqlite else postgresql_insert(table)
+
     async def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent; safe to run at every start)."""
         if self.is_sqlite:
@@ -42,6 +49,13 @@ class Database:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         async with self.engine.begin() as connection:
+            if not self.is_sqlite:
+                # Several processes of one service may start together: one migrates, the others wait for it
+                # (the lock ends with the transaction).
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                    {"name": f"skuflow-migrate-{self.version_table}"},
+                )
             await connection.run_sync(self._upgrade)
 
     def _upgrade(self, connection: Connection) -> None:
@@ -80,6 +94,11 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def utc(moment: datetime) -> datetime:
+    """A datetime read back from the database, aware and in UTC (SQLite returns naive ones, stored in UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 _AFTER_COMMIT = "skuflow_after_commit"

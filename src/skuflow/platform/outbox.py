@@ -36,15 +36,18 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.messaging import Broker, Envelope, Outgoing, PublishError
-from skuflow.platform.db import Database
+from skuflow.platform.db import Database, utc
 
 log = logging.getLogger("skuflow.outbox")
 
 TABLE = "outbox"
 
 
-def outbox_columns() -> list[Any]:
-    """The outbox's columns: one definition for the table and for each service's migration."""
+def outbox_columns_v1() -> list[Any]:
+    """The outbox's columns as each service's first migration creates them.
+
+    Frozen: migrations are history. A change of the outbox is a new function (v2) beside this one, the
+    table below switching to it, and a migration in each service that goes from one to the other."""
     return [
         Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
         Column("message_id", String(64), nullable=False, unique=True),
@@ -67,7 +70,7 @@ def outbox_indexes(table: str = TABLE) -> list[tuple[str, list[str]]]:
 
 
 def outbox_table(metadata: MetaData, name: str = TABLE) -> Table:
-    table = Table(name, metadata, *outbox_columns())
+    table = Table(name, metadata, *outbox_columns_v1())
     for index, columns in outbox_indexes(name):
         Index(index, *(table.c[column] for column in columns))
     return table
@@ -140,6 +143,7 @@ class OutboxRelay:
         self.last_error: str | None = None
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         outbox.relay = self
 
     def wake(self) -> None:
@@ -149,38 +153,48 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="outbox relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop after the batch in progress (so that what was published is marked), within a bound."""
+        if self._task is None:
+            return
+        task, self._task = self._task, None
+        self._stopping = True
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=10)
+        except TimeoutError:
+            task.cancel()
+        except Exception:
+            log.exception("outbox relay ended with an error")
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def _run(self) -> None:
         backoff = 0.5
         last_purge = datetime.now(UTC)
-        while True:
+        while not self._stopping:
+            self._wakeup.clear()  # before the batch: a commit during it wakes the next one
             try:
                 sent = await self.publish_batch()
+                if datetime.now(UTC) - last_purge > timedelta(minutes=1):
+                    last_purge = datetime.now(UTC)
+                    await self.purge()
                 self.last_error = None
                 backoff = 0.5
-            except (PublishError, OSError) as error:
-                self.last_error = str(error)
-                log.warning("outbox relay: broker unavailable (%s); retrying in %.1fs", error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30)
-                continue
             except Exception as error:
                 self.last_error = repr(error)
-                log.exception("outbox relay failed; retrying in %.1fs", backoff)
+                if isinstance(error, PublishError | OSError):
+                    log.warning("outbox relay: broker unavailable (%s); retrying in %.1fs", error, backoff)
+                else:
+                    log.exception("outbox relay failed; retrying in %.1fs", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30)
                 continue
             if sent == self.batch_size:
                 continue  # more are waiting
-            if datetime.now(UTC) - last_purge > timedelta(minutes=1):
-                await self.purge()
-                last_purge = datetime.now(UTC)
-            self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_seconds)
 
@@ -223,7 +237,7 @@ class OutboxRelay:
 
 
 def _outgoing(row: Any) -> Outgoing:
-    timestamp = row.timestamp if row.timestamp.tzinfo else row.timestamp.replace(tzinfo=UTC)
+    timestamp = utc(row.timestamp)
     envelope = Envelope(
         type=row.type,
         body=row.body,

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy import Table
 
 from skuflow.messaging import SKUFLOW, Broker, Subscription, create_broker
-from skuflow.platform.auth import TokenVerifier
+from skuflow.platform.auth import TokenVerifier, Verifier
 from skuflow.platform.db import Database
 from skuflow.platform.http import new_session
 from skuflow.platform.metrics import ServiceMetrics
@@ -40,8 +40,10 @@ class ServiceRuntime:
         db: Database,
         *,
         outbox_table: Table | None = None,
-        verify_tokens: bool = True,
+        verifier: Verifier | None = None,
     ) -> None:
+        """`verifier`: how the service checks the tokens it receives; by default, by asking users over HTTP
+        (the users service passes its own, which looks in its database)."""
         self.name = name
         self.settings = settings
         self.db = db
@@ -50,14 +52,14 @@ class ServiceRuntime:
         self.metrics.watch_broker(self.broker.stats)
         self.outbox = Outbox(db, outbox_table) if outbox_table is not None else None
         self.relay: OutboxRelay | None = None
-        self.verify_tokens = verify_tokens
+        self._local_verifier = verifier
         self.subscriptions: list[Subscription[Any]] = []
         self.on_start: list[Hook] = []
         self.on_stop: list[Hook] = []
         # Trouble that does not make the service unready (CONTRACT section 7), shown in /readyz's body.
         self.reports: dict[str, Callable[[], dict[str, Any]]] = {}
         self._http: aiohttp.ClientSession | None = None
-        self._verifier: TokenVerifier | None = None
+        self._verifier: Verifier | None = verifier
 
     def subscribe(self, subscriptions: Sequence[Subscription[Any]]) -> None:
         self.subscriptions.extend(subscriptions)
@@ -69,9 +71,9 @@ class ServiceRuntime:
         return self._http
 
     @property
-    def verifier(self) -> TokenVerifier:
+    def verifier(self) -> Verifier:
         if self._verifier is None:
-            raise RuntimeError(f"{self.name} does not verify tokens, or is not started")
+            raise RuntimeError(f"{self.name} is not started")
         return self._verifier
 
     async def start(self) -> None:
@@ -79,7 +81,7 @@ class ServiceRuntime:
         await self.broker.connect()
         await self.broker.declare(SKUFLOW)
         self._http = new_session()
-        if self.verify_tokens:
+        if self._local_verifier is None:
             self._verifier = TokenVerifier(self.settings.users_url, self._http, self.settings.auth_cache_seconds)
         if self.outbox is not None:
             self.relay = OutboxRelay(self.outbox, self.broker)
@@ -95,20 +97,31 @@ class ServiceRuntime:
         log.info("%s started", self.name)
 
     async def stop(self) -> None:
-        for hook in reversed(self.on_stop):
-            with contextlib.suppress(Exception):
-                await hook()
-        await self.broker.close()  # stops the consumers first, each draining within the grace period
-        if self.relay is not None:
-            await self.relay.stop()
-        if self._http is not None:
-            await self._http.close()
-        await self.db.close()
+        """Stop in reverse order: hooks, consumers (draining), the relay (after its batch), connections."""
+        try:
+            for hook in reversed(self.on_stop):
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("%s: a stop hook failed", self.name)
+            for consumer in list(self.broker.consumers):
+                await consumer.stop()
+            if self.relay is not None:
+                await self.relay.stop()
+        finally:
+            await self.broker.close()
+            if self._http is not None:
+                await self._http.close()
+            await self.db.close()
         log.info("%s stopped", self.name)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # release whatever had started
+            raise
         try:
             yield
         finally:
@@ -124,7 +137,11 @@ class ServiceRuntime:
         checks["broker"] = "ok" if self.broker.is_connected else "unreachable"
         ready = checks["database"] == "ok" and checks["broker"] == "ok"
         if self.relay is not None:
-            checks["outbox"] = {"published": self.relay.published, "last_error": self.relay.last_error}
+            checks["outbox"] = {
+                "published": self.relay.published,
+                "relay": "running" if self.relay.running else "stopped",
+                "last_error": self.relay.last_error,
+            }
         for name, report in self.reports.items():
             checks[name] = report()
         return ready, checks

@@ -49,8 +49,10 @@ def with_secrets(settings: Settings, *, generate: bool) -> tuple[Settings, list[
     if generated:
         path = secrets_file(settings)
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Written whole to a 0600 file beside it, then renamed over: never readable by others, never half.
+        partial = path.with_suffix(".json.partial")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             json.dump(stored, handle, indent=2)
-        os.chmod(path, 0o600)
+        os.replace(partial, path)
     return settings.model_copy(update=values), generated

@@ -32,7 +32,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def server_for(app: FastAPI) -> SharedProcessServer:
-    return SharedProcessServer(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
+    # log_config=None: uvicorn's own lines go through our (structured) logging instead of its handlers.
+    return SharedProcessServer(
+        uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, log_config=None)
+    )
 
 
 async def wait_started(server: uvicorn.Server, task: asyncio.Task[None], within: float = 60) -> None:

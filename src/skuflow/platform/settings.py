@@ -72,6 +72,13 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql+asyncpg:// or sqlite+aiosqlite://")
         return value
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("smtp://"):
+            raise ValueError("must be smtp://host:port")
+        return value
+
     @field_validator("inventory_url", "catalog_url", "users_url")
     @classmethod
     def _http_url(cls, value: str) -> str:

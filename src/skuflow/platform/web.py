@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -117,10 +117,6 @@ class _Flow:
             self.metrics.observe_request(scope["method"], path, status, time.perf_counter() - started)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class _BodyLimit:
     """413 for a body over MAX_BODY_BYTES: at once from Content-Length, or as soon as the stream exceeds it."""
 
@@ -136,7 +132,6 @@ class _BodyLimit:
                 await _too_large()(scope, receive, send)
                 return
         received = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -144,28 +139,20 @@ class _BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY_BYTES:
-                    raise _BodyTooLarge
+                    # An HTTPException, because FastAPI turns any other error raised while it reads the body
+                    # into a 400.
+                    raise HTTPException(413, _TOO_LARGE)
             return message
 
-        async def watching_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        await self.app(scope, counting_receive, send)
 
-        try:
-            await self.app(scope, counting_receive, watching_send)
-        except _BodyTooLarge:
-            if not started:
-                await _too_large()(scope, receive, send)
+
+_TOO_LARGE = f"request body larger than {MAX_BODY_BYTES} bytes (1 MiB)"
 
 
 def _too_large() -> JSONResponse:
-    return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes (1 MiB)")
+    return _error(413, _TOO_LARGE)
 
 
 def _error(status: int, detail: Any) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
-
-
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    UniqueConstraint,
+)
 
 from skuflow.platform.outbox import outbox_table
 
@@ -40,5 +52,47 @@ tokens = Table(
     Index("ix_tokens_expires_at", "expires_at"),  # for deleting expired tokens
 )
 
-# For the messages of later issues (wishlists, notifications), sent in the same transaction as their change.
+# The SKUs users wish for.
+wishlist_items = Table(
+    "wishlist_items",
+    metadata,
+    Column("user_id", String(32), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("user_id", "sku"),
+    Index("ix_wishlist_items_sku", "sku"),
+)
+
+# What users has learned of each SKU's availability, and at which of inventory's revisions.
+sku_availability = Table(
+    "sku_availability",
+    metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("available", Boolean, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+)
+
+# One row per email due: written with the availability change that makes it due (unique per user, SKU and
+# revision, so a redelivery adds nothing), then sent by the mailer, which marks it sent or retries it later.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("user_id", String(32), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("email", String(254), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("subject", String(255)),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", String(500)),
+    UniqueConstraint("user_id", "sku", "revision", name="uq_notifications_transition"),
+    Index("ix_notifications_due", "sent_at", "next_attempt_at"),
+    Index("ix_notifications_user", "user_id", "id"),
+)
+
+# For the messages users will send, in the same transaction as their change.
 outbox = outbox_table(metadata)

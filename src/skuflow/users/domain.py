@@ -263,3 +263,22 @@ class SlidingWindow:
             del self._attempts[key]
         while len(self._attempts) >= self.max_keys:
             del self._attempts[next(iter(self._attempts))]
+
+
+# -- Wishlist emails (CONTRACT section 7) --
+
+
+def is_news(incoming_revision: int, known_revision: int | None) -> bool:
+    """Only a newer revision than the one users has recorded changes anything: redeliveries and late,
+    older revisions are ignored."""
+    return known_revision is None or incoming_revision > known_revision
+
+
+def email_due(was_available: bool | None, now_available: bool) -> bool:
+    """An email goes out when a SKU users recorded as not available (or had not heard of) becomes available."""
+    return now_available and not was_available
+
+
+def next_attempt_delay(attempts: int) -> float:
+    """Seconds before retrying an email that failed `attempts` times: 2, 4, 8, ... up to 5 minutes."""
+    return float(min(2**attempts, 300))

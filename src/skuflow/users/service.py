@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from skuflow.messaging import Subscription
 from skuflow.platform.db import Database
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import PREFIX, Settings, SettingsError
 from skuflow.platform.web import create_app
-from skuflow.users import accounts, db, domain
+from skuflow.users import accounts, db, domain, wishlists
 from skuflow.users.api import NoStore, auth_router, users_router
+from skuflow.users.mailer import Mailer
+from skuflow.users.messages import SKU_PROCESSED, SkuProcessed
+from skuflow.users.wishlist_api import wishlist_router
 
 DESCRIPTION = (
     "Users, clients and tokens: public sign-up, an OAuth 2.0 token endpoint (password and client_credentials "
-    "grants, RFC 6749) and token verification for the other services (RFC 7662 style)."
+    "grants, RFC 6749) and token verification for the other services (RFC 7662 style); wishlists, and an email "
+    "to each user whose wishlisted item becomes available."
 )
 RATE_WINDOW_SECONDS = 60.0
 
@@ -23,15 +29,40 @@ RATE_WINDOW_SECONDS = 60.0
 def build_app(settings: Settings) -> FastAPI:
     secrets = client_secrets(settings)
     database = Database(settings.database_url("users"), Path(__file__).parent / "migrations")
-    # Users answers token verifications itself: it verifies no tokens over HTTP.
-    runtime = ServiceRuntime("users", settings, database, outbox_table=db.outbox, verify_tokens=False)
+    # Users checks the tokens it receives in its own table, not over HTTP.
+    runtime = ServiceRuntime(
+        "users", settings, database, outbox_table=db.outbox, verifier=accounts.LocalVerifier(database)
+    )
+    mailer = Mailer(database, settings.smtp_url, settings.catalog_url)
+    # What users listens to, in one place.
+    runtime.subscribe(
+        [
+            Subscription(
+                "users.sku_processed",
+                SKU_PROCESSED,
+                SkuProcessed,
+                partial(wishlists.learn_availability, runtime, mailer.wake),
+            ),
+        ]
+    )
 
     async def create_clients() -> None:
         await accounts.ensure_clients(database, secrets)
 
-    runtime.on_start.append(create_clients)
+    async def start_mailer() -> None:
+        mailer.start(runtime.http)
+
+    runtime.on_start += [create_clients, start_mailer]
+    runtime.on_stop.append(mailer.stop)
+    runtime.reports["email"] = mailer.report
+    runtime.metrics.watch_gauge("skuflow_emails_sent", "Wishlist emails this process sent", lambda: mailer.sent)
     limiter = domain.SlidingWindow(settings.token_attempts_per_minute, RATE_WINDOW_SECONDS)
-    app = create_app(runtime, [users_router(), auth_router(limiter)], title="skuflow users", description=DESCRIPTION)
+    app = create_app(
+        runtime,
+        [users_router(), auth_router(limiter), wishlist_router()],
+        title="skuflow users",
+        description=DESCRIPTION,
+    )
     app.add_middleware(NoStore, paths=("/v1/auth/token", "/v1/auth/verify"))
     return app
 

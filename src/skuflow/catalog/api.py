@@ -1,0 +1,137 @@
+"""Catalog's HTTP API (CONTRACT section 3): products in, products with their availability out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, StringConstraints
+from sqlalchemy import select
+
+from skuflow.catalog import domain
+from skuflow.catalog.db import products
+from skuflow.platform.auth import Principal, require_scope
+from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
+from skuflow.platform.runtime import ServiceRuntime
+
+SkuPath = Annotated[
+    str, Path(pattern=domain.SKU_PATTERN, description="The SKU id: 1-64 of A-Z a-z 0-9 . _ -, not starting with . _ -")
+]
+
+
+def _valid_price(text: str) -> str:
+    domain.parse_price(text)  # raises ValueError naming the problem
+    return text
+
+
+class ProductIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"name": "Blue mug", "price": "19.90"}})
+    # Surrounding blanks are dropped, so a name of blanks only is refused as empty.
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    price: Annotated[
+        StrictStr,  # a JSON number is refused: money does not pass through a float
+        AfterValidator(_valid_price),
+        Field(
+            description="A decimal as a string: at least 0, at most 2 decimal places and 10 digits before the point",
+            examples=["19.90"],
+        ),
+    ]
+
+
+class Product(BaseModel):
+    sku: str
+    name: str
+    price: str = Field(description='Always with 2 decimals, e.g. "19.90"')
+    available: bool
+    availability_revision: int = Field(description="Inventory's revision this availability was read at (0: never)")
+    availability_checked_at: datetime | None
+
+
+class ProductPage(BaseModel):
+    items: list[Product]
+    next_cursor: str | None
+
+
+router = APIRouter(prefix="/v1", tags=["catalog"])
+CatalogWriter = Annotated[Principal, Depends(require_scope("catalog:write"))]
+
+
+def _runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+@router.put("/products/{sku}", response_model=Product, summary="Create or replace a product's name and price")
+async def put_product(sku: SkuPath, body: ProductIn, request: Request, _: CatalogWriter) -> dict[str, Any]:
+    """Sets the name and price; never touches the availability, which comes from inventory."""
+    db = _runtime(request).db
+    statement = db.insert(products).values(
+        sku=sku, name=body.name, price=domain.parse_price(body.price), updated_at=datetime.now(UTC)
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[products.c.sku],
+        set_={
+            "name": statement.excluded.name,
+            "price": statement.excluded.price,
+            "updated_at": statement.excluded.updated_at,
+        },
+    )
+    async with db.transaction() as session:
+        await session.execute(statement)
+        row = (await session.execute(select(products).where(products.c.sku == sku))).one()
+    return _view(row)
+
+
+@router.get(
+    "/products/{sku}",
+    response_model=Product,
+    summary="A product and whether it is available",
+    responses={404: {"description": "no product with this SKU"}},
+)
+async def get_product(sku: SkuPath, request: Request) -> dict[str, Any]:
+    """Public."""
+    async with _runtime(request).db.reading() as session:
+        row = (await session.execute(select(products).where(products.c.sku == sku))).first()
+    if row is None or row.name is None:  # availability known, product not created yet: not a product
+        raise HTTPException(404, f"unknown product {sku!r}")
+    return _view(row)
+
+
+@router.get("/products", response_model=ProductPage, summary="Products by SKU, optionally by availability")
+async def list_products(
+    request: Request,
+    available: Annotated[
+        bool | None, Query(description="Only the available (true) or unavailable (false) ones")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Public. Sorted by SKU; follow `next_cursor` for the next page."""
+    after = decode_cursor(cursor)
+    query = select(products).where(products.c.name.is_not(None)).order_by(products.c.sku).limit(limit + 1)
+    if after is not None:
+        query = query.where(products.c.sku > after)
+    if available is not None:
+        query = query.where(products.c.available == available)
+    async with _runtime(request).db.reading() as session:
+        rows = (await session.execute(query)).all()
+    return page([_view(row) for row in rows], limit, "sku")
+
+
+def _view(row: Any) -> dict[str, Any]:
+    return {
+        "sku": row.sku,
+        "name": row.name,
+        "price": domain.format_price(row.price),
+        "available": row.available,
+        "availability_revision": row.availability_revision,
+        "availability_checked_at": _utc(row.availability_checked_at),
+    }
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Aware and in UTC (SQLite hands back naive datetimes; they were stored in UTC)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

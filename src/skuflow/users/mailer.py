@@ -1,0 +1,161 @@
+"""Sending the wishlist emails from the notifications table (an email outbox), over SMTP (aiosmtplib).
+
+A notification row is written with the availability change that makes it due; the mailer sends it and
+marks it sent. A failed send (SMTP down, refused) is kept and retried later with a growing delay: never
+lost. Each email carries a Message-ID derived from its row, so that a resend after a crash between
+sending and marking (the one window where it could go twice) is recognisable as the same email.
+On PostgreSQL several processes share the work (`FOR UPDATE SKIP LOCKED`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import aiosmtplib
+from sqlalchemy import select, update
+
+from skuflow.platform.db import Database
+from skuflow.platform.http import ServiceUnavailable, call_json
+from skuflow.users import domain
+from skuflow.users.db import notifications
+
+log = logging.getLogger("skuflow.users.mailer")
+
+SENDER = "skuflow <notifications@skuflow.local>"
+
+
+class Mailer:
+    def __init__(
+        self,
+        db: Database,
+        smtp_url: str | None,
+        catalog_url: str,
+        http: Any = None,
+        *,
+        batch_size: int = 50,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.db = db
+        self.smtp_url = smtp_url
+        self.catalog_url = catalog_url
+        self.http: aiohttp.ClientSession | None = http
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.sent = 0
+        self.failed = 0
+        self.last_error: str | None = None
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def start(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+        if self.smtp_url is None:
+            log.warning("SKUFLOW_SMTP_URL is not set: wishlist emails are kept until it is")
+            return
+        self._task = asyncio.create_task(self._run(), name="mailer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def report(self) -> dict[str, Any]:
+        """For /readyz: SMTP trouble is reported, never a reason to be unready."""
+        return {
+            "smtp": self.smtp_url or "not configured",
+            "sent": self.sent,
+            "failed_attempts": self.failed,
+            "last_error": self.last_error,
+        }
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                busy = await self.send_due() == self.batch_size
+            except Exception:
+                log.exception("mailer pass failed")
+                busy = False
+            if busy:
+                continue
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_seconds)
+
+    async def send_due(self) -> int:
+        """Send the emails that are due; returns how many were tried."""
+        now = datetime.now(UTC)
+        query = (
+            select(notifications)
+            .where(notifications.c.sent_at.is_(None), notifications.c.next_attempt_at <= now)
+            .order_by(notifications.c.id)
+            .limit(self.batch_size)
+        )
+        if self.db.is_sqlite:  # one process: read, send, then record each outcome in a short transaction
+            async with self.db.reading() as session:
+                rows = (await session.execute(query)).all()
+            for row in rows:
+                values = await self._send(row)
+                async with self.db.transaction() as session:
+                    await session.execute(update(notifications).where(notifications.c.id == row.id).values(**values))
+            return len(rows)
+        async with self.db.transaction() as session:
+            rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
+            for row in rows:
+                values = await self._send(row)
+                await session.execute(update(notifications).where(notifications.c.id == row.id).values(**values))
+        return len(rows)
+
+    async def _send(self, row: Any) -> dict[str, Any]:
+        """Try one email; the column values that record the outcome."""
+        name = await self._product_name(row.sku)
+        subject = f"{name} is available again"
+        message = EmailMessage()
+        message["From"] = SENDER
+        message["To"] = row.email
+        message["Subject"] = subject
+        message["Message-ID"] = f"<notification-{row.id}-{row.sku}-{row.revision}@skuflow.local>"
+        message.set_content(
+            f"Good news: {name} (SKU {row.sku}), on your wishlist, can be ordered again.\n\n-- skuflow\n"
+        )
+        target = urlsplit(self.smtp_url or "")
+        try:
+            await aiosmtplib.send(message, hostname=target.hostname, port=target.port or 25, timeout=10)
+        except (aiosmtplib.SMTPException, OSError) as error:
+            attempts = row.attempts + 1
+            self.failed += 1
+            self.last_error = f"{type(error).__name__}: {error}"
+            delay = domain.next_attempt_delay(attempts)
+            log.warning("email %d to %s failed (%s); retrying in %.0fs", row.id, row.email, self.last_error, delay)
+            return {
+                "attempts": attempts,
+                "last_error": self.last_error[:500],
+                "next_attempt_at": datetime.now(UTC) + timedelta(seconds=delay),
+            }
+        self.sent += 1
+        log.info("emailed %s: %s", row.email, subject)
+        return {"attempts": row.attempts + 1, "sent_at": datetime.now(UTC), "subject": subject, "last_error": None}
+
+    async def _product_name(self, sku: str) -> str:
+        """The product's name from catalog; the SKU id itself when catalog does not know it or cannot say."""
+        if self.http is None:
+            return sku
+        try:
+            status, body = await call_json(self.http, "GET", f"{self.catalog_url}/v1/products/{sku}", attempts=2)
+        except ServiceUnavailable as error:
+            log.warning("no product name for %s from catalog (%s): using the SKU", sku, error)
+            return sku
+        if status == 200 and isinstance(body, dict) and body.get("name"):
+            return str(body["name"])
+        return sku

@@ -1,0 +1,12 @@
+"""The messages users receives, validated with its own models (CONTRACT section 2)."""
+
+from __future__ import annotations
+
+import pydantic
+
+SKU_PROCESSED = "sku_processed"
+
+
+class SkuProcessed(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    sku: str = pydantic.Field(min_length=1, max_length=64)

@@ -1,0 +1,143 @@
+"""Wishlists and notifications over HTTP: the user's own token only; the admin client may read them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from skuflow.platform.auth import Principal, authenticated
+from skuflow.platform.db import utc
+from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
+from skuflow.platform.runtime import ServiceRuntime
+from skuflow.users import wishlists
+from skuflow.users.db import notifications, users
+
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+UserId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The user's id")]
+Sku = Annotated[str, Path(pattern=IDENTIFIER, description="The SKU id")]
+Caller = Annotated[Principal, Depends(authenticated)]
+
+
+class WishlistItem(BaseModel):
+    sku: str
+    available: bool
+    added_at: datetime
+
+
+class WishlistPage(BaseModel):
+    items: list[WishlistItem]
+    next_cursor: str | None
+
+
+class Notification(BaseModel):
+    sku: str
+    revision: int
+    subject: str
+    sent_at: datetime
+
+
+class NotificationPage(BaseModel):
+    items: list[Notification]
+    next_cursor: str | None
+
+
+def _runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+def _own(caller: Principal, user_id: str) -> None:
+    if caller.sub != user_id or not caller.has("wishlist"):
+        raise HTTPException(403, "only the user's own token (scope wishlist) may change this wishlist")
+
+
+async def _readable(request: Request, caller: Principal, user_id: str) -> None:
+    """The user themself, or the admin client; 404 for an admin asking about a user that does not exist."""
+    if caller.sub == user_id and caller.has("wishlist"):
+        return
+    if not caller.has("admin"):
+        raise HTTPException(403, "only the user's own token, or the admin client, may read this")
+    async with _runtime(request).db.reading() as session:
+        if await session.scalar(select(users.c.id).where(users.c.id == user_id)) is None:
+            raise HTTPException(404, f"unknown user {user_id!r}")
+
+
+def wishlist_router() -> APIRouter:
+    router = APIRouter(prefix="/v1/users/{user_id}", tags=["wishlists"])
+
+    @router.get("/wishlist", response_model=WishlistPage, summary="A user's wishlist")
+    async def get_wishlist(
+        user_id: UserId,
+        request: Request,
+        caller: Caller,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        await _readable(request, caller, user_id)
+        items = await wishlists.get_items(_runtime(request), user_id, after=decode_cursor(cursor), limit=limit + 1)
+        return page(items, limit, "sku")
+
+    @router.put(
+        "/wishlist/{sku}",
+        response_model=WishlistItem,
+        summary="Put a SKU on the wishlist",
+        responses={201: {"description": "added"}, 200: {"description": "already there"}},
+    )
+    async def put_item(user_id: UserId, sku: Sku, request: Request, response: Response, caller: Caller) -> Any:
+        _own(caller, user_id)
+        item, created = await wishlists.add_item(_runtime(request), user_id, sku)
+        response.status_code = 201 if created else 200
+        return item
+
+    @router.delete("/wishlist/{sku}", status_code=204, summary="Take a SKU off the wishlist")
+    async def delete_item(user_id: UserId, sku: Sku, request: Request, caller: Caller) -> Response:
+        _own(caller, user_id)
+        if not await wishlists.remove_item(_runtime(request), user_id, sku):
+            raise HTTPException(404, f"{sku!r} is not on this wishlist")
+        return Response(status_code=204)
+
+    @router.get("/notifications", response_model=NotificationPage, summary="The emails sent to a user")
+    async def get_notifications(
+        user_id: UserId,
+        request: Request,
+        caller: Caller,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        await _readable(request, caller, user_id)
+        after = decode_cursor(cursor)
+        query = (
+            select(notifications)
+            .where(notifications.c.user_id == user_id, notifications.c.sent_at.is_not(None))
+            .order_by(notifications.c.id)
+            .limit(limit + 1)
+        )
+        if after is not None:
+            if not after.isdigit():
+                raise RequestValidationError(
+                    [{"loc": ("query", "cursor"), "msg": "not a cursor this service returned", "type": "value_error"}]
+                )
+            query = query.where(notifications.c.id > int(after))
+        async with _runtime(request).db.reading() as session:
+            rows = (await session.execute(query)).all()
+        items = [
+            {
+                "id": row.id,
+                "sku": row.sku,
+                "revision": row.revision,
+                "subject": row.subject,
+                "sent_at": utc(row.sent_at),
+            }
+            for row in rows
+        ]
+        result = page(items, limit, "id")
+        for item in result["items"]:
+            item.pop("id")
+        return result
+
+    return router

@@ -1,0 +1,144 @@
+"""Wishlists, and what users learns of availability: the transitions that make emails due.
+
+Users keeps, per SKU, the availability and revision it last learned from inventory. A `sku_processed`
+event makes it ask inventory for the current availability; only a newer revision than the recorded one
+changes anything (redeliveries and late messages are ignored). When the SKU goes from not available (or
+unknown) to available, one notification per wishlisting user is written in the same transaction, unique
+per user, SKU and revision: the mailer sends them afterwards (see mailer.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from skuflow.messaging import Message
+from skuflow.platform.db import utc
+from skuflow.platform.http import ServiceUnavailable, call_json
+from skuflow.platform.runtime import ServiceRuntime
+from skuflow.users import domain
+from skuflow.users.db import notifications, sku_availability, users, wishlist_items
+from skuflow.users.messages import SkuProcessed
+
+log = logging.getLogger("skuflow.users")
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    available: bool
+    revision: int
+
+
+async def learn_availability(
+    runtime: ServiceRuntime, emails_due: Callable[[], None], message: Message[SkuProcessed]
+) -> None:
+    """Consumer of `users.sku_processed`: ask inventory, then record what is new (`emails_due` wakes the
+    mailer once emails are committed)."""
+    sku = message.body.sku
+    status, body = await call_json(runtime.http, "GET", f"{runtime.settings.inventory_url}/v1/skus/{sku}/availability")
+    if status == 404:
+        log.warning("inventory does not know SKU %s: nothing to update", sku)
+        return
+    if status != 200 or not isinstance(body, dict):
+        raise ServiceUnavailable(f"inventory answered {status} for the availability of {sku}")
+    news = Availability(bool(body["available"]), int(body["revision"]))
+    await record_availability(runtime, sku, news, emails_due)
+
+
+async def record_availability(
+    runtime: ServiceRuntime, sku: str, news: Availability, emails_due: Callable[[], None] = lambda: None
+) -> int:
+    """Record a SKU's availability at a revision; returns how many emails became due."""
+    db = runtime.db
+    now = datetime.now(UTC)
+    async with db.transaction() as session:
+        known = (
+            await session.execute(db.for_update(select(sku_availability).where(sku_availability.c.sku == sku)))
+        ).first()
+        if not domain.is_news(news.revision, known.revision if known else None):
+            return 0
+        row = {"sku": sku, "available": news.available, "revision": news.revision, "checked_at": now}
+        if known is None:
+            # A concurrent first record of the same SKU fails on the key; the message is retried and then
+            # finds this row.
+            await session.execute(sku_availability.insert().values(**row))
+        else:
+            await session.execute(sku_availability.update().where(sku_availability.c.sku == sku).values(**row))
+        if not domain.email_due(known.available if known else None, news.available):
+            return 0
+        wishers = (
+            await session.execute(
+                select(users.c.id, users.c.email)
+                .join(wishlist_items, wishlist_items.c.user_id == users.c.id)
+                .where(wishlist_items.c.sku == sku)
+            )
+        ).all()
+        if wishers:
+            statement = db.insert(notifications).on_conflict_do_nothing(index_elements=["user_id", "sku", "revision"])
+            await session.execute(
+                statement,
+                [
+                    {
+                        "user_id": user.id,
+                        "sku": sku,
+                        "revision": news.revision,
+                        "email": user.email,
+                        "created_at": now,
+                        "next_attempt_at": now,
+                        "attempts": 0,
+                    }
+                    for user in wishers
+                ],
+            )
+            db.after_commit(session, emails_due)
+        log.info("SKU %s is available again (revision %d): %d email(s) due", sku, news.revision, len(wishers))
+        return len(wishers)
+
+
+async def add_item(runtime: ServiceRuntime, user_id: str, sku: str) -> tuple[dict[str, Any], bool]:
+    """Put a SKU on a user's wishlist; returns the item and whether it is new."""
+    db = runtime.db
+    async with db.transaction() as session:
+        statement = db.insert(wishlist_items).on_conflict_do_nothing(index_elements=["user_id", "sku"])
+        result = await session.execute(statement.values(user_id=user_id, sku=sku, added_at=datetime.now(UTC)))
+        created = bool(getattr(result, "rowcount", 0))
+    item = await get_items(runtime, user_id, skus=[sku])
+    return item[0], created
+
+
+async def remove_item(runtime: ServiceRuntime, user_id: str, sku: str) -> bool:
+    async with runtime.db.transaction() as session:
+        result = await session.execute(
+            delete(wishlist_items).where(wishlist_items.c.user_id == user_id, wishlist_items.c.sku == sku)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+async def get_items(
+    runtime: ServiceRuntime,
+    user_id: str,
+    *,
+    skus: list[str] | None = None,
+    after: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """A user's wishlist items, by SKU; `available` is what users has learned (false when not yet known)."""
+    query = (
+        select(wishlist_items.c.sku, wishlist_items.c.added_at, sku_availability.c.available)
+        .outerjoin(sku_availability, sku_availability.c.sku == wishlist_items.c.sku)
+        .where(wishlist_items.c.user_id == user_id)
+        .order_by(wishlist_items.c.sku)
+        .limit(limit)
+    )
+    if skus is not None:
+        query = query.where(wishlist_items.c.sku.in_(skus))
+    if after is not None:
+        query = query.where(wishlist_items.c.sku > after)
+    async with runtime.db.reading() as session:
+        rows = (await session.execute(query)).all()
+    return [{"sku": row.sku, "available": bool(row.available), "added_at": utc(row.added_at)} for row in rows]
