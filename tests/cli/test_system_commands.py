@@ -9,6 +9,8 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -33,6 +35,7 @@ def environment(tmp_path: Path) -> dict[str, str]:
         "SKUFLOW_DATA_DIR": str(tmp_path / "var"),
         "SKUFLOW_INVENTORY_URL": f"http://127.0.0.1:{free_port()}",
         "SKUFLOW_USERS_URL": f"http://127.0.0.1:{free_port()}",
+        "SKUFLOW_CATALOG_URL": f"http://127.0.0.1:{free_port()}",
         "COLUMNS": "200",
     }
 
@@ -43,6 +46,38 @@ def get_json(url: str) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def call_json(
+    method: str, url: str, body: dict | None = None, token: str | None = None, form: dict | None = None
+) -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = None
+    if body is not None:
+        data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+    if form is not None:
+        data = urllib.parse.urlencode(form).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def sign_up_and_log_in(users: str, email: str) -> tuple[str, str]:
+    status, user = call_json("POST", f"{users}/v1/users", {"email": email, "name": "Ada", "password": "pass-word-1"})
+    assert status == 201, user
+    status, token = call_json(
+        "POST", f"{users}/v1/auth/token", form={"grant_type": "password", "username": email, "password": "pass-word-1"}
+    )
+    assert status == 200, token
+    return user["id"], token["access_token"]
+
+
+def _notified(users: str, user_id: str, token: str) -> bool:
+    _, body = call_json("GET", f"{users}/v1/users/{user_id}/notifications", token=token)
+    return [item["sku"] for item in body.get("items", [])] == ["SKU-1"]
 
 
 def wait_ready(process: subprocess.Popen, *urls: str, within: float = 60) -> None:
@@ -85,6 +120,10 @@ def test_up_runs_the_system_a_warehouse_reports_and_ctrl_c_stops_it_cleanly(
         secrets = Path(environment["SKUFLOW_DATA_DIR"]) / "secrets.json"
         assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
 
+        # The README's walk-through: a user wishes for SKU-1, the warehouse reports it, an email arrives.
+        user_id, token = sign_up_and_log_in(users, "ada@example.com")
+        status, item = call_json("PUT", f"{users}/v1/users/{user_id}/wishlist/SKU-1", token=token)
+        assert (status, item["available"]) == (201, False)
         pushed = skuflow(
             "warehouse", "push", "--warehouse", "WH-1", "--sku", "SKU-1", "--on-hand", "12", env=environment
         )
@@ -92,10 +131,15 @@ def test_up_runs_the_system_a_warehouse_reports_and_ctrl_c_stops_it_cleanly(
         assert json.loads(pushed.stdout)["accepted"] == 1
         status, view = get_json(f"{inventory}/v1/skus/SKU-1/availability")
         assert (status, view["available_for_sale"], view["available"]) == (200, 12, True)
+        deadline = time.monotonic() + 30
+        while not _notified(users, user_id, token):
+            assert time.monotonic() < deadline, "no email within 30 s"
+            time.sleep(0.2)
     finally:
         code, out, err = stop(process)
 
     assert code == 0, err
+    assert "email to ada@example.com: SKU-1 is available again" in out, out + err
     generated = json.loads(secrets.read_text())["warehouse_secret"]
     assert f"secret {generated}" in out, "a generated secret is printed once"
     assert inventory in out

@@ -8,14 +8,23 @@ from typing import Any
 
 import aiohttp
 import pytest
+from argon2 import PasswordHasher
 
 from skuflow.embedded.smtp import SmtpSink
 from skuflow.messaging import Broker, Envelope, Queue, Topology, create_broker
 from skuflow.messaging.topology import SKU_PROCESSED
 from skuflow.platform.runtime import ServiceRuntime
+from skuflow.users import passwords
 from tests.conftest import ADMIN_SECRET, TEST_OPTIONS, WAREHOUSE_SECRET, Stack
 from tests.support.servers import RunningServer, free_socket, serve, url_of
 from tests.support.waiting import wait_until
+
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same argon2id at a fraction of the cost: the defaults take ~250 ms a hash on a two-core machine
+    (the command-line tests run the real thing)."""
+    monkeypatch.setattr(passwords, "hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @dataclass

@@ -13,14 +13,13 @@ from urllib.parse import quote_plus
 
 import aiohttp
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 from multidict import CIMultiDictProxy
 from sqlalchemy import func, select
 
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import Settings, SettingsError
-from skuflow.users import accounts, passwords
+from skuflow.users import accounts
 from skuflow.users.db import tokens
 from skuflow.users.db import users as users_table
 from skuflow.users.service import build_app
@@ -94,12 +93,6 @@ def assert_oauth_error(answer: Answer, status: int, error: str) -> None:
 
 
 StartUsers = Callable[..., Awaitable[Users]]
-
-
-@pytest.fixture(autouse=True)
-def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same argon2id at a fraction of the cost: the defaults take ~250 ms a hash on a two-core machine."""
-    monkeypatch.setattr(passwords, "hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @pytest.fixture

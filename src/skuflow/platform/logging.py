@@ -39,3 +39,4 @@ def configure_logging(level: int = logging.INFO, structured: bool = True) -> Non
     root.setLevel(level)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # requests are counted in /metrics
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations log only when something goes wrong
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # the embedded SMTP sink's protocol chatter
