@@ -5,8 +5,8 @@ Random stock reports for a few SKUs from a few warehouses, with extra (duplicate
 inventory's for every SKU, and no user got an email the rules of CONTRACT section 7 do not allow, while
 every user whose wishlisted item went from unavailable to available got at least one.
 
-CI runs a few examples on the embedded stack (deterministic: derandomized); SKUFLOW_PROPERTY_EXAMPLES=200
-runs it long. All examples share one running system; each uses SKU ids of its own.
+CI runs a few examples on each stack (deterministic: derandomized, so the same histories every run);
+SKUFLOW_PROPERTY_EXAMPLES=200 runs it long. All examples share one running system; each uses SKU ids of its own.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -57,7 +56,6 @@ class History:
         return sum(1 for previous, now in zip([False, *self.states], self.states, strict=False) if now and not previous)
 
 
-@pytest.mark.parametrize("stack", ["embedded"], indirect=True)
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

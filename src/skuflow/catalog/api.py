@@ -13,7 +13,7 @@ from skuflow.catalog import domain
 from skuflow.catalog.db import products
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
-from skuflow.platform.runtime import ServiceRuntime
+from skuflow.platform.web import runtime_of
 
 SkuPath = Annotated[
     str, Path(pattern=domain.SKU_PATTERN, description="The SKU id: 1-64 of A-Z a-z 0-9 . _ -, not starting with . _ -")
@@ -57,15 +57,10 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 CatalogWriter = Annotated[Principal, Depends(require_scope("catalog:write"))]
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
 @router.put("/products/{sku}", response_model=Product, summary="Create or replace a product's name and price")
 async def put_product(sku: SkuPath, body: ProductIn, request: Request, _: CatalogWriter) -> dict[str, Any]:
     """Sets the name and price; never touches the availability, which comes from inventory."""
-    db = _runtime(request).db
+    db = runtime_of(request).db
     statement = db.insert(products).values(
         sku=sku, name=body.name, price=domain.parse_price(body.price), updated_at=datetime.now(UTC)
     )
@@ -91,7 +86,7 @@ async def put_product(sku: SkuPath, body: ProductIn, request: Request, _: Catalo
 )
 async def get_product(sku: SkuPath, request: Request) -> dict[str, Any]:
     """Public."""
-    async with _runtime(request).db.reading() as session:
+    async with runtime_of(request).db.reading() as session:
         row = (await session.execute(select(products).where(products.c.sku == sku))).first()
     if row is None or row.name is None:  # availability known, product not created yet: not a product
         raise HTTPException(404, f"unknown product {sku!r}")
@@ -114,7 +109,7 @@ async def list_products(
         query = query.where(products.c.sku > after)
     if available is not None:
         query = query.where(products.c.available == available)
-    async with _runtime(request).db.reading() as session:
+    async with runtime_of(request).db.reading() as session:
         rows = (await session.execute(query)).all()
     return page([_view(row) for row in rows], limit, "sku")
 

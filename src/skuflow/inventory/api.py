@@ -18,6 +18,7 @@ from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
 from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
 from skuflow.platform.runtime import ServiceRuntime
+from skuflow.platform.web import runtime_of
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 FUTURE_TOLERANCE = timedelta(minutes=5)  # clocks drift; a report from further ahead is a mistake
@@ -88,11 +89,6 @@ router = APIRouter(prefix="/v1", tags=["inventory"])
 StockWriter = Annotated[Principal, Depends(require_scope("stock:write"))]
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
 @router.post("/stock", status_code=202, response_model=StockReportAnswer, summary="Report absolute stock numbers")
 async def report_stock(
     report: StockReport,
@@ -115,7 +111,7 @@ async def report_stock(
     levels = [domain.ReportedLevel(report.warehouse_id, item.sku, item.on_hand, as_of) for item in report.items]
     try:
         answer = await record_report(
-            _runtime(request),
+            runtime_of(request),
             levels,
             principal=principal.sub,
             idempotency_key=idempotency_key,
@@ -129,7 +125,7 @@ async def report_stock(
 
 @router.put("/skus/{sku}", response_model=Availability, summary="Set a SKU's safety stock")
 async def put_sku(sku: SkuPath, body: SafetyStock, request: Request, _: StockWriter) -> dict[str, Any]:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     await set_safety_stock(runtime, sku, body.safety_stock)
     view = await _availability(runtime, sku)
     assert view is not None
@@ -139,7 +135,7 @@ async def put_sku(sku: SkuPath, body: SafetyStock, request: Request, _: StockWri
 @router.get("/skus/{sku}/availability", response_model=Availability, summary="A SKU's availability for sale")
 async def get_availability(sku: SkuPath, request: Request) -> dict[str, Any]:
     """Public. Reflects every number already recorded, even while recalculation is still in flight."""
-    view = await _availability(_runtime(request), sku)
+    view = await _availability(runtime_of(request), sku)
     if view is None:
         raise HTTPException(404, f"unknown SKU {sku!r}")
     return view
@@ -158,7 +154,7 @@ async def list_skus(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     after = decode_cursor(cursor)
     query = select(skus).order_by(skus.c.sku).limit(limit + 1)
     if after is not None:

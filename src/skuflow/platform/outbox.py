@@ -65,6 +65,13 @@ def outbox_columns_v1() -> list[Any]:
     ]
 
 
+def create_outbox_v1(op: Any) -> None:
+    """What each service's first migration runs to create its outbox (`op` is Alembic's)."""
+    op.create_table(TABLE, *outbox_columns_v1())
+    for name, columns in outbox_indexes():
+        op.create_index(name, TABLE, columns)
+
+
 def outbox_indexes(table: str = TABLE) -> list[tuple[str, list[str]]]:
     return [(f"ix_{table}_pending", ["published_at", "id"])]
 

@@ -57,6 +57,12 @@ async def _invalid_input(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=422)
 
 
+def runtime_of(request: Request) -> ServiceRuntime:
+    """The running service a request arrived at (its database, broker, settings)."""
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
 def _probes(runtime: ServiceRuntime) -> APIRouter:
     router = APIRouter(tags=["operations"])
 

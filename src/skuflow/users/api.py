@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from skuflow.platform.runtime import ServiceRuntime
+from skuflow.platform.web import runtime_of
 from skuflow.users import accounts, domain
 
 # -- Sign-up --
@@ -58,7 +58,7 @@ def users_router() -> APIRouter:
     )
     async def sign_up(body: SignUp, request: Request) -> UserOut:
         try:
-            user = await accounts.sign_up(_runtime(request).db, body.email, body.name, body.password)
+            user = await accounts.sign_up(runtime_of(request).db, body.email, body.name, body.password)
         except accounts.EmailTaken:
             raise HTTPException(status.HTTP_409_CONFLICT, "an account with this e-mail address exists") from None
         return UserOut(id=user.id, email=user.email, name=user.name)
@@ -139,7 +139,7 @@ def auth_router(limiter: domain.SlidingWindow) -> APIRouter:
             if key is not None and (wait := limiter.attempt(key)) is not None:
                 return _too_many(key, wait)
             grant = domain.read_grant(params, authorization)
-            runtime = _runtime(request)
+            runtime = runtime_of(request)
             issued = await accounts.grant_token(runtime.db, grant, runtime.settings.token_ttl_seconds)
         except domain.OAuthError as error:
             return _oauth_error(error)
@@ -153,7 +153,7 @@ def auth_router(limiter: domain.SlidingWindow) -> APIRouter:
         response_model_exclude_none=True,
     )
     async def verify(body: VerifyIn, request: Request) -> VerifyOut:
-        active = await accounts.verify_token(_runtime(request).db, body.token)
+        active = await accounts.verify_token(runtime_of(request).db, body.token)
         if active is None:
             return VerifyOut(active=False)
         return VerifyOut(active=True, sub=active.sub, scope=active.scope, exp=active.exp)
@@ -171,11 +171,6 @@ def _too_many(key: str, wait: int) -> JSONResponse:
     who = key.replace(":", " ", 1)  # "username alice@example.com", "client warehouse"
     body = {"error": "invalid_request", "error_description": f"too many token requests for {who}; retry in {wait} s"}
     return JSONResponse(body, status_code=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(wait)})
-
-
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
 
 
 class NoStore:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from skuflow.platform.auth import Principal, authenticated
 from skuflow.platform.db import utc
 from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
-from skuflow.platform.runtime import ServiceRuntime
+from skuflow.platform.web import runtime_of
 from skuflow.users import wishlists
 from skuflow.users.db import notifications, users
 
@@ -46,11 +46,6 @@ class NotificationPage(BaseModel):
     next_cursor: str | None
 
 
-def _runtime(request: Request) -> ServiceRuntime:
-    runtime: ServiceRuntime = request.app.state.runtime
-    return runtime
-
-
 def _own(caller: Principal, user_id: str) -> None:
     if caller.sub != user_id or not caller.has("wishlist"):
         raise HTTPException(403, "only the user's own token (scope wishlist) may change this wishlist")
@@ -62,7 +57,7 @@ async def _readable(request: Request, caller: Principal, user_id: str) -> None:
         return
     if not caller.has("admin"):
         raise HTTPException(403, "only the user's own token, or the admin client, may read this")
-    async with _runtime(request).db.reading() as session:
+    async with runtime_of(request).db.reading() as session:
         if await session.scalar(select(users.c.id).where(users.c.id == user_id)) is None:
             raise HTTPException(404, f"unknown user {user_id!r}")
 
@@ -79,7 +74,7 @@ def wishlist_router() -> APIRouter:
         cursor: str | None = None,
     ) -> dict[str, Any]:
         await _readable(request, caller, user_id)
-        items = await wishlists.get_items(_runtime(request), user_id, after=decode_cursor(cursor), limit=limit + 1)
+        items = await wishlists.get_items(runtime_of(request), user_id, after=decode_cursor(cursor), limit=limit + 1)
         return page(items, limit, "sku")
 
     @router.put(
@@ -90,14 +85,14 @@ def wishlist_router() -> APIRouter:
     )
     async def put_item(user_id: UserId, sku: Sku, request: Request, response: Response, caller: Caller) -> Any:
         _own(caller, user_id)
-        item, created = await wishlists.add_item(_runtime(request), user_id, sku)
+        item, created = await wishlists.add_item(runtime_of(request), user_id, sku)
         response.status_code = 201 if created else 200
         return item
 
     @router.delete("/wishlist/{sku}", status_code=204, summary="Take a SKU off the wishlist")
     async def delete_item(user_id: UserId, sku: Sku, request: Request, caller: Caller) -> Response:
         _own(caller, user_id)
-        if not await wishlists.remove_item(_runtime(request), user_id, sku):
+        if not await wishlists.remove_item(runtime_of(request), user_id, sku):
             raise HTTPException(404, f"{sku!r} is not on this wishlist")
         return Response(status_code=204)
 
@@ -123,7 +118,7 @@ def wishlist_router() -> APIRouter:
                     [{"loc": ("query", "cursor"), "msg": "not a cursor this service returned", "type": "value_error"}]
                 )
             query = query.where(notifications.c.id > int(after))
-        async with _runtime(request).db.reading() as session:
+        async with runtime_of(request).db.reading() as session:
             rows = (await session.execute(query)).all()
         items = [
             {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from skuflow.platform.outbox import outbox_columns_v1, outbox_indexes
+from skuflow.platform.outbox import create_outbox_v1
 
 revision = "0001"
 down_revision = None
@@ -45,9 +45,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_tokens_expires_at", "tokens", ["expires_at"])
-    op.create_table("outbox", *outbox_columns_v1())
-    for name, columns in outbox_indexes():
-        op.create_index(name, "outbox", columns)
+    create_outbox_v1(op)
 
 
 def downgrade() -> None:
