@@ -6,9 +6,9 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import typer
@@ -29,6 +29,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+class JsonReport(Protocol):
+    def as_dict(self) -> dict[str, object]: ...
 
 
 def _settings() -> Settings:
@@ -200,14 +204,8 @@ def bench_bus(
     from skuflow.bench import bus
 
     url = _bench_amqp_url(url)
-    say = err_console.print if as_json else console.print
-    try:
-        report = asyncio.run(bus.run(url, messages, runs, window, say))
-    except OSError as error:
-        err_console.print(f"[red]error:[/] cannot reach RabbitMQ at {url}: {error}")
-        raise typer.Exit(1) from None
-    if as_json:
-        print(json.dumps(report.as_dict(), indent=2))
+    report = _bench(lambda say: bus.run(url, messages, runs, window, say), as_json, f"cannot reach RabbitMQ at {url}")
+    if report is None:
         return
     table = Table(title=f"bench bus: {messages:,} messages x {runs} runs, fanout to 3 queues, window {window}")
     table.add_column("figure (median of runs)")
@@ -238,14 +236,10 @@ def bench_outbox(
     from skuflow.bench import outbox
 
     url = _bench_amqp_url(url)
-    say = err_console.print if as_json else console.print
-    try:
-        report = asyncio.run(outbox.run(url, database_url, messages, runs, say))
-    except OSError as error:
-        err_console.print(f"[red]error:[/] cannot reach RabbitMQ or the database: {error}")
-        raise typer.Exit(1) from None
-    if as_json:
-        print(json.dumps(report.as_dict(), indent=2))
+    report = _bench(
+        lambda say: outbox.run(url, database_url, messages, runs, say), as_json, "cannot reach RabbitMQ or the database"
+    )
+    if report is None:
         return
     table = Table(title=f"bench outbox ({report.database}): {messages:,} messages x {runs} runs, fanout to 3 queues")
     table.add_column("figure (median of runs)")
@@ -255,6 +249,25 @@ def bench_outbox(
     table.add_row("direct publish_many (msg/s)", f"{report.median('direct'):,.0f}")
     table.add_row("relay / direct", f"{report.ratio():.2f}x")
     console.print(table)
+
+
+Report = TypeVar("Report", bound=JsonReport)
+
+
+def _bench(
+    measure: Callable[[Callable[[str], None]], Coroutine[Any, Any, Report]], as_json: bool, unreachable: str
+) -> Report | None:
+    """Run a benchmark, its progress on stderr when the figures go out as JSON; None once they have."""
+    say = err_console.print if as_json else console.print
+    try:
+        report = asyncio.run(measure(say))
+    except OSError as error:
+        err_console.print(f"[red]error:[/] {unreachable}: {error}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return None
+    return report
 
 
 def _bench_amqp_url(url: str | None) -> str:

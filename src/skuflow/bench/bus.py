@@ -85,13 +85,13 @@ async def run(url: str, messages: int, runs: int, window: int, progress: Callabl
     return BusReport(messages, window, raw, layer)
 
 
-def _names(side: str) -> tuple[str, list[str]]:
+def bench_names(side: str) -> tuple[str, list[str]]:
     prefix = f"bench.{uuid.uuid4().hex[:8]}.{side}"
     return prefix, [f"{prefix}.q{i}" for i in range(QUEUES_PER_EXCHANGE)]
 
 
 async def _raw(url: str, messages: int, window: int) -> Rates:
-    exchange_name, queue_names = _names("raw")
+    exchange_name, queue_names = bench_names("raw")
     connection = await aio_pika.connect_robust(url)
     try:
         channel = await connection.channel(publisher_confirms=True)
@@ -152,7 +152,7 @@ async def _raw(url: str, messages: int, window: int) -> Rates:
 
 
 async def _layer(url: str, messages: int, window: int) -> Rates:
-    exchange_name, queue_names = _names("layer")
+    exchange_name, queue_names = bench_names("layer")
     exchange = Exchange(exchange_name, "fanout")
     topology = Topology((exchange,), tuple(Queue(name, exchange) for name in queue_names))
     broker = AmqpBroker(url, "bench", BrokerOptions(retry_delays=(_BENCH_DELAY,), prefetch=PREFETCH))
@@ -185,13 +185,13 @@ async def _layer(url: str, messages: int, window: int) -> Rates:
         consume_rate = messages * len(queue_names) / (time.perf_counter() - started)
         await broker.close()  # drains the consumers before the queues go
 
-        await _delete(url, exchange_name, queue_names)
+        await delete_bench_objects(url, exchange_name, queue_names)
         return Rates(publish_rate, consume_rate)
     finally:
         await broker.close()
 
 
-async def _delete(url: str, exchange_name: str, queue_names: list[str]) -> None:
+async def delete_bench_objects(url: str, exchange_name: str, queue_names: list[str]) -> None:
     connection = await aio_pika.connect(url)
     async with connection, connection.channel() as channel:
         for name in queue_names:

@@ -19,7 +19,7 @@ from pathlib import Path
 import aio_pika
 from sqlalchemy import MetaData, func, select
 
-from skuflow.bench.bus import QUEUES_PER_EXCHANGE, _delete, _names
+from skuflow.bench.bus import QUEUES_PER_EXCHANGE, bench_names, delete_bench_objects
 from skuflow.messaging import BrokerOptions, Envelope, Exchange, Outgoing, Queue, Topology
 from skuflow.messaging.amqp import AmqpBroker
 from skuflow.platform.db import Database
@@ -72,7 +72,7 @@ async def run(
 
 
 async def _one_run(amqp_url: str, database_url: str, messages: int, first: str) -> OutboxRun:
-    exchange_name, queue_names = _names("outbox")
+    exchange_name, queue_names = bench_names("outbox")
     exchange = Exchange(exchange_name, "fanout")
     topology = Topology((exchange,), tuple(Queue(name, exchange) for name in queue_names))
     broker = AmqpBroker(amqp_url, "bench", BrokerOptions(retry_delays=(_DELAY,)))
@@ -118,7 +118,7 @@ async def _one_run(amqp_url: str, database_url: str, messages: int, first: str) 
         async with db.engine.begin() as connection:
             await connection.run_sync(metadata.drop_all)
         await broker.close()
-        await _delete(amqp_url, exchange_name, queue_names)
+        await delete_bench_objects(amqp_url, exchange_name, queue_names)
         return OutboxRun(write, rates["relay"], rates["direct"])
     finally:
         await broker.close()
