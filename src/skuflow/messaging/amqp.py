@@ -43,6 +43,7 @@ class AmqpBroker(Broker):
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
+        self._declared: set[str] = set()  # work queues this client declared, with their DLQ and wait queues
 
     async def connect(self) -> None:
         url = URL(self.url)
@@ -94,6 +95,7 @@ class AmqpBroker(Broker):
                 arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq},
             )
             await work.bind(self._exchanges[queue.exchange.name], routing_key=queue.routing_key)
+            self._declared.add(queue.name)
 
     async def _exchange(self, name: str) -> AbstractExchange:
         """The exchange to publish to: declared by this client, or found on the broker (checked once)."""
@@ -161,12 +163,13 @@ class AmqpBroker(Broker):
     async def _consume(self, subscription: Subscription[Any], prefetch: int) -> _AmqpConsumer:
         if self._connection is None:
             raise RuntimeError("the broker is not connected: call connect() first")
-        for name in (
-            subscription.queue,
-            dead_letter_queue(subscription.queue),
-            *(wait_queue(subscription.queue, delay) for delay in self.options.retry_delays),
-        ):
-            await self.depth(name)  # raises LookupError unless declared with these retry delays
+        if subscription.queue not in self._declared:  # declared by another client: check it all exists
+            for name in (
+                subscription.queue,
+                dead_letter_queue(subscription.queue),
+                *(wait_queue(subscription.queue, delay) for delay in self.options.retry_delays),
+            ):
+                await self.depth(name)  # raises LookupError unless declared with these retry delays
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         # ensure=True declares (passively) through the robust channel, which then restores the consumer
