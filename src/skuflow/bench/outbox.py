@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aio_pika
-from sqlalchemy import MetaData, func, select
+from sqlalchemy import MetaData
 
 from skuflow.bench.bus import QUEUES_PER_EXCHANGE, bench_names, delete_bench_objects
 from skuflow.messaging import BrokerOptions, Envelope, Exchange, Outgoing, Queue, Topology
@@ -114,7 +114,7 @@ async def _one_run(amqp_url: str, database_url: str, messages: int, first: str) 
         ):
             rates[side] = await measure()
             await _purge(amqp_url, queue_names)
-        assert await _pending(db, outbox) == 0
+        assert await outbox.pending() == 0
         async with db.engine.begin() as connection:
             await connection.run_sync(metadata.drop_all)
         await broker.close()
@@ -135,13 +135,6 @@ async def _purge(amqp_url: str, queue_names: list[str]) -> None:
     async with connection, connection.channel() as channel:
         for name in queue_names:
             await (await channel.get_queue(name, ensure=False)).purge()
-
-
-async def _pending(db: Database, outbox: Outbox) -> int:
-    table = outbox.table
-    async with db.reading() as session:
-        count = await session.scalar(select(func.count()).select_from(table).where(table.c.published_at.is_(None)))
-    return int(count or 0)
 
 
 assert QUEUES_PER_EXCHANGE == 3  # the same fanout shape as `bench bus`

@@ -12,7 +12,8 @@ from sqlalchemy import select
 from skuflow.catalog import domain
 from skuflow.catalog.db import products
 from skuflow.platform.auth import Principal, require_scope
-from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
+from skuflow.platform.db import utc
+from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page
 from skuflow.platform.web import runtime_of
 
 SkuPath = Annotated[
@@ -99,7 +100,7 @@ async def list_products(
     available: Annotated[
         bool | None, Query(description="Only the available (true) or unavailable (false) ones")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """Public. Sorted by SKU; follow `next_cursor` for the next page."""
@@ -121,12 +122,5 @@ def _view(row: Any) -> dict[str, Any]:
         "price": domain.format_price(row.price),
         "available": row.available,
         "availability_revision": row.availability_revision,
-        "availability_checked_at": _utc(row.availability_checked_at),
+        "availability_checked_at": utc(row.availability_checked_at) if row.availability_checked_at else None,
     }
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """Aware and in UTC (SQLite hands back naive datetimes; they were stored in UTC)."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

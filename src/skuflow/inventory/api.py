@@ -16,7 +16,7 @@ from skuflow.inventory.db import skus
 from skuflow.inventory.recording import IdempotencyConflict, record_report, set_safety_stock
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
-from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
+from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.web import runtime_of
 
@@ -151,7 +151,7 @@ async def list_skus(
             "SKUFLOW_LOW_STOCK_THRESHOLD (true) or above it (false)"
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    limit: Limit = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     runtime = runtime_of(request)

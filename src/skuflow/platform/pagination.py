@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from fastapi.exceptions import RequestValidationError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+# The `limit` query parameter of every collection (default DEFAULT_LIMIT).
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"items per page, 1-{MAX_LIMIT}")]
 
 
 def encode_cursor(key: str) -> str:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from skuflow.platform.auth import Principal, authenticated
 from skuflow.platform.db import utc
-from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, page
+from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page
 from skuflow.platform.web import runtime_of
 from skuflow.users import wishlists
 from skuflow.users.db import notifications, users
@@ -70,7 +70,7 @@ def wishlist_router() -> APIRouter:
         user_id: UserId,
         request: Request,
         caller: Caller,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        limit: Limit = DEFAULT_LIMIT,
         cursor: str | None = None,
     ) -> dict[str, Any]:
         await _readable(request, caller, user_id)
@@ -101,7 +101,7 @@ def wishlist_router() -> APIRouter:
         user_id: UserId,
         request: Request,
         caller: Caller,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        limit: Limit = DEFAULT_LIMIT,
         cursor: str | None = None,
     ) -> dict[str, Any]:
         await _readable(request, caller, user_id)
