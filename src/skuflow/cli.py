@@ -8,21 +8,23 @@ import logging
 import os
 from collections.abc import Callable, Coroutine
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from skuflow.platform.settings import Settings, SettingsError, load_settings
+from skuflow.platform.settings import Settings, SettingsError, load_settings, without_password
 
 app = typer.Typer(help="skuflow: inventory, catalog and users talking over HTTP and RabbitMQ.", no_args_is_help=True)
 bench_app = typer.Typer(
     help="Performance figures, each beside a baseline measured in the same run.", no_args_is_help=True
 )
 app.add_typer(bench_app, name="bench")
-warehouse_app = typer.Typer(help="The warehouse's side: report stock numbers.", no_args_is_help=True)
+warehouse_app = typer.Typer(
+    help="The warehouse's side: report stock numbers over HTTP, or upload a file over FTP.", no_args_is_help=True
+)
 app.add_typer(warehouse_app, name="warehouse")
 
 console = Console()
@@ -66,9 +68,7 @@ def demo(sku: Annotated[str, typer.Option(help="The SKU id the event carries.")]
         err_console.print(f"[red]error:[/] the round trip did not complete within {ROUND_TRIP_SECONDS:.0f} s")
         raise typer.Exit(1) from None
     except OSError as error:
-        err_console.print(
-            f"[red]error:[/] cannot reach the broker at {_without_password(settings.broker_url)}: {error}"
-        )
+        err_console.print(f"[red]error:[/] cannot reach the broker at {without_password(settings.broker_url)}: {error}")
         raise typer.Exit(1) from None
     console.print(f"[green]round trip complete:[/] {received} deliveries")
 
@@ -76,24 +76,34 @@ def demo(sku: Annotated[str, typer.Option(help="The SKU id the event carries.")]
 @app.command()
 def up() -> None:
     """Run the whole system in this process: every service, the in-process broker and SQLite by default,
-    and an SMTP sink on 127.0.0.1:2525 that shows the emails (unless SKUFLOW_SMTP_URL is set).
+    an SMTP sink on 127.0.0.1:2525 that shows the emails (unless SKUFLOW_SMTP_URL is set), and the
+    warehouse's FTP server on 127.0.0.1:2121 with the folder /outbox (unless SKUFLOW_WAREHOUSE_FTP_URL is set).
 
     With SKUFLOW_BROKER_URL=amqp://... the same against RabbitMQ. Ctrl-C stops it cleanly.
     """
     from skuflow.embedded.smtp import ReceivedMail
+    from skuflow.platform.ftp import FtpLocation
     from skuflow.platform.logging import configure_logging
-    from skuflow.platform.secrets import secrets_file, with_secrets
+    from skuflow.platform.secrets import embedded_ftp_password, secrets_file, with_secrets
     from skuflow.system import SERVICES, run_up
 
     settings, generated = with_secrets(_settings(), generate=True)
+    ftp_password = embedded_ftp_password(settings, generate=True)
+    assert ftp_password is not None
     configure_logging()
 
     def ready(running: Settings) -> None:
         table = Table(title="skuflow is up", show_header=False)
         for spec in SERVICES.values():
             table.add_row(spec.name, spec.url(running), f"{spec.url(running)}/docs")
-        table.add_row("broker", _without_password(running.broker_url), "")
+        table.add_row("broker", without_password(running.broker_url), "")
         table.add_row("smtp", running.smtp_url or "", "embedded sink: emails are shown here" if embedded_smtp else "")
+        assert running.warehouse_ftp_url is not None  # run_up starts an FTP server when none is configured
+        ftp = FtpLocation.parse(running.warehouse_ftp_url)
+        if embedded_ftp:
+            table.add_row("ftp", ftp.url(), f"embedded: user {ftp.user}, password {ftp.password}; files in {ftp.path}")
+        else:
+            table.add_row("ftp", ftp.redacted(), "watched for warehouse files")
         table.add_row("data", str(running.data_dir.resolve()), "")
         console.print(table)
         where = secrets_file(running)
@@ -109,7 +119,8 @@ def up() -> None:
         console.print(f"[green]email[/] to {', '.join(mail.recipients)}: [bold]{mail.subject}[/]")
 
     embedded_smtp = settings.smtp_url is None
-    _run(run_up(settings, ready, show_mail))
+    embedded_ftp = settings.warehouse_ftp_url is None
+    _run(run_up(settings, ready, show_mail, ftp_password))
     console.print("stopped.")
 
 
@@ -145,13 +156,6 @@ def serve(
             f"for several, give it PostgreSQL (SKUFLOW_{service.upper()}_DATABASE_URL=postgresql+asyncpg://...)"
         )
     _run(run_services([spec], settings, lambda: console.print(f"{spec.name} listening on {spec.url(settings)}")))
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=f"{parts.username}:***@{parts.hostname}:{parts.port}").geturl()
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -190,6 +194,28 @@ def warehouse_push(
     console.print_json(data=answer)
     if answer.get("stale"):
         err_console.print("note: the number is not newer (as_of) than the one recorded: ignored, counted as stale")
+
+
+@warehouse_app.command("upload")
+def warehouse_upload(
+    file: Annotated[Path, typer.Argument(help="A CSV file: warehouse_id,sku,on_hand[,as_of].")],
+) -> None:
+    """Upload a stock file to the warehouse's FTP server, where inventory's watcher takes it.
+
+    The server is SKUFLOW_WAREHOUSE_FTP_URL, else the one `skuflow up` runs (its password is kept in
+    SKUFLOW_DATA_DIR/secrets.json). The file goes up under a temporary name and is then renamed, so the
+    watcher never takes half a file.
+    """
+    from skuflow.warehouse import WarehouseError, ftp_location, upload
+
+    settings = _settings()
+    try:
+        location = ftp_location(settings)
+        path = asyncio.run(upload(location, file))
+    except WarehouseError as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    console.print(f"uploaded {file} to {location.redacted().rsplit(location.path, 1)[0]}{path}")
 
 
 @bench_app.command("bus")

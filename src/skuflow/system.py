@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 
+from skuflow.embedded import ftp
 from skuflow.embedded.smtp import ReceivedMail, SmtpSink
 from skuflow.platform.serving import SharedProcessServer, bind, server_for, wait_started
 from skuflow.platform.settings import Settings
@@ -51,9 +52,34 @@ EMBEDDED_SMTP = ("127.0.0.1", 2525)
 
 
 async def run_up(
+    settings: Settings,
+    on_ready: Callable[[Settings], None],
+    on_mail: Callable[[ReceivedMail], None],
+    ftp_password: str,
+) -> None:
+    """The whole system: every service, plus an embedded SMTP sink when SKUFLOW_SMTP_URL is not set and an
+    embedded FTP server (the warehouse's) when SKUFLOW_WAREHOUSE_FTP_URL is not set."""
+    ftp_server: ftp.FtpServer | None = None
+    if settings.warehouse_ftp_url is None:
+        ftp_server = ftp.FtpServer(settings.data_dir.resolve() / "ftp", ftp.USER, ftp_password)
+        try:
+            ftp_server.start(*ftp.ADDRESS)
+        except OSError as error:
+            raise OSError(
+                f"cannot start the embedded FTP server on {ftp.ADDRESS[0]}:{ftp.ADDRESS[1]}: "
+                f"{error.strerror} (set SKUFLOW_WAREHOUSE_FTP_URL to use another server)"
+            ) from None
+        settings = settings.model_copy(update={"warehouse_ftp_url": ftp_server.url()})
+    try:
+        await _run_with_smtp(settings, on_ready, on_mail)
+    finally:
+        if ftp_server is not None:
+            ftp_server.stop()
+
+
+async def _run_with_smtp(
     settings: Settings, on_ready: Callable[[Settings], None], on_mail: Callable[[ReceivedMail], None]
 ) -> None:
-    """The whole system: every service, plus an embedded SMTP sink when SKUFLOW_SMTP_URL is not set."""
     sink: SmtpSink | None = None
     if settings.smtp_url is None:
         sink = SmtpSink(on_mail=on_mail)

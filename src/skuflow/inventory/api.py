@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import case, select
 
 from skuflow.inventory import domain
 from skuflow.inventory.db import skus
+from skuflow.inventory.fields import IDENTIFIER, AsOf, Identifier, OnHand
 from skuflow.inventory.recording import IdempotencyConflict, record_report, set_safety_stock
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
@@ -20,27 +21,13 @@ from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, pag
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.web import runtime_of
 
-IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-FUTURE_TOLERANCE = timedelta(minutes=5)  # clocks drift; a report from further ahead is a mistake
-
-Identifier = Annotated[str, Field(pattern=IDENTIFIER, description="1-64 of A-Z a-z 0-9 . _ -, not starting with . _ -")]
 SkuPath = Annotated[str, Path(pattern=IDENTIFIER, description="The SKU id")]
-
-
-def _not_in_the_future(moment: datetime) -> datetime:
-    moment = utc(moment)  # a time without an offset is taken as UTC
-    if moment > datetime.now(UTC) + FUTURE_TOLERANCE:
-        raise ValueError("as_of is in the future")
-    return moment
-
-
-AsOf = Annotated[datetime, AfterValidator(_not_in_the_future)]
 
 
 class StockItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sku: Identifier
-    on_hand: StrictInt = Field(ge=0, le=1_000_000_000)
+    on_hand: OnHand
 
 
 class StockReport(BaseModel):

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+)
 
 from skuflow.platform.outbox import outbox_table
 
@@ -47,6 +58,27 @@ idempotency_keys = Table(
     Column("response", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("principal", "key"),
+)
+
+# Every warehouse file the FTP feed handled: imported (in the same transaction as its numbers and their
+# outbox rows, which is what makes a file count once) or rejected. A snapshot has one row per version.
+warehouse_files = Table(
+    "warehouse_files",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("path", String(1024), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # imported | rejected
+    Column("lines", Integer, nullable=False),
+    Column("accepted", Integer, nullable=False),
+    Column("stale", Integer, nullable=False),
+    Column("bad_lines", Integer, nullable=False),
+    Column("changed_skus", Integer, nullable=False),
+    Column("correlation_id", String(128), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Index("ix_warehouse_files_path", "path", "id"),
 )
 
 outbox = outbox_table(metadata)

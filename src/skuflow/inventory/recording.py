@@ -73,10 +73,10 @@ async def record_report(
                 )
             return answer
 
-    return await _retrying_conflicts(attempt)
+    return await retrying_conflicts(attempt)
 
 
-async def _retrying_conflicts(attempt: Callable[[], Awaitable[T]], tries: int = 3) -> T:
+async def retrying_conflicts(attempt: Callable[[], Awaitable[T]], tries: int = 3) -> T:
     """Run a unit of work again when a concurrent one committed the same new key first (PostgreSQL).
 
     Nothing of the losing attempt was committed; on the next try it sees the winner's rows (a new SKU, an
@@ -189,7 +189,7 @@ async def _lock_skus(db: Database, session: AsyncSession, names: Sequence[str]) 
     """The SKUs' current totals, their rows locked in name order against concurrent writers.
 
     A SKU that does not exist yet has no row to lock: a concurrent first report of it is caught by the
-    primary key, and `_retrying_conflicts` runs the loser again.
+    primary key, and `retrying_conflicts` runs the loser again.
     """
     query = select(skus.c.sku, skus.c.on_hand, skus.c.revision).where(skus.c.sku.in_(names)).order_by(skus.c.sku)
     return {row.sku: domain.SkuTotals(row.on_hand, row.revision) for row in await session.execute(db.for_update(query))}
@@ -217,7 +217,7 @@ async def set_safety_stock(runtime: ServiceRuntime, sku: str, safety_stock: int)
                 )
             await announce_changes(runtime, session, [sku])
 
-    await _retrying_conflicts(attempt)
+    await retrying_conflicts(attempt)
 
 
 async def announce_changes(runtime: ServiceRuntime, session: AsyncSession, names: Sequence[str]) -> None:

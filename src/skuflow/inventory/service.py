@@ -9,10 +9,12 @@ from fastapi import FastAPI
 
 from skuflow.inventory import api
 from skuflow.inventory.db import outbox
+from skuflow.inventory.feed.watcher import FeedWatcher
 from skuflow.inventory.messages import SKU_PROCESSED, SkuProcessed
 from skuflow.inventory.recalculation import recalculate_availability
 from skuflow.messaging import Subscription
 from skuflow.platform.db import Database
+from skuflow.platform.ftp import FtpLocation
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import Settings
 from skuflow.platform.web import create_app
@@ -31,6 +33,13 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
             ),
         ]
     )
+    if settings.warehouse_ftp_url:
+        watcher = FeedWatcher(
+            runtime, FtpLocation.parse(settings.warehouse_ftp_url), settings.warehouse_ftp_poll_seconds
+        )
+        runtime.on_start.append(watcher.start)
+        runtime.on_stop.append(watcher.stop)
+        runtime.reports["warehouse_ftp"] = watcher.report
     return runtime
 
 

@@ -33,6 +33,7 @@ class Database:
         self.engine: AsyncEngine = _engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._held: set[str] = set()  # SQLite: the names `exclusive` holds in this process
 
     def for_update(self, query: Select[Any]) -> Select[Any]:
         """Lock the selected rows until the transaction ends (PostgreSQL; SQLite has one writer anyway)."""
@@ -80,6 +81,32 @@ class Database:
         """A read-only session (no lock on SQLite: WAL lets readers run beside the writer)."""
         async with self.sessions() as session:
             yield session
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """Try to hold the lock called `name` for the block, without waiting: yields whether this process
+        has it. On PostgreSQL it is an advisory lock, held by a connection of its own, so every process of
+        the service sees it, and a process that dies lets go of it. On SQLite (one process) it is local."""
+        if self.is_sqlite:
+            if name in self._held:
+                yield False
+                return
+            self._held.add(name)
+            try:
+                yield True
+            finally:
+                self._held.discard(name)
+            return
+        async with self.engine.connect() as connection:
+            statement = text("SELECT pg_try_advisory_lock(hashtext(:name))")
+            obtained = bool(await connection.scalar(statement, {"name": name}))
+            await connection.commit()  # the lock belongs to the session, not to this transaction
+            try:
+                yield obtained
+            finally:
+                if obtained:
+                    await connection.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": name})
+                    await connection.commit()
 
     @staticmethod
     def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:

@@ -7,6 +7,7 @@ names without the prefix), then the defaults. A bad value stops start-up with a 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic_settings import (
 )
 
 from skuflow.messaging import BrokerOptions
+from skuflow.platform.ftp import FtpLocation
 
 PREFIX = "SKUFLOW_"
 
@@ -77,6 +79,13 @@ class Settings(BaseSettings):
     def _smtp_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("smtp://"):
             raise ValueError("must be smtp://host:port")
+        return value
+
+    @field_validator("warehouse_ftp_url")
+    @classmethod
+    def _ftp_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            FtpLocation.parse(value)  # raises ValueError naming the problem
         return value
 
     @field_validator("inventory_url", "catalog_url", "users_url")
@@ -149,9 +158,18 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as error:
         problems = [
-            f"{PREFIX}{str(item['loc'][0]).upper()}: {item['msg']} (got {item.get('input')!r})"
+            f"{PREFIX}{str(item['loc'][0]).upper()}: {item['msg']} (got {_shown(item.get('input'))!r})"
             for item in error.errors()
         ]
         raise SettingsError("bad configuration: " + "; ".join(problems)) from None
     except ValueError as error:  # a TOML file that does not parse
         raise SettingsError(f"bad configuration file {config_file}: {error}") from None
+
+
+def without_password(url: str) -> str:
+    """The URL with its password masked, to be logged or shown."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _shown(value: Any) -> Any:
+    return without_password(value) if isinstance(value, str) else value

@@ -1,0 +1,312 @@
+"""The warehouse feed over FTP (CONTRACT section 4), against a real FTP server (pyftpdlib) on a free port,
+with inventory running on the test's stack and polling it every few tenths of a second."""
+
+from __future__ import annotations
+
+import asyncio
+import ftplib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import func, select
+
+from skuflow.embedded.ftp import FtpServer
+from skuflow.inventory.db import warehouse_files
+from skuflow.messaging import Broker, Envelope, Queue, Topology, create_broker
+from skuflow.messaging.topology import SKU_PROCESSED
+from skuflow.platform.ftp import FtpLocation
+from skuflow.platform.runtime import ServiceRuntime
+from skuflow.warehouse import upload
+from tests.conftest import TEST_OPTIONS, Stack
+from tests.support.servers import RunningServer, serve
+from tests.support.waiting import wait_until
+
+POLL = 0.1
+HEADER = "warehouse_id,sku,on_hand\n"
+
+
+@dataclass
+class Feed:
+    ftp: FtpServer
+    location: FtpLocation  # what inventory watches
+    inventory: RunningServer
+    http: aiohttp.ClientSession
+    observer: Broker
+    scratch: Path
+
+    @property
+    def runtime(self) -> ServiceRuntime:
+        runtime: ServiceRuntime = self.inventory.app.state.runtime
+        return runtime
+
+    @property
+    def outbox(self) -> Path:
+        return self.ftp.root / "outbox"
+
+    async def upload(self, name: str, content: str) -> None:
+        """As the warehouse does it (`skuflow warehouse upload`): a temporary name, then a rename."""
+        local = self.scratch / name
+        local.write_text(content)
+        await upload(self.location, local)
+
+    async def readyz(self) -> tuple[int, dict[str, Any]]:
+        async with self.http.get(f"{self.inventory.url}/readyz") as response:
+            return response.status, await response.json()
+
+    async def watcher(self) -> dict[str, Any]:
+        status, body = await self.readyz()
+        assert status == 200, body  # FTP trouble never makes inventory unready (CONTRACT section 7)
+        report: dict[str, Any] = body["checks"]["warehouse_ftp"]
+        return report
+
+    async def wait_polls(self, count: int) -> None:
+        """Until the watcher has looked at the server `count` more times."""
+        target = (await self.watcher())["polls"] + count
+        await wait_until(lambda: self._polled(target), what=f"{count} polls")
+
+    async def _polled(self, target: int) -> bool:
+        return int((await self.watcher())["polls"]) >= target
+
+    async def availability(self, sku: str) -> dict[str, Any] | None:
+        async with self.http.get(f"{self.inventory.url}/v1/skus/{sku}/availability") as response:
+            return await response.json() if response.status == 200 else None
+
+    async def ledger(self) -> list[Any]:
+        async with self.runtime.db.reading() as session:
+            return list((await session.execute(select(warehouse_files).order_by(warehouse_files.c.id))).all())
+
+    async def count(self, table: Any) -> int:
+        async with self.runtime.db.reading() as session:
+            return int(await session.scalar(select(func.count()).select_from(table)) or 0)
+
+    async def published(self) -> list[Envelope]:
+        outbox_ = self.runtime.outbox
+        assert outbox_ is not None
+        await wait_until(lambda: _is_zero(outbox_.pending()), what="the outbox relayed")
+        return await self.observer.take("test.observer.sku_processed", 100_000)
+
+
+async def _is_zero(count: Awaitable[int]) -> bool:
+    return await count == 0
+
+
+FeedFactory = Callable[..., Awaitable[Feed]]
+
+
+@pytest.fixture
+async def make_feed(stack: Stack, tmp_path: Path) -> AsyncIterator[FeedFactory]:
+    """Start an FTP server and inventory watching `path` on it (as `user`/`password`, the server's own by
+    default); an observer queue sees every event."""
+    from skuflow.inventory.service import build_app
+
+    started: list[Feed] = []
+
+    async def start(path: str = "/outbox", password: str = "secret-ftp", poll: float = POLL) -> Feed:
+        ftp = FtpServer(tmp_path / "ftp", "warehouse", "secret-ftp")
+        ftp.start()
+        location = FtpLocation(ftp.host, ftp.port, "warehouse", password, path)
+        settings = stack.settings(warehouse_ftp_url=location.url(), warehouse_ftp_poll_seconds=poll)
+        observer = create_broker(stack.broker_url, "test-observer", TEST_OPTIONS)
+        await observer.connect()
+        await observer.declare(Topology((SKU_PROCESSED,), (Queue("test.observer.sku_processed", SKU_PROCESSED),)))
+        inventory = await serve(build_app(settings))
+        scratch = tmp_path / "warehouse"
+        scratch.mkdir(exist_ok=True)
+        feed = Feed(ftp, location, inventory, aiohttp.ClientSession(), observer, scratch)
+        started.append(feed)
+        return feed
+
+    yield start
+    for feed in started:
+        await feed.http.close()
+        await feed.inventory.stop()
+        await feed.observer.close()
+        feed.ftp.stop()
+
+
+@pytest.fixture
+async def feed(make_feed: FeedFactory) -> Feed:
+    return await make_feed()
+
+
+async def test_a_delivery_is_recorded_whole_announced_once_per_sku_and_moved_to_processed(feed: Feed):
+    await feed.upload("stock.csv", HEADER + "WH-1,SKU-A,5\nWH-2,SKU-A,3\nWH-1,SKU-B,0\n")
+
+    await wait_until(lambda: (feed.outbox / "processed" / "stock.csv").exists(), what="stock.csv processed")
+    assert not (feed.outbox / "stock.csv").exists()
+    sku_a, sku_b = await feed.availability("SKU-A"), await feed.availability("SKU-B")
+    assert sku_a is not None
+    assert (sku_a["on_hand"], sku_a["revision"]) == (8, 1)
+    assert sku_b is not None
+    assert (sku_b["on_hand"], sku_b["revision"]) == (0, 1)
+    [entry] = await feed.ledger()
+    assert (entry.path, entry.status, entry.lines, entry.accepted, entry.changed_skus) == (
+        "/outbox/stock.csv",
+        "imported",
+        3,
+        3,
+        2,
+    )
+    events = await feed.published()
+    assert sorted(event.json()["sku"] for event in events) == ["SKU-A", "SKU-B"]
+    assert {event.correlation_id for event in events} == {entry.correlation_id}
+    watcher = await feed.watcher()
+    assert watcher["status"] == "ok"
+    assert watcher["files"]["imported"] == 1
+    assert watcher["last_file"]["path"] == "/outbox/stock.csv"
+
+
+async def test_a_file_with_bad_lines_records_nothing_and_its_report_names_each_bad_line(feed: Feed):
+    await feed.upload("first.csv", "warehouse_id,sku,on_hand,as_of\nWH-1,SKU-S,7,2026-11-01T00:00:00Z\n")
+    await wait_until(lambda: (feed.outbox / "processed" / "first.csv").exists(), what="first.csv processed")
+    await feed.published()
+
+    await feed.upload(
+        "mixed.csv",
+        "warehouse_id,sku,on_hand,as_of\n"
+        "WH-1,SKU-A,5,2026-11-01T00:00:00Z\n"  # 2: good
+        "WH-1,bad sku,5,2026-11-01T00:00:00Z\n"  # 3
+        "WH-1,SKU-B,-1,2026-11-01T00:00:00Z\n"  # 4
+        "WH-1,SKU-C,1,3026-01-01T00:00:00Z\n"  # 5: in the future
+        "WH-1,SKU-D,1\n"  # 6: a field short
+        "WH-1,SKU-A,6,2026-11-02T00:00:00Z\n"  # 7: the warehouse and SKU of line 2 again
+        "WH-1,SKU-S,1,2026-10-01T00:00:00Z\n",  # 8: stale, which is not a bad line
+    )
+
+    report = feed.outbox / "rejected" / "mixed.csv.errors.txt"
+    await wait_until(lambda: (feed.outbox / "rejected" / "mixed.csv").exists(), what="mixed.csv rejected")
+    lines = report.read_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["line 3", "line 4", "line 5", "line 6", "line 7"]
+    assert "sku 'bad sku' is not an identifier" in lines[0]
+    assert "on_hand '-1'" in lines[1]
+    assert "in the future" in lines[2]
+    assert "expected 4 fields, found 3" in lines[3]
+    assert "reports SKU-A twice (lines 2 and 7)" in lines[4]
+    assert await feed.availability("SKU-A") is None  # the good line was not recorded either
+    stale = await feed.availability("SKU-S")
+    assert stale is not None
+    assert (stale["on_hand"], stale["revision"]) == (7, 1)
+    assert await feed.published() == []
+    assert [(entry.status, entry.bad_lines) for entry in await feed.ledger()] == [("imported", 0), ("rejected", 5)]
+
+
+async def test_a_file_still_being_written_is_not_taken_until_it_stands_still(make_feed: FeedFactory):
+    feed = await make_feed(poll=0.3)
+    content = (HEADER + "".join(f"WH-1,SKU-{n:05d},{n}\n" for n in range(20_000))).encode()
+    # The server writes to its disk through an 8 KiB buffer: pieces of 9 KiB change the size every time.
+    pieces = [content[start : start + 9216] for start in range(0, len(content), 9216)]  # cut mid-line
+    control = ftplib.FTP(timeout=10)
+    await asyncio.to_thread(control.connect, feed.ftp.host, feed.ftp.port)
+    await asyncio.to_thread(control.login, "warehouse", "secret-ftp")
+    await asyncio.to_thread(control.voidcmd, "TYPE I")
+    data = await asyncio.to_thread(control.transfercmd, "STOR /outbox/slow.csv")
+    polls_before = (await feed.watcher())["polls"]
+
+    def write_slowly() -> None:  # a piece every 50 ms: the size changes several times between two polls
+        for piece in pieces:
+            data.sendall(piece)
+            time.sleep(0.05)
+
+    try:
+        await asyncio.to_thread(write_slowly)
+        assert (await feed.watcher())["polls"] - polls_before >= 3, "the watcher looked while it was written"
+        assert await feed.ledger() == []
+        assert (feed.outbox / "slow.csv").exists()
+    finally:
+        data.close()
+    await asyncio.to_thread(control.voidresp)
+    await asyncio.to_thread(control.quit)
+
+    await wait_until(lambda: (feed.outbox / "processed" / "slow.csv").exists(), what="slow.csv processed")
+    [entry] = await feed.ledger()
+    assert (entry.status, entry.lines, entry.changed_skus) == ("imported", 20_000, 20_000)
+
+
+async def test_a_snapshot_is_imported_at_each_new_content_and_never_moved(make_feed: FeedFactory):
+    feed = await make_feed("/outbox/stock.csv")
+    versions = [HEADER + "WH-1,SKU-A,1\n", HEADER + "WH-1,SKU-A,22\n", HEADER + "WH-1,SKU-A,1\n"]
+    for imports, version in enumerate(versions, start=1):
+        await feed.upload("stock.csv", version)
+        await wait_until(lambda n=imports: _imports(feed, n), what=f"import number {imports}")
+    await feed.wait_polls(3)  # the same content again and again: nothing more
+
+    assert [entry.status for entry in await feed.ledger()] == ["imported"] * 3  # A, B, A: three imports
+    assert (feed.outbox / "stock.csv").read_text() == versions[-1]
+    assert not (feed.outbox / "processed").exists()
+    sku = await feed.availability("SKU-A")
+    assert sku is not None
+    assert (sku["on_hand"], sku["revision"]) == (1, 3)
+    assert len(await feed.published()) == 3
+
+
+async def _imports(feed: Feed, count: int) -> bool:
+    return len([entry for entry in await feed.ledger() if entry.status == "imported"]) >= count
+
+
+async def test_a_file_whose_move_failed_after_the_commit_is_moved_later_not_imported_again(feed: Feed):
+    everything = feed.ftp.authorizer.get_perms("warehouse")
+    feed.ftp.authorizer.override_perm("warehouse", str(feed.outbox), everything.replace("f", ""), recursive=True)
+    _drop_in(feed.outbox, "late.csv", HEADER + "WH-1,SKU-A,5\nWH-1,SKU-B,6\n")
+
+    await wait_until(lambda: _imports(feed, 1), what="late.csv imported")
+    await wait_until(lambda: _in_trouble(feed, "rename"), what="the move to fail")
+    assert (feed.outbox / "late.csv").exists()
+    feed.ftp.authorizer.override_perm("warehouse", str(feed.outbox), everything, recursive=True)
+
+    await wait_until(lambda: (feed.outbox / "processed" / "late.csv").exists(), timeout=20, what="late.csv moved")
+    assert [entry.status for entry in await feed.ledger()] == ["imported"]
+    watcher = await feed.watcher()
+    assert (watcher["files"], watcher["status"]) == ({"imported": 1, "rejected": 0, "unchanged": 1}, "ok")
+    assert sorted(event.json()["sku"] for event in await feed.published()) == ["SKU-A", "SKU-B"]
+
+
+def _drop_in(folder: Path, name: str, content: str) -> None:
+    """A file appearing whole in the server's folder, as a rename on its disk makes it."""
+    partial = folder.parent / f"{name}.partial"
+    partial.write_text(content)
+    partial.replace(folder / name)
+
+
+async def _in_trouble(feed: Feed, words: str) -> bool:
+    watcher = await feed.watcher()
+    return watcher["status"] == "trouble" and words in (watcher["problem"] or "")
+
+
+async def test_while_the_ftp_server_is_down_inventory_stays_ready_says_why_and_resumes(feed: Feed):
+    feed.ftp.stop()
+    await wait_until(lambda: _in_trouble(feed, "connection refused"), what="the watcher to notice")
+    status, body = await feed.readyz()
+    assert status == 200
+    assert body["status"] == "ready"
+
+    feed.ftp.start(port=feed.location.port)
+    _drop_in(feed.outbox, "after.csv", HEADER + "WH-1,SKU-A,5\n")
+    await wait_until(lambda: (feed.outbox / "processed" / "after.csv").exists(), timeout=20, what="after.csv")
+    assert (await feed.watcher())["status"] == "ok"
+
+
+async def test_a_refused_login_is_reported_until_the_password_works(make_feed: FeedFactory):
+    feed = await make_feed(password="not-the-password")
+    await wait_until(lambda: _in_trouble(feed, "login refused for user 'warehouse'"), timeout=20, what="the refusal")
+    assert "not-the-password" not in str(await feed.readyz())
+
+    feed.ftp.authorizer.remove_user("warehouse")  # the server's admin sets the password inventory uses
+    feed.ftp.authorizer.add_user("warehouse", "not-the-password", str(feed.ftp.root), perm="elradfmwMT")
+    await wait_until(lambda: _status_is(feed, "ok"), timeout=30, what="the login to work")
+
+
+async def test_a_missing_folder_is_reported_until_it_exists(make_feed: FeedFactory):
+    feed = await make_feed("/deliveries")
+    await wait_until(lambda: _in_trouble(feed, "folder /deliveries does not exist"), what="the missing folder")
+
+    (feed.ftp.root / "deliveries").mkdir()
+    await wait_until(lambda: _status_is(feed, "ok"), timeout=20, what="the folder to be found")
+
+
+async def _status_is(feed: Feed, status: str) -> bool:
+    return (await feed.watcher())["status"] == status
