@@ -277,6 +277,52 @@ def bench_outbox(
     console.print(table)
 
 
+@bench_app.command("ftp")
+def bench_ftp(
+    lines: Annotated[int, typer.Option("--lines", "-n", min=10, help="Lines per file.")] = 1_000_000,
+    runs: Annotated[int, typer.Option(min=1, help="Runs; medians are reported.")] = 3,
+    databases: Annotated[
+        str, typer.Option(help="Comma-separated: sqlite, postgresql (each run on a fresh database).")
+    ] = "sqlite,postgresql",
+    postgres_url: Annotated[
+        str, typer.Option(help="The PostgreSQL server to create a scratch database on (dropped after).")
+    ] = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """The FTP feed's import rate (lines/s, first byte downloaded to commit) and peak memory, per database."""
+    from skuflow.bench import ftp
+
+    chosen = [name.strip() for name in databases.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - {"sqlite", "postgresql"})
+    if unknown or not chosen:
+        err_console.print(f"[red]error:[/] --databases takes sqlite and/or postgresql, got {databases!r}")
+        raise typer.Exit(2)
+    report = _bench(
+        lambda say: ftp.run(lines, runs, chosen, postgres_url, say), as_json, "cannot reach the FTP or database server"
+    )
+    if report is None:
+        return
+    title = f"bench ftp: {lines:,} lines ({report.file_mb:.1f} MB) x {runs} runs, first byte to commit"
+    table = Table(title=title)
+    columns = ("database", "file", "lines/s (median)", "seconds", "peak resident", "growth", f"of {ftp.TARGET:,}/s")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("database", "file") else "right")
+    for name, summary in report.summaries().items():
+        for kind, label in (("create", "every SKU new"), ("update", "every number changed")):
+            figures = summary[kind]
+            table.add_row(
+                name,
+                label,
+                f"{figures['lines_per_second']:,.0f}",
+                f"{figures['seconds']:.2f}",
+                f"{figures['peak_memory_mb']:.0f} MB",
+                f"{figures['memory_growth_mb']:.0f} MB",
+                f"{figures['of_target']:.2f}x",
+            )
+    table.add_row("(baseline)", "download and check, no database", f"{report.baseline_rate():,.0f}", "", "", "", "")
+    console.print(table)
+
+
 Report = TypeVar("Report", bound=JsonReport)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import stat
 import subprocess
@@ -17,27 +16,8 @@ from pathlib import Path
 import pytest
 
 from skuflow.platform.serving import bind
+from tests.cli.conftest import free_port
 from tests.cli.test_cli import skuflow
-
-
-def free_port() -> int:
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    sock.close()
-    return int(port)
-
-
-@pytest.fixture
-def environment(tmp_path: Path) -> dict[str, str]:
-    """Settings for a system of our own: its data directory and free ports."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SKUFLOW_")}
-    return env | {
-        "SKUFLOW_DATA_DIR": str(tmp_path / "var"),
-        "SKUFLOW_INVENTORY_URL": f"http://127.0.0.1:{free_port()}",
-        "SKUFLOW_USERS_URL": f"http://127.0.0.1:{free_port()}",
-        "SKUFLOW_CATALOG_URL": f"http://127.0.0.1:{free_port()}",
-        "COLUMNS": "200",
-    }
 
 
 def get_json(url: str) -> tuple[int, dict]:
@@ -107,6 +87,7 @@ def test_up_runs_the_system_a_warehouse_reports_and_ctrl_c_stops_it_cleanly(
 ):
     if broker == "amqp":
         environment["SKUFLOW_BROKER_URL"] = request.getfixturevalue("amqp_url")
+    environment["SKUFLOW_WAREHOUSE_FTP_POLL_SECONDS"] = "0.2"
     inventory, users = environment["SKUFLOW_INVENTORY_URL"], environment["SKUFLOW_USERS_URL"]
     process = subprocess.Popen(
         [sys.executable, "-m", "skuflow", "up"],
@@ -135,6 +116,17 @@ def test_up_runs_the_system_a_warehouse_reports_and_ctrl_c_stops_it_cleanly(
         while not _notified(users, user_id, token):
             assert time.monotonic() < deadline, "no email within 30 s"
             time.sleep(0.2)
+
+        # The other way in: a file on the embedded FTP server.
+        stock = Path(environment["SKUFLOW_DATA_DIR"]).parent / "stock.csv"
+        stock.write_text("warehouse_id,sku,on_hand\nWH-1,SKU-2,4\n")
+        uploaded = skuflow("warehouse", "upload", str(stock), env=environment)
+        assert uploaded.returncode == 0, uploaded.stderr
+        assert "/outbox/stock.csv" in uploaded.stdout
+        deadline = time.monotonic() + 30
+        while get_json(f"{inventory}/v1/skus/SKU-2/availability")[0] != 200:
+            assert time.monotonic() < deadline, "the uploaded file was not imported within 30 s"
+            time.sleep(0.2)
     finally:
         code, out, err = stop(process)
 
@@ -144,8 +136,10 @@ def test_up_runs_the_system_a_warehouse_reports_and_ctrl_c_stops_it_cleanly(
     assert f"secret {generated}" in out, "a generated secret is printed once"
     assert inventory in out
     assert users in out
-    for url in (inventory, users):  # every port is free again
-        bind("127.0.0.1", int(url.rsplit(":", 1)[1])).close()
+    ftp_password = json.loads(secrets.read_text())["embedded_ftp_password"]
+    assert f"ftp://warehouse:{ftp_password}@127.0.0.1:2121/outbox" in out, "the FTP address and credentials"
+    for port in (int(inventory.rsplit(":", 1)[1]), int(users.rsplit(":", 1)[1]), 2121, 2525):  # all free again
+        bind("127.0.0.1", port).close()
 
 
 @pytest.mark.amqp
@@ -206,3 +200,30 @@ def test_warehouse_push_when_nothing_runs_names_the_problem(environment: dict[st
     )
     assert result.returncode == 1
     assert "cannot reach" in result.stderr
+
+
+def test_warehouse_upload_without_a_server_says_how_to_get_one(environment: dict[str, str], tmp_path: Path):
+    stock = tmp_path / "stock.csv"
+    stock.write_text("warehouse_id,sku,on_hand\nWH-1,SKU-1,1\n")
+    result = skuflow("warehouse", "upload", str(stock), env=environment)
+    assert result.returncode == 1
+    assert "SKUFLOW_WAREHOUSE_FTP_URL is unset" in result.stderr
+
+
+def test_warehouse_upload_names_what_is_wrong(environment: dict[str, str], tmp_path: Path):
+    port = free_port()
+    at = {"SKUFLOW_WAREHOUSE_FTP_URL": f"ftp://warehouse:pw@127.0.0.1:{port}/outbox"}
+    missing = skuflow("warehouse", "upload", str(tmp_path / "nope.csv"), env=environment | at)
+    assert (missing.returncode, "nope.csv: no such file" in missing.stderr) == (1, True), missing.stderr
+    text = tmp_path / "stock.txt"
+    text.write_text("x")
+    wrong_name = skuflow("warehouse", "upload", str(text), env=environment | at)
+    assert "the watcher takes only files named *.csv" in wrong_name.stderr
+    stock = tmp_path / "stock.csv"
+    stock.write_text("warehouse_id,sku,on_hand\n")
+    down = skuflow("warehouse", "upload", str(stock), env=environment | at)
+    assert down.returncode == 1
+    assert f"cannot connect to 127.0.0.1:{port}: connection refused" in down.stderr
+    bad_url = skuflow("warehouse", "upload", str(stock), env=environment | {"SKUFLOW_WAREHOUSE_FTP_URL": "ftp:/x"})
+    assert bad_url.returncode == 2
+    assert "SKUFLOW_WAREHOUSE_FTP_URL" in bad_url.stderr

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,14 @@ class Database:
                     await connection.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": name})
                     await connection.commit()
 
+    async def copy(self, session: AsyncSession, table: str, columns: Sequence[str], rows: Sequence[Any]) -> None:
+        """Rows into `table` by PostgreSQL's COPY, in the session's transaction: for many rows, several
+        times faster than an INSERT. Values as asyncpg takes them (JSON as text)."""
+        if self.is_sqlite:
+            raise NotImplementedError("COPY is PostgreSQL's")
+        driver = await driver_connection(session)
+        await driver.copy_records_to_table(table, records=rows, columns=list(columns))
+
     @staticmethod
     def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
         """Run `callback` once the session's transaction has committed (not if it rolls back)."""
@@ -121,6 +129,13 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The driver's own connection under the session (asyncpg's or aiosqlite's), in its transaction."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
 
 
 def utc(moment: datetime) -> datetime:

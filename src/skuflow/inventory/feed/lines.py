@@ -77,12 +77,13 @@ def read_batches(path: Path, now: datetime, size: int = BATCH) -> Generator[Batc
 
 def _header(reader: Iterator[list[str]]) -> tuple[list[str], str | None]:
     try:
-        header = [name.strip().lower() for name in next(reader)]
+        given = next(reader)
     except StopIteration:
         return [], f"the file is empty: expected the header {HEADER_HINT}"
     except csv.Error as error:
         return [], f"not readable as CSV: {error}"
-    unknown = [name for name in header if name not in REQUIRED + OPTIONAL]
+    header = [name.strip().lower() for name in given]
+    unknown = [name for name, known in zip(given, header, strict=True) if known not in REQUIRED + OPTIONAL]
     missing = [name for name in REQUIRED if name not in header]
     repeated = sorted({name for name in header if header.count(name) > 1})
     problems = []

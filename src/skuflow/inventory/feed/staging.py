@@ -21,7 +21,7 @@ from sqlalchemy import DateTime, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.inventory.feed.lines import BadLine, Row
-from skuflow.platform.db import Database
+from skuflow.platform.db import Database, driver_connection
 
 COLUMNS = ("line", "warehouse_id", "sku", "on_hand", "as_of")
 _LINES_COLUMNS = (
@@ -105,14 +105,13 @@ class Staging:
         """Stage checked lines with the driver's bulk path (a stage of the transaction, not yet recorded)."""
         if not rows:
             return
-        driver = await self._driver()
         if self.db.is_sqlite:
             to_text = self._bind_time
-            await driver.executemany(
+            await (await driver_connection(self.session)).executemany(
                 "INSERT INTO feed_lines VALUES (?, ?, ?, ?, ?)", [(*row[:4], to_text(row[4])) for row in rows]
             )
         else:
-            await driver.copy_records_to_table("feed_lines", records=rows, columns=COLUMNS)
+            await self.db.copy(self.session, "feed_lines", COLUMNS, rows)
         self.staged += len(rows)
 
     async def duplicates(self) -> AsyncIterator[BadLine]:
@@ -146,9 +145,3 @@ class Staging:
 
     async def _execute(self, statement: str) -> None:
         await self.session.execute(text(statement))
-
-    async def _driver(self) -> Any:
-        """The driver's own connection under this session (aiosqlite's or asyncpg's), in its transaction."""
-        connection = await self.session.connection()
-        raw = await connection.get_raw_connection()
-        return raw.driver_connection

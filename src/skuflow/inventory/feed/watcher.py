@@ -21,6 +21,7 @@ import contextlib
 import logging
 import posixpath
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from skuflow.platform.runtime import ServiceRuntime
 log = logging.getLogger("skuflow.inventory.feed")
 
 MAX_BACKOFF = 60.0  # seconds between attempts while the server is in trouble, at most
+SNAPSHOT_RECHECK = 60.0  # seconds after which an unchanged-looking snapshot is compared by content again
 
 
 class FeedWatcher:
@@ -47,7 +49,8 @@ class FeedWatcher:
         self.last_file: dict[str, Any] | None = None
         self.counts = {"imported": 0, "rejected": 0, "unchanged": 0}
         self._previous: dict[str, tuple[int, str]] = {}  # name -> (size, modified) at the previous poll
-        self._handled: dict[str, tuple[int, str]] = {}  # snapshot: the version last handled
+        # Snapshot: the size and time of the version last handled, and when it was (monotonic seconds).
+        self._handled: dict[str, tuple[tuple[int, str], float]] = {}
         self._task: asyncio.Task[None] | None = None
         self._files = Counter(
             "skuflow_warehouse_files",
@@ -122,13 +125,20 @@ class FeedWatcher:
             steady = [
                 RemoteFile(name, *signature)
                 for name, signature in sorted(current.items())
-                if self._previous.get(name) == signature and self._handled.get(name) != signature
+                if self._previous.get(name) == signature and not self._handled_already(name, signature)
             ]
             self._previous = current
             for file in steady:
                 await self._take(ftp, file)
         self.polls += 1
         self.last_poll_at = datetime.now(UTC)
+
+    def _handled_already(self, name: str, signature: tuple[int, str]) -> bool:
+        """A snapshot's version was handled if its size and time are unchanged; but as a rewrite within the
+        same second (the server's resolution) at the same size would look unchanged, the content is
+        downloaded and compared again once a minute."""
+        handled = self._handled.get(name)
+        return handled is not None and handled[0] == signature and time.monotonic() - handled[1] < SNAPSHOT_RECHECK
 
     def _wanted(self, name: str) -> bool:
         if self.location.is_snapshot:
@@ -155,7 +165,7 @@ class FeedWatcher:
                 self._count(path, outcome)
                 await self._file_away(ftp, file.name, outcome)
             if self.location.is_snapshot:
-                self._handled[file.name] = (file.size, file.modified)
+                self._handled[file.name] = ((file.size, file.modified), time.monotonic())
 
     def _count(self, path: str, outcome: Outcome) -> None:
         self.counts[outcome.status] += 1

@@ -1,0 +1,30 @@
+"""What the command-line tests share: a system of their own, on free ports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from skuflow.platform.serving import bind
+
+
+def free_port() -> int:
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    sock.close()
+    return int(port)
+
+
+@pytest.fixture
+def environment(tmp_path: Path) -> dict[str, str]:
+    """Settings for a system of our own: its data directory and free ports."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SKUFLOW_")}
+    return env | {
+        "SKUFLOW_DATA_DIR": str(tmp_path / "var"),
+        "SKUFLOW_INVENTORY_URL": f"http://127.0.0.1:{free_port()}",
+        "SKUFLOW_USERS_URL": f"http://127.0.0.1:{free_port()}",
+        "SKUFLOW_CATALOG_URL": f"http://127.0.0.1:{free_port()}",
+        "COLUMNS": "200",
+    }
