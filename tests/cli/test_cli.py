@@ -79,3 +79,28 @@ def test_bench_outbox_prints_the_relay_beside_direct_publishing(amqp_url: str, d
     assert report["messages"] == 200
     for key in ("write_median", "relay_median", "direct_median", "relay_ratio"):
         assert report[key] > 0
+
+
+def test_bench_ftp_measures_each_database_and_prints_json(postgresql):
+    result = skuflow("bench", "ftp", "-n", "2000", "--runs", "2", "--postgres-url", postgresql.url, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["lines"], report["runs"], report["target_lines_per_second"]) == (2000, 2, 50_000)
+    assert report["baseline_download_and_check_lines_per_second"] > 0
+    assert sorted(report["databases"]) == ["postgresql", "sqlite"]
+    for database in report["databases"].values():
+        for kind in ("create", "update"):
+            figures = database[kind]
+            assert figures["lines_per_second"] > 0
+            assert figures["peak_memory_mb"] > 0
+            assert set(figures) == {"lines_per_second", "seconds", "peak_memory_mb", "memory_growth_mb", "of_target"}
+
+
+def test_bench_ftp_table_and_a_bad_choice_of_database():
+    result = skuflow("bench", "ftp", "-n", "500", "--runs", "1", "--databases", "sqlite")
+    assert result.returncode == 0, result.stderr
+    assert "every SKU new" in result.stdout
+    assert "download and check" in result.stdout
+    wrong = skuflow("bench", "ftp", "--databases", "oracle")
+    assert wrong.returncode == 2
+    assert "--databases takes sqlite and/or postgresql" in wrong.stderr
