@@ -215,7 +215,7 @@ def warehouse_upload(
     except WarehouseError as error:
         err_console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
-    console.print(f"uploaded {file} to {location.redacted().rsplit(location.path, 1)[0]}{path}")
+    console.print(f"uploaded {file} to {location.redacted(path)}")
 
 
 @bench_app.command("bus")

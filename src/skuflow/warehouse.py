@@ -73,13 +73,19 @@ async def upload(location: FtpLocation, file: Path) -> str:
         raise WarehouseError(f"{file}: the watcher takes only files named *.csv")
     else:
         target = posixpath.join(location.path, file.name)
-    temporary = posixpath.join(location.folder, f".{posixpath.basename(target)}.{secrets.token_hex(4)}.part")
+    name = posixpath.basename(target)
+    temporary = posixpath.join(location.folder, f".{name}.{secrets.token_hex(4)}.part")
     try:
         async with connect(location) as ftp:
+            if not location.is_snapshot and any(f.name == name for f in await ftp.list_files(location.folder)):
+                raise WarehouseError(
+                    f"{location.redacted(target)} is still waiting to be taken: a delivery does not replace "
+                    "another; upload under a new name, or wait until it is in processed/"
+                )
             await ftp.upload(file, temporary)
             try:
                 await ftp.rename(temporary, target)
-            except FtpError:  # some servers will not rename over an existing file
+            except FtpError:  # some servers will not rename over an existing file (a snapshot's)
                 await ftp.delete(target)
                 await ftp.rename(temporary, target)
     except FtpError as error:

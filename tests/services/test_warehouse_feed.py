@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import ftplib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ from skuflow.messaging import Broker, Envelope, Queue, Topology, create_broker
 from skuflow.messaging.topology import SKU_PROCESSED
 from skuflow.platform.ftp import FtpLocation
 from skuflow.platform.runtime import ServiceRuntime
-from skuflow.warehouse import upload
+from skuflow.platform.settings import Settings
+from skuflow.warehouse import WarehouseError, upload
 from tests.conftest import TEST_OPTIONS, Stack
 from tests.support.servers import RunningServer, serve
 from tests.support.waiting import wait_until
@@ -34,10 +37,26 @@ HEADER = "warehouse_id,sku,on_hand\n"
 class Feed:
     ftp: FtpServer
     location: FtpLocation  # what inventory watches
+    settings: Settings
     inventory: RunningServer
     http: aiohttp.ClientSession
     observer: Broker
     scratch: Path
+    others: list[RunningServer] = field(default_factory=list)  # more inventory processes, as it were
+
+    async def another_inventory(self) -> RunningServer:
+        """One more inventory on the same database, watching the same server."""
+        from skuflow.inventory.service import build_app
+
+        other = await serve(build_app(self.settings))
+        self.others.append(other)
+        return other
+
+    async def restart_inventory(self) -> None:
+        from skuflow.inventory.service import build_app
+
+        await self.inventory.stop()
+        self.inventory = await serve(build_app(self.settings))
 
     @property
     def runtime(self) -> ServiceRuntime:
@@ -117,14 +136,15 @@ async def make_feed(stack: Stack, tmp_path: Path) -> AsyncIterator[FeedFactory]:
         inventory = await serve(build_app(settings))
         scratch = tmp_path / "warehouse"
         scratch.mkdir(exist_ok=True)
-        feed = Feed(ftp, location, inventory, aiohttp.ClientSession(), observer, scratch)
+        feed = Feed(ftp, location, settings, inventory, aiohttp.ClientSession(), observer, scratch)
         started.append(feed)
         return feed
 
     yield start
     for feed in started:
         await feed.http.close()
-        await feed.inventory.stop()
+        for server in [feed.inventory, *feed.others]:
+            await server.stop()
         await feed.observer.close()
         feed.ftp.stop()
 
@@ -243,6 +263,25 @@ async def test_a_snapshot_is_imported_at_each_new_content_and_never_moved(make_f
     assert (sku["on_hand"], sku["revision"]) == (1, 3)
     assert len(await feed.published()) == 3
 
+    # The same content under a new modification time: downloaded, compared, not imported.
+    snapshot = feed.outbox / "stock.csv"
+    os.utime(snapshot, (snapshot.stat().st_atime, snapshot.stat().st_mtime - 3600))
+    await wait_until(lambda: _watcher_is(feed, last_poll_after=snapshot.stat().st_mtime), what="a look at it")
+    await feed.wait_polls(3)
+    # A version with a bad line is rejected (reported, not moved); then the last imported one is no news.
+    await feed.upload("stock.csv", HEADER + "WH-1,SKU-A,many\n")
+    await wait_until(lambda: (feed.outbox / "rejected" / "stock.csv.errors.txt").exists(), what="the report")
+    await feed.upload("stock.csv", versions[-1])
+    await feed.wait_polls(3)
+    assert [entry.status for entry in await feed.ledger()] == ["imported"] * 3 + ["rejected"]
+    assert snapshot.exists()
+    assert await feed.published() == []
+
+
+async def _watcher_is(feed: Feed, last_poll_after: float) -> bool:
+    last = (await feed.watcher())["last_poll_at"]
+    return last is not None and datetime.fromisoformat(last).timestamp() > last_poll_after
+
 
 async def _imports(feed: Feed, count: int) -> bool:
     return len([entry for entry in await feed.ledger() if entry.status == "imported"]) >= count
@@ -310,3 +349,52 @@ async def test_a_missing_folder_is_reported_until_it_exists(make_feed: FeedFacto
 
 async def _status_is(feed: Feed, status: str) -> bool:
     return (await feed.watcher())["status"] == status
+
+
+async def test_several_inventory_processes_take_each_file_once(feed: Feed):
+    await feed.another_inventory()
+    for n in range(6):
+        _drop_in(feed.outbox, f"d{n}.csv", HEADER + f"WH-1,SKU-{n},{n + 1}\nWH-2,SKU-{n},1\n")
+
+    for n in range(6):
+        await wait_until(lambda n=n: (feed.outbox / "processed" / f"d{n}.csv").exists(), what=f"d{n}.csv")
+    entries = await feed.ledger()
+    assert sorted(entry.path for entry in entries) == [f"/outbox/d{n}.csv" for n in range(6)]
+    assert {entry.status for entry in entries} == {"imported"}
+    assert sorted(event.json()["sku"] for event in await feed.published()) == [f"SKU-{n}" for n in range(6)]
+
+
+async def test_stopping_mid_import_records_nothing_and_the_next_start_imports_the_file_whole(feed: Feed):
+    lines = 150_000
+    _drop_in(feed.outbox, "big.csv", HEADER + "".join(f"WH-1,B-{n},{n % 5}\n" for n in range(lines)))
+    await wait_until(lambda: _importing(feed, "/outbox/big.csv"), timeout=20, what="the import to begin")
+
+    await feed.inventory.stop()  # as SIGTERM does: the import is cancelled and rolled back
+    assert await feed.ledger() == []
+    assert (feed.outbox / "big.csv").exists()
+
+    await feed.restart_inventory()
+    await wait_until(lambda: (feed.outbox / "processed" / "big.csv").exists(), timeout=60, what="big.csv")
+    [entry] = await feed.ledger()
+    assert (entry.status, entry.lines, entry.changed_skus) == ("imported", lines, lines)
+
+
+async def _importing(feed: Feed, path: str) -> bool:
+    return (await feed.watcher())["importing"] == path
+
+
+async def test_a_delivery_does_not_replace_one_still_waiting(make_feed: FeedFactory):
+    feed = await make_feed(poll=30)  # the watcher looks rarely: the first file is still there
+    await feed.upload("stock.csv", HEADER + "WH-1,SKU-A,1\n")
+    with pytest.raises(WarehouseError, match="still waiting to be taken"):
+        await feed.upload("stock.csv", HEADER + "WH-1,SKU-A,2\n")
+    assert (feed.outbox / "stock.csv").read_text() == HEADER + "WH-1,SKU-A,1\n"
+
+
+async def test_totals_may_pass_two_to_the_31st(feed: Feed):
+    top = 1_000_000_000  # the most one warehouse may report
+    _drop_in(feed.outbox, "huge.csv", HEADER + "".join(f"WH-{n},SKU-H,{top}\n" for n in range(3)))
+    await wait_until(lambda: (feed.outbox / "processed" / "huge.csv").exists(), what="huge.csv")
+    sku = await feed.availability("SKU-H")
+    assert sku is not None
+    assert sku["on_hand"] == 3 * top

@@ -80,9 +80,9 @@ def test_bytes_that_are_not_utf8_are_named(tmp_path: Path):
     assert bad[0].startswith("line 2: not valid UTF-8")
 
 
-def test_a_quoted_field_spanning_lines_counts_the_physical_lines(tmp_path: Path):
+def test_a_record_spanning_lines_is_named_by_its_first_line_and_counts_them_all(tmp_path: Path):
     rows, bad = read(tmp_path, 'warehouse_id,sku,on_hand\n"WH\n1",SKU-1,1\nWH-1,SKU-2,2\n')
-    assert bad[0].startswith("line 3: warehouse_id 'WH\\n1'")
+    assert bad[0].startswith("line 2: warehouse_id 'WH\\n1'")
     assert rows == [(4, "WH-1", "SKU-2", 2, NOW)]
 
 

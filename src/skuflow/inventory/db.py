@@ -25,11 +25,11 @@ skus = Table(
     "skus",
     metadata,
     Column("sku", String(64), primary_key=True),
-    Column("on_hand", Integer, nullable=False),
+    Column("on_hand", BigInteger, nullable=False),  # a sum over warehouses: may pass 2^31
     Column("safety_stock", Integer, nullable=False, server_default="0"),
     Column("revision", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("available_for_sale", Integer),
+    Column("available_for_sale", BigInteger),
     Column("recalculated_revision", Integer),
     Column("recalculated_at", DateTime(timezone=True)),
 )

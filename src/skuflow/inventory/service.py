@@ -40,6 +40,8 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
         runtime.on_start.append(watcher.start)
         runtime.on_stop.append(watcher.stop)
         runtime.reports["warehouse_ftp"] = watcher.report
+    else:
+        runtime.reports["warehouse_ftp"] = lambda: {"status": "not configured (SKUFLOW_WAREHOUSE_FTP_URL is unset)"}
     return runtime
 
 

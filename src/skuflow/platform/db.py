@@ -98,15 +98,31 @@ class Database:
                 self._held.discard(name)
             return
         async with self.engine.connect() as connection:
-            statement = text("SELECT pg_try_advisory_lock(hashtext(:name))")
-            obtained = bool(await connection.scalar(statement, {"name": name}))
-            await connection.commit()  # the lock belongs to the session, not to this transaction
+            held = True  # until known otherwise: a connection that may hold the lock never goes back to the pool
             try:
-                yield obtained
+                statement = text("SELECT pg_try_advisory_lock(hashtext(:name))")
+                held = bool(await connection.scalar(statement, {"name": name}))
+                await connection.commit()  # the lock belongs to the session, not to this transaction
+                try:
+                    yield held
+                finally:
+                    if held:
+                        unlock = text("SELECT pg_advisory_unlock(hashtext(:name))")
+                        await connection.execute(unlock, {"name": name})
+                        await connection.commit()
+                        held = False
             finally:
-                if obtained:
-                    await connection.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": name})
-                    await connection.commit()
+                if held:
+                    await connection.invalidate()  # closing the session releases its locks
+
+    async def lock_for_transaction(self, session: AsyncSession, name: str) -> None:
+        """Wait for the lock called `name`, held until the session's transaction ends, across every process
+        of the service. PostgreSQL: an advisory lock. SQLite has one writer at a time: a write that changes
+        nothing takes the database's write lock now, so what the transaction reads next stays true."""
+        if self.is_sqlite:
+            await session.execute(text(f"UPDATE {self.version_table} SET version_num = version_num WHERE 0 = 1"))
+        else:
+            await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
 
     async def copy(self, session: AsyncSession, table: str, columns: Sequence[str], rows: Sequence[Any]) -> None:
         """Rows into `table` by PostgreSQL's COPY, in the session's transaction: for many rows, several

@@ -18,7 +18,7 @@ import hashlib
 import posixpath
 import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -46,8 +46,8 @@ class FtpLocation:
     host: str
     port: int
     user: str
-    password: str
-    path: str
+    password: str = field(repr=False)
+    path: str = "/"
 
     @classmethod
     def parse(cls, url: str) -> FtpLocation:
@@ -77,9 +77,12 @@ class FtpLocation:
         """The folder that holds the deliveries, or the snapshot file."""
         return posixpath.dirname(self.path) if self.is_snapshot else self.path
 
-    def redacted(self) -> str:
-        """The URL without its password, for logs and status pages."""
-        return f"ftp://{self.user}@{self.host}:{self.port}{self.path}"
+    def redacted(self, path: str | None = None) -> str:
+        """The URL (or that of another `path` on the server) without its password, for logs and pages."""
+        return f"ftp://{self.user}@{self.host}:{self.port}{self.path if path is None else path}"
+
+    def at(self, path: str) -> FtpLocation:
+        return replace(self, path=path)
 
     def url(self) -> str:
         return f"ftp://{self.user}:{self.password}@{self.host}:{self.port}{self.path}"
@@ -131,8 +134,12 @@ class FtpConnection:
     def _list_files(self, folder: str) -> list[RemoteFile]:
         files = []
         for name, facts in self._ftp.mlsd(folder, facts=["type", "size", "modify"]):
-            if facts.get("type", "file").lower() == "file":
-                files.append(RemoteFile(name, int(facts.get("size", -1)), facts.get("modify", "")))
+            if facts.get("type", "file").lower() != "file":
+                continue
+            if "size" not in facts or "modify" not in facts:
+                # Without them a growing file cannot be told from a finished one: refuse rather than guess.
+                raise ftplib.error_perm(f"504 the server's MLSD listing gives no size or modify fact for {name}")
+            files.append(RemoteFile(name, int(facts["size"]), facts["modify"]))
         return files
 
     def _download(self, path: str, target: Path) -> str:
@@ -154,8 +161,9 @@ class FtpConnection:
         try:
             self._ftp.mkd(folder)
         except ftplib.error_perm:
+            here = self._ftp.pwd()
             self._ftp.cwd(folder)  # it exists (or this raises: it cannot be created)
-            self._ftp.cwd("/")
+            self._ftp.cwd(here)
 
     def _quit(self) -> None:
         try:

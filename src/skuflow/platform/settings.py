@@ -7,7 +7,6 @@ names without the prefix), then the defaults. A bad value stops start-up with a 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -167,8 +166,12 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def without_password(url: str) -> str:
-    """The URL with its password masked, to be logged or shown."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """The URL with its password masked, to be logged or shown (the last `@` ends the credentials)."""
+    scheme, separator, rest = url.partition("://")
+    credentials, at, address = rest.rpartition("@")
+    if not separator or not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{address}"
 
 
 def _shown(value: Any) -> Any:

@@ -17,12 +17,13 @@ import heapq
 import logging
 import time
 from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.inventory.db import warehouse_files
@@ -65,6 +66,10 @@ class Outcome:
         return {key: value for key, value in asdict(self).items() if key != "errors_report"}
 
 
+class _AlreadyRecorded(Exception):
+    """Another process recorded the file while this one was reading it (seen under the lock)."""
+
+
 class _Rejected(Exception):
     """Raised inside the import's transaction to roll it back."""
 
@@ -75,8 +80,9 @@ class _Rejected(Exception):
 
 async def import_delivery(runtime: ServiceRuntime, delivery: Delivery, workdir: Path) -> Outcome:
     """Import the file unless the ledger says it was (CONTRACT sections 4 and 7)."""
-    if await _seen_before(runtime, delivery):
-        return Outcome("unchanged")
+    async with runtime.db.reading() as session:  # the cheap look first: most repeats end here
+        if await _seen_before(session, delivery):
+            return Outcome("unchanged")
     correlation_id = new_id()
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
@@ -84,6 +90,9 @@ async def import_delivery(runtime: ServiceRuntime, delivery: Delivery, workdir: 
         log.info("importing %s (%d bytes)", delivery.path, delivery.size)
         try:
             outcome = await retrying_conflicts(lambda: _import(runtime, delivery, workdir, started_at, correlation_id))
+        except _AlreadyRecorded:
+            log.info("%s was recorded by another process meanwhile", delivery.path)
+            return Outcome("unchanged")
         except _Rejected as rejected:
             outcome = Outcome(
                 "rejected",
@@ -111,33 +120,31 @@ async def import_delivery(runtime: ServiceRuntime, delivery: Delivery, workdir: 
     return outcome
 
 
-async def _seen_before(runtime: ServiceRuntime, delivery: Delivery) -> bool:
+async def _seen_before(session: AsyncSession, delivery: Delivery) -> bool:
     """A delivery: any earlier import of the same path and content. A snapshot: the same content as its
-    newest version imported (A, B, A is three imports), or as the newest one rejected since then."""
-    async with runtime.db.reading() as session:
-        if not delivery.snapshot:
-            query = select(warehouse_files.c.id).where(
-                warehouse_files.c.path == delivery.path,
-                warehouse_files.c.content_hash == delivery.content_hash,
-                warehouse_files.c.status == "imported",
-            )
-            return (await session.execute(query.limit(1))).first() is not None
-        newest = select(warehouse_files.c.content_hash, warehouse_files.c.status).where(
-            warehouse_files.c.path == delivery.path
+    newest version imported (A, B, A is three imports), or as a version rejected since then (not examined
+    again until it changes)."""
+    files = warehouse_files.c
+    same = select(files.id).where(files.path == delivery.path, files.content_hash == delivery.content_hash)
+    if delivery.snapshot:
+        newest = await session.scalar(
+            select(func.max(files.id)).where(files.path == delivery.path, files.status == "imported")
         )
-        rows = (await session.execute(newest.order_by(warehouse_files.c.id.desc()).limit(2))).all()
-    for content_hash, status in rows:
-        if content_hash == delivery.content_hash:
-            return True
-        if status == "imported":
-            return False  # the newest import differs; an older one does not count
-    return False
+        same = same.where(files.id >= (newest or 0))
+    else:
+        same = same.where(files.status == "imported")
+    return (await session.execute(same.limit(1))).first() is not None
 
 
 async def _import(
     runtime: ServiceRuntime, delivery: Delivery, workdir: Path, started_at: datetime, correlation_id: str
 ) -> Outcome:
     async with runtime.db.transaction() as session:
+        # Another inventory process importing the same file waits here, then finds it in the ledger. (Not
+        # the watcher's lock, which its own process holds: only the ledger decides what was recorded.)
+        await runtime.db.lock_for_transaction(session, f"skuflow-warehouse-import:{delivery.path}")
+        if await _seen_before(session, delivery):
+            raise _AlreadyRecorded
         staging = Staging(runtime.db, session)
         await staging.create()
         lines, bad_lines = await _stage(staging, delivery, workdir, started_at)
@@ -147,25 +154,28 @@ async def _import(
                 report.write(f"{bad}\n")
                 duplicates += 1
         if bad_lines or duplicates:
-            _merge_reports(workdir)
+            await asyncio.to_thread(_merge_reports, workdir)
             raise _Rejected(lines, bad_lines + duplicates)
         applied = await staging.apply(started_at)
         async for names in staging.changed_skus():
             await announce_changes(runtime, session, names)
+        await staging.drop()
         outcome = Outcome("imported", lines, applied.accepted, applied.stale, changed_skus=applied.changed)
         await _write_ledger(session, delivery, outcome, correlation_id, started_at)
     return outcome
 
 
 async def _stage(staging: Staging, delivery: Delivery, workdir: Path, now: datetime) -> tuple[int, int]:
-    """Read and check the file in a worker thread, one batch ahead of staging the previous one."""
+    """Read and check the file in a thread of its own, one batch ahead of staging the previous one."""
     batches: Generator[Batch, None, None] = read_batches(delivery.local, now)
     lines = bad_lines = reported = 0
-    upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+    loop = asyncio.get_running_loop()
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feed-reader")
     try:
+        upcoming = loop.run_in_executor(reader, next, batches, None)
         with (workdir / "bad_lines.txt").open("w", encoding="utf-8") as report:
             while (batch := await upcoming) is not None:
-                upcoming = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+                upcoming = loop.run_in_executor(reader, next, batches, None)
                 for bad in batch.bad:
                     report.write(f"{bad}\n")
                 bad_lines += len(batch.bad)
@@ -175,8 +185,9 @@ async def _stage(staging: Staging, delivery: Delivery, workdir: Path, now: datet
                     reported = lines
                     log.info("%s: %d lines read", delivery.path, lines)
     finally:
-        # On an error, let the reading thread finish its batch before closing the file under it.
-        await asyncio.gather(upcoming, return_exceptions=True)
+        # On an error or a cancellation the thread may be reading a batch: let it finish (a few
+        # milliseconds) before the file is closed under it.
+        reader.shutdown(wait=True)
         batches.close()
     return lines, bad_lines
 

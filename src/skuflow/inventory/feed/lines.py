@@ -56,16 +56,17 @@ def read_batches(path: Path, now: datetime, size: int = BATCH) -> Generator[Batc
         check = _LineChecker(header, now)
         batch = Batch()
         while True:
+            number = reader.line_num + 1  # where the record starts (a quoted field may span lines)
             try:
                 fields = next(reader)
             except StopIteration:
                 break
             except csv.Error as error:
-                batch.bad.append(BadLine(reader.line_num, f"not readable as CSV: {error}"))
+                batch.bad.append(BadLine(number, f"not readable as CSV: {error}"))
                 continue
             if not fields:
                 continue
-            row = check(reader.line_num, fields, batch.bad)
+            row = check(number, fields, batch.bad)
             if row is not None:
                 batch.rows.append(row)
             if len(batch.rows) + len(batch.bad) >= size:

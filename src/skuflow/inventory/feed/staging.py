@@ -133,6 +133,12 @@ class Staging:
         changed = await self.session.scalar(text("SELECT count(*) FROM feed_skus WHERE is_new OR delta <> 0"))
         return Applied(accepted=self.staged - stale, stale=stale, changed=int(changed or 0))
 
+    async def drop(self) -> None:
+        """Empty the tables before the commit (SQLite keeps temporary tables for the connection's life)."""
+        if self.db.is_sqlite:
+            for table in ("feed_lines", "feed_skus"):
+                await self._execute(f"DROP TABLE temp.{table}")
+
     async def changed_skus(self, page: int = 5000) -> AsyncIterator[list[str]]:
         """The SKUs the file changed, in name order, a page at a time."""
         after = ""

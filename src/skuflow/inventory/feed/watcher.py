@@ -22,6 +22,7 @@ import logging
 import posixpath
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from skuflow.platform.runtime import ServiceRuntime
 log = logging.getLogger("skuflow.inventory.feed")
 
 MAX_BACKOFF = 60.0  # seconds between attempts while the server is in trouble, at most
+STOP_TIMEOUT = 10.0  # seconds for an import in progress to roll back on stop
 SNAPSHOT_RECHECK = 60.0  # seconds after which an unchanged-looking snapshot is compared by content again
 
 
@@ -51,6 +53,8 @@ class FeedWatcher:
         self._previous: dict[str, tuple[int, str]] = {}  # name -> (size, modified) at the previous poll
         # Snapshot: the size and time of the version last handled, and when it was (monotonic seconds).
         self._handled: dict[str, tuple[tuple[int, str], float]] = {}
+        self._failed: dict[tuple[str, tuple[int, str]], _Failed] = {}  # (name, version) that failed
+        self.importing: str | None = None  # the file being imported now
         self._task: asyncio.Task[None] | None = None
         self._files = Counter(
             "skuflow_warehouse_files",
@@ -70,11 +74,11 @@ class FeedWatcher:
         self._task = asyncio.create_task(self._run(), name="warehouse feed")
 
     async def stop(self) -> None:
-        """Stop at once: an import in progress is rolled back, and done again, whole, at the next start."""
+        """Stop now: an import in progress is rolled back, and done again, whole, at the next start."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, STOP_TIMEOUT)
 
     def report(self) -> dict[str, Any]:
         """The watcher's state, for /readyz's body."""
@@ -85,53 +89,78 @@ class FeedWatcher:
             "problem": self.problem,
             "polls": self.polls,
             "last_poll_at": self.last_poll_at.isoformat() if self.last_poll_at else None,
+            "importing": self.importing,
             "files": dict(self.counts),
             "last_file": self.last_file,
         }
 
     async def _run(self) -> None:
-        failures = 0
+        failures = 0  # polls in a row that could not reach or list the server
         while True:
             try:
                 await self.poll()
             except FtpError as error:
                 failures += 1
-                self._trouble(str(error), failures)
-            except Exception as error:  # the database, most likely: the file stays for the next attempt
+                self.problem = str(error)
+            except Exception as error:  # the database, most likely
                 failures += 1
                 log.exception("warehouse feed: a poll failed")
-                self._trouble(f"a poll failed: {error!r}", failures)
+                self.problem = f"a poll failed: {error!r}"
             else:
-                if self.problem is not None:
+                if failures:
                     log.info("warehouse feed: %s works again", self.location.redacted())
-                self.problem = None
                 failures = 0
-            delay = min(MAX_BACKOFF, self.poll_seconds * 2 ** max(0, failures - 1)) if failures else self.poll_seconds
+            delay = _backoff(self.poll_seconds, failures)
+            if failures:
+                log.warning("warehouse feed: %s; trying again in %.1f s", self.problem, delay)
             await asyncio.sleep(delay)
 
-    def _trouble(self, problem: str, failures: int) -> None:
-        self.problem = problem
-        delay = min(MAX_BACKOFF, self.poll_seconds * 2 ** (failures - 1))
-        log.warning("warehouse feed: %s; trying again in %.1f s", problem, delay)
-
     async def poll(self) -> None:
-        """One look at the server: take each file that stood still since the previous look."""
+        """One look at the server: take each file that stood still since the previous look. A file that
+        fails is tried again later, with a growing delay, and does not hold up the others."""
         async with connect(self.location) as ftp:
-            listing = await ftp.list_files(self.location.folder)
-            # An empty file is an upload that has not started writing yet: it waits, like a growing one.
-            current = {
-                file.name: (file.size, file.modified) for file in listing if self._wanted(file.name) and file.size
-            }
+            current = await self._listing(ftp)
             steady = [
                 RemoteFile(name, *signature)
                 for name, signature in sorted(current.items())
                 if self._previous.get(name) == signature and not self._handled_already(name, signature)
             ]
             self._previous = current
+            problems = []
             for file in steady:
-                await self._take(ftp, file)
+                key = (file.name, (file.size, file.modified))
+                failed = self._failed.get(key)
+                if failed is not None and time.monotonic() < failed.retry_at:
+                    problems.append(failed.problem)
+                    continue
+                try:
+                    await self._take(ftp, file)
+                except FtpError as error:
+                    if error.code is None:
+                        raise  # the connection itself: the whole poll backs off
+                    problems.append(self._failure(key, str(error)))
+                except Exception as error:
+                    log.exception("warehouse feed: %s failed", file.name)
+                    problems.append(self._failure(key, f"{file.name}: {error!r}"))
+                else:
+                    self._failed.pop(key, None)
+        self.problem = "; ".join(problems) or None
         self.polls += 1
         self.last_poll_at = datetime.now(UTC)
+
+    async def _listing(self, ftp: FtpConnection) -> dict[str, tuple[int, str]]:
+        """The wanted files' (size, modification time). An empty file is an upload that has not written
+        yet: it waits, like a growing one."""
+        listing = await ftp.list_files(self.location.folder)
+        return {file.name: (file.size, file.modified) for file in listing if self._wanted(file.name) and file.size}
+
+    def _failure(self, key: tuple[str, tuple[int, str]], error: str) -> str:
+        attempts = self._failed[key].attempts + 1 if key in self._failed else 1
+        delay = _backoff(self.poll_seconds, attempts)
+        problem = f"{error} (attempt {attempts}; next in {delay:.1f} s)"
+        self._failed[key] = _Failed(attempts, time.monotonic() + delay, problem)
+        log.warning("warehouse feed: %s", problem)
+        return problem
 
     def _handled_already(self, name: str, signature: tuple[int, str]) -> bool:
         """A snapshot's version was handled if its size and time are unchanged; but as a rewrite within the
@@ -147,6 +176,7 @@ class FeedWatcher:
 
     async def _take(self, ftp: FtpConnection, file: RemoteFile) -> None:
         path = posixpath.join(self.location.folder, file.name)
+        signature = (file.size, file.modified)
         async with self.runtime.db.exclusive(f"skuflow-warehouse-file:{path}") as mine:
             if not mine:
                 log.info("%s: another inventory process is taking it", path)
@@ -154,20 +184,31 @@ class FeedWatcher:
             with tempfile.TemporaryDirectory(prefix="skuflow-feed-") as scratch:
                 workdir = Path(scratch)
                 local = workdir / "content.csv"
-                content_hash = await ftp.download(path, local)
-                size = local.stat().st_size
-                if size != file.size:
-                    log.info("%s changed while it was read (%d bytes, then %d); waiting", path, file.size, size)
+                try:
+                    content_hash = await ftp.download(path, local)
+                except FtpError as error:
+                    if error.code == "550":  # gone: another inventory process took it
+                        log.info("%s is gone (%s)", path, error)
+                        return
+                    raise
+                if (await self._listing(ftp)).get(file.name) != signature:
+                    log.info("%s changed while it was read; waiting for it to stand still", path)
                     self._previous.pop(file.name, None)
                     return
-                delivery = Delivery(path, local, content_hash, size, snapshot=self.location.is_snapshot)
-                outcome = await import_delivery(self.runtime, delivery, workdir)
+                delivery = Delivery(path, local, content_hash, file.size, snapshot=self.location.is_snapshot)
+                self.importing = path
+                try:
+                    outcome = await import_delivery(self.runtime, delivery, workdir)
+                finally:
+                    self.importing = None
                 self._count(path, outcome)
-                await self._file_away(ftp, file.name, outcome)
+                await self._file_away(ftp, file.name, signature, outcome)
             if self.location.is_snapshot:
-                self._handled[file.name] = ((file.size, file.modified), time.monotonic())
+                self._handled[file.name] = (signature, time.monotonic())
 
     def _count(self, path: str, outcome: Outcome) -> None:
+        if outcome.status == "unchanged" and self.location.is_snapshot:
+            return  # a snapshot compared again and found the same: routine, not news
         self.counts[outcome.status] += 1
         self._files.labels(self.runtime.name, outcome.status).inc()
         if outcome.status == "imported":
@@ -175,7 +216,7 @@ class FeedWatcher:
         if outcome.status != "unchanged":
             self.last_file = {"path": path, "at": datetime.now(UTC).isoformat(), **outcome.as_dict()}
 
-    async def _file_away(self, ftp: FtpConnection, name: str, outcome: Outcome) -> None:
+    async def _file_away(self, ftp: FtpConnection, name: str, signature: tuple[int, str], outcome: Outcome) -> None:
         """Move a delivery where it belongs now that its outcome is committed; leave a snapshot in place."""
         folder = self.location.folder
         path = posixpath.join(folder, name)
@@ -184,13 +225,31 @@ class FeedWatcher:
             rejected = posixpath.join(folder, "rejected")
             await ftp.ensure_folder(rejected)
             await ftp.upload(outcome.errors_report, posixpath.join(rejected, f"{name}.errors.txt"))
-            if not self.location.is_snapshot:
-                await _move(ftp, path, posixpath.join(rejected, name))
             log.warning("%s rejected: %d bad lines, see %s/%s.errors.txt", path, outcome.bad_lines, rejected, name)
-        elif not self.location.is_snapshot:
-            processed = posixpath.join(folder, "processed")
-            await ftp.ensure_folder(processed)
-            await _move(ftp, path, posixpath.join(processed, name))
+        if self.location.is_snapshot:
+            return
+        now = (await self._listing(ftp)).get(name)
+        if now is None:
+            log.info("%s was moved by another inventory process", path)
+            return
+        if now != signature:  # a new file of the same name came meanwhile: it stays, to be taken in its turn
+            log.warning("%s was replaced after it was read; the new one waits for its turn", path)
+            return
+        target = posixpath.join(folder, "rejected" if outcome.status == "rejected" else "processed")
+        await ftp.ensure_folder(target)
+        await _move(ftp, path, posixpath.join(target, name))
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    attempts: int
+    retry_at: float  # monotonic seconds
+    problem: str
+
+
+def _backoff(poll_seconds: float, failures: int) -> float:
+    """The poll interval, doubled for each failure in a row after the first, up to MAX_BACKOFF."""
+    return min(MAX_BACKOFF, poll_seconds * 2 ** max(0, failures - 1)) if failures else poll_seconds
 
 
 async def _move(ftp: FtpConnection, source: str, target: str) -> None:
