@@ -398,3 +398,26 @@ async def test_totals_may_pass_two_to_the_31st(feed: Feed):
     sku = await feed.availability("SKU-H")
     assert sku is not None
     assert sku["on_hand"] == 3 * top
+
+
+async def test_the_same_name_sent_again_is_a_new_delivery_and_earlier_files_are_kept(feed: Feed):
+    versions = [HEADER + "WH-1,SKU-A,1\n", HEADER + "WH-1,SKU-A,2\n", HEADER + "WH-1,SKU-A,1\n"]
+    for imports, version in enumerate(versions, start=1):
+        _drop_in(feed.outbox, "stock.csv", version)
+        await wait_until(lambda n=imports: _imports(feed, n), what=f"import number {imports}")
+        await wait_until(lambda: not (feed.outbox / "stock.csv").exists(), what="stock.csv moved")
+
+    sku = await feed.availability("SKU-A")
+    assert sku is not None
+    assert (sku["on_hand"], sku["revision"]) == (1, 3)  # A, B, then A again: three imports
+    kept = sorted(path.name for path in (feed.outbox / "processed").iterdir())
+    assert len(kept) == 3
+    assert kept[-1] == "stock.csv"
+    assert all(name.startswith("stock.2") and name.endswith(".csv") for name in kept[:-1])
+
+
+async def test_an_empty_file_is_rejected_not_left_waiting(feed: Feed):
+    _drop_in(feed.outbox, "empty.csv", "")
+    report = feed.outbox / "rejected" / "empty.csv.errors.txt"
+    await wait_until(report.exists, what="empty.csv rejected")
+    assert report.read_text().startswith("line 1: the file is empty")

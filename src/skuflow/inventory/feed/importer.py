@@ -121,18 +121,21 @@ async def import_delivery(runtime: ServiceRuntime, delivery: Delivery, workdir: 
 
 
 async def _seen_before(session: AsyncSession, delivery: Delivery) -> bool:
-    """A delivery: any earlier import of the same path and content. A snapshot: the same content as its
-    newest version imported (A, B, A is three imports), or as a version rejected since then (not examined
-    again until it changes)."""
+    """Whether the file is the version of its path imported last: a delivery left in the folder by a crash
+    between the commit and the move, or a snapshot that has not changed. Any other content is news (A, B,
+    then A again is three imports). A snapshot version rejected since is not examined again either, until it
+    changes; a rejected delivery is moved away, and one sent again is examined again."""
     files = warehouse_files.c
+    newest = await session.scalar(
+        select(func.max(files.id)).where(files.path == delivery.path, files.status == "imported")
+    )
     same = select(files.id).where(files.path == delivery.path, files.content_hash == delivery.content_hash)
     if delivery.snapshot:
-        newest = await session.scalar(
-            select(func.max(files.id)).where(files.path == delivery.path, files.status == "imported")
-        )
         same = same.where(files.id >= (newest or 0))
+    elif newest is None:
+        return False
     else:
-        same = same.where(files.status == "imported")
+        same = same.where(files.id == newest)
     return (await session.execute(same.limit(1))).first() is not None
 
 

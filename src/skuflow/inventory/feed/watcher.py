@@ -149,10 +149,9 @@ class FeedWatcher:
         self.last_poll_at = datetime.now(UTC)
 
     async def _listing(self, ftp: FtpConnection) -> dict[str, tuple[int, str]]:
-        """The wanted files' (size, modification time). An empty file is an upload that has not written
-        yet: it waits, like a growing one."""
+        """The wanted files' (size, modification time)."""
         listing = await ftp.list_files(self.location.folder)
-        return {file.name: (file.size, file.modified) for file in listing if self._wanted(file.name) and file.size}
+        return {file.name: (file.size, file.modified) for file in listing if self._wanted(file.name)}
 
     def _failure(self, key: tuple[str, tuple[int, str]], error: str) -> str:
         attempts = self._failed[key].attempts + 1 if key in self._failed else 1
@@ -220,12 +219,17 @@ class FeedWatcher:
         """Move a delivery where it belongs now that its outcome is committed; leave a snapshot in place."""
         folder = self.location.folder
         path = posixpath.join(folder, name)
+        if self.location.is_snapshot and outcome.status != "rejected":
+            return
+        target = posixpath.join(folder, "rejected" if outcome.status == "rejected" else "processed")
+        await ftp.ensure_folder(target)
+        # An earlier file of the same name is kept: this one gets the time it was filed added to its name.
+        kept = name if self.location.is_snapshot else await _free_name(ftp, target, name)
         if outcome.status == "rejected":
             assert outcome.errors_report is not None
-            rejected = posixpath.join(folder, "rejected")
-            await ftp.ensure_folder(rejected)
-            await ftp.upload(outcome.errors_report, posixpath.join(rejected, f"{name}.errors.txt"))
-            log.warning("%s rejected: %d bad lines, see %s/%s.errors.txt", path, outcome.bad_lines, rejected, name)
+            report = posixpath.join(target, f"{kept}.errors.txt")
+            await ftp.upload(outcome.errors_report, report)
+            log.warning("%s rejected: %d bad lines, see %s", path, outcome.bad_lines, report)
         if self.location.is_snapshot:
             return
         now = (await self._listing(ftp)).get(name)
@@ -235,9 +239,7 @@ class FeedWatcher:
         if now != signature:  # a new file of the same name came meanwhile: it stays, to be taken in its turn
             log.warning("%s was replaced after it was read; the new one waits for its turn", path)
             return
-        target = posixpath.join(folder, "rejected" if outcome.status == "rejected" else "processed")
-        await ftp.ensure_folder(target)
-        await _move(ftp, path, posixpath.join(target, name))
+        await ftp.rename(path, posixpath.join(target, kept))
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,10 +254,9 @@ def _backoff(poll_seconds: float, failures: int) -> float:
     return min(MAX_BACKOFF, poll_seconds * 2 ** max(0, failures - 1)) if failures else poll_seconds
 
 
-async def _move(ftp: FtpConnection, source: str, target: str) -> None:
-    """Rename; if the server will not replace a file of that name, keep both (the new one time-stamped)."""
-    try:
-        await ftp.rename(source, target)
-    except FtpError:
-        stem, extension = posixpath.splitext(target)
-        await ftp.rename(source, f"{stem}.{datetime.now(UTC):%Y%m%dT%H%M%S%f}{extension}")
+async def _free_name(ftp: FtpConnection, folder: str, name: str) -> str:
+    """`name`, or if `folder` holds a file of that name already, `name` with the UTC time inserted."""
+    if all(file.name != name for file in await ftp.list_files(folder)):
+        return name
+    stem, extension = posixpath.splitext(name)
+    return f"{stem}.{datetime.now(UTC):%Y%m%dT%H%M%S%f}{extension}"
