@@ -17,9 +17,10 @@ from sqlalchemy import select
 
 from skuflow.catalog import domain
 from skuflow.catalog.db import products
-from skuflow.catalog.messages import SkuProcessed
+from skuflow.catalog.messages import SkuProcessed, UpdateSkuAvailability
 from skuflow.messaging import Message
 from skuflow.platform.db import Database
+from skuflow.platform.flows import finish_step
 from skuflow.platform.http import ServiceUnavailable, call_json
 from skuflow.platform.runtime import ServiceRuntime
 
@@ -60,6 +61,16 @@ async def mark_sku_availability(runtime: ServiceRuntime, message: Message[SkuPro
         return
     if await store_availability(runtime.db, sku, available=answer.available, revision=answer.revision):
         log.info("SKU %s is %savailable (revision %d)", sku, "" if answer.available else "not ", answer.revision)
+
+
+async def update_sku_availability(runtime: ServiceRuntime, message: Message[UpdateSkuAvailability]) -> None:
+    """Consumer of `catalog.update_sku_availability` (orchestration): the command carries the availability
+    and its revision; stored only if newer, so a stale or repeated command changes nothing. Then the reply."""
+    command = message.body
+    available = command.available_for_sale > 0
+    if await store_availability(runtime.db, command.sku, available=available, revision=command.revision):
+        log.info("SKU %s is %savailable (revision %d)", command.sku, "" if available else "not ", command.revision)
+    await finish_step(runtime, message, "update_sku_availability", command.sku, command.revision)
 
 
 async def stored_revision(db: Database, sku: str) -> int | None:

@@ -7,6 +7,7 @@ import pydantic
 from skuflow.catalog.domain import SKU_PATTERN
 
 SKU_PROCESSED = "sku_processed"
+UPDATE_SKU_AVAILABILITY = "update_sku_availability"
 
 
 class SkuProcessed(pydantic.BaseModel):
@@ -14,3 +15,12 @@ class SkuProcessed(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid")
     sku: str = pydantic.Field(pattern=SKU_PATTERN)
+
+
+class UpdateSkuAvailability(pydantic.BaseModel):
+    """Orchestration's command: inventory's recalculated availability, so that catalog need not ask."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    sku: str = pydantic.Field(pattern=SKU_PATTERN)
+    available_for_sale: int = pydantic.Field(ge=0)
+    revision: int = pydantic.Field(ge=1)

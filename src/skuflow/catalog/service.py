@@ -8,9 +8,9 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from skuflow.catalog import api
-from skuflow.catalog.availability import mark_sku_availability
+from skuflow.catalog.availability import mark_sku_availability, update_sku_availability
 from skuflow.catalog.db import outbox
-from skuflow.catalog.messages import SKU_PROCESSED, SkuProcessed
+from skuflow.catalog.messages import SKU_PROCESSED, UPDATE_SKU_AVAILABILITY, SkuProcessed, UpdateSkuAvailability
 from skuflow.messaging import Subscription
 from skuflow.platform.db import Database
 from skuflow.platform.runtime import ServiceRuntime
@@ -28,6 +28,12 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
     runtime.subscribe(
         [
             Subscription("catalog.sku_processed", SKU_PROCESSED, SkuProcessed, partial(mark_sku_availability, runtime)),
+            Subscription(
+                "catalog.update_sku_availability",
+                UPDATE_SKU_AVAILABILITY,
+                UpdateSkuAvailability,
+                partial(update_sku_availability, runtime),
+            ),
         ]
     )
     return runtime

@@ -16,21 +16,37 @@ from sqlalchemy import func, select
 
 from skuflow.inventory import domain
 from skuflow.inventory.db import skus, stock_levels
-from skuflow.inventory.messages import SkuProcessed
+from skuflow.inventory.messages import RecalculateSku, SkuProcessed
 from skuflow.inventory.recording import announce_changes
 from skuflow.messaging import Message
+from skuflow.platform.flows import finish_step
 from skuflow.platform.runtime import ServiceRuntime
 
 log = logging.getLogger("skuflow.inventory")
 
 
 async def recalculate_availability(runtime: ServiceRuntime, message: Message[SkuProcessed]) -> None:
+    """Consumer of `inventory.sku_processed` (choreography)."""
+    await recalculate(runtime, message.body.sku)
+
+
+async def recalculate_for_flow(runtime: ServiceRuntime, message: Message[RecalculateSku]) -> None:
+    """Consumer of `inventory.recalculate_sku` (orchestration): recalculate, then reply with the revision."""
     sku = message.body.sku
+    revision = await recalculate(runtime, sku)
+    if revision is None:
+        await finish_step(runtime, message, "recalculate_sku", sku, 0, error=f"unknown SKU {sku!r}")
+    else:
+        await finish_step(runtime, message, "recalculate_sku", sku, revision)
+
+
+async def recalculate(runtime: ServiceRuntime, sku: str) -> int | None:
+    """Recalculate the SKU's availability; answers the revision it is now recalculated at (None: unknown)."""
     async with runtime.db.transaction() as session:
         row = (await session.execute(runtime.db.for_update(select(skus).where(skus.c.sku == sku)))).first()
         if row is None:
-            log.warning("sku_processed for unknown SKU %s: nothing to recalculate", sku)
-            return
+            log.warning("unknown SKU %s: nothing to recalculate", sku)
+            return None
         on_hand = int(
             await session.scalar(
                 select(func.coalesce(func.sum(stock_levels.c.on_hand), 0)).where(stock_levels.c.sku == sku)
@@ -55,3 +71,4 @@ async def recalculate_availability(runtime: ServiceRuntime, message: Message[Sku
                 recalculated_at=now,
             )
         )
+    return int(values["revision"])

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from skuflow.inventory import api
 from skuflow.inventory.db import outbox
 from skuflow.inventory.feed.watcher import FeedWatcher
-from skuflow.inventory.messages import SKU_PROCESSED, SkuProcessed
-from skuflow.inventory.recalculation import recalculate_availability
+from skuflow.inventory.messages import RECALCULATE_SKU, SKU_PROCESSED, RecalculateSku, SkuProcessed
+from skuflow.inventory.recalculation import recalculate_availability, recalculate_for_flow
 from skuflow.messaging import Subscription
 from skuflow.platform.db import Database
 from skuflow.platform.ftp import FtpLocation
@@ -30,6 +30,9 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
         [
             Subscription(
                 "inventory.sku_processed", SKU_PROCESSED, SkuProcessed, partial(recalculate_availability, runtime)
+            ),
+            Subscription(
+                "inventory.recalculate_sku", RECALCULATE_SKU, RecalculateSku, partial(recalculate_for_flow, runtime)
             ),
         ]
     )

@@ -24,10 +24,23 @@ from skuflow.messaging.broker import (
 )
 from skuflow.messaging.context import FlowContext, current_flow, flow_scope, new_id
 from skuflow.messaging.envelope import Envelope
-from skuflow.messaging.topology import SKUFLOW, Exchange, Queue, Topology, dead_letter_queue, wait_queue
+from skuflow.messaging.topology import (
+    COMMANDS,
+    FLOW_ID,
+    FLOW_REPLIES,
+    SKUFLOW,
+    Exchange,
+    Queue,
+    Topology,
+    dead_letter_queue,
+    wait_queue,
+)
 
 __all__ = [
+    "COMMANDS",
     "DEFAULT_RETRY_DELAYS",
+    "FLOW_ID",
+    "FLOW_REPLIES",
     "SKUFLOW",
     "Broker",
     "BrokerOptions",

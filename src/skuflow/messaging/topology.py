@@ -22,14 +22,18 @@ class Exchange:
 
 @dataclass(frozen=True, slots=True)
 class Queue:
-    """A durable work queue bound to one exchange; a direct exchange routes by the queue's own name."""
+    """A durable work queue bound to one exchange; a direct exchange routes by the queue's own name, unless
+    `binding_key` names another (a second queue receiving copies of what is routed to the first)."""
 
     name: str
     exchange: Exchange
+    binding_key: str | None = None
 
     @property
     def routing_key(self) -> str:
-        return "" if self.exchange.kind == "fanout" else self.name
+        if self.exchange.kind == "fanout":
+            return ""
+        return self.binding_key or self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,8 @@ def wait_queues(queue: str, delays: Iterable[float]) -> list[str]:
 
 SKU_PROCESSED = Exchange("sku_processed", "fanout")
 COMMANDS = Exchange("commands", "direct")
+FLOW_REPLIES = "inventory.flow_replies"  # where the owners of the steps reply `step_finished`
+FLOW_ID = "flow_id"  # the header of a command naming its flow
 
 SKUFLOW = Topology(
     exchanges=(SKU_PROCESSED, COMMANDS),
@@ -90,6 +96,6 @@ SKUFLOW = Topology(
         Queue("inventory.recalculate_sku", COMMANDS),
         Queue("catalog.update_sku_availability", COMMANDS),
         Queue("users.update_wishlists_for_sku", COMMANDS),
-        Queue("inventory.flow_replies", COMMANDS),
+        Queue(FLOW_REPLIES, COMMANDS),
     ),
 )

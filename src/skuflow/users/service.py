@@ -15,7 +15,7 @@ from skuflow.platform.web import create_app
 from skuflow.users import accounts, db, domain, wishlists
 from skuflow.users.api import NoStore, auth_router, users_router
 from skuflow.users.mailer import Mailer
-from skuflow.users.messages import SKU_PROCESSED, SkuProcessed
+from skuflow.users.messages import SKU_PROCESSED, UPDATE_WISHLISTS_FOR_SKU, SkuProcessed, UpdateWishlistsForSku
 from skuflow.users.wishlist_api import wishlist_router
 
 DESCRIPTION = (
@@ -42,6 +42,12 @@ def build_app(settings: Settings) -> FastAPI:
                 SKU_PROCESSED,
                 SkuProcessed,
                 partial(wishlists.learn_availability, runtime, mailer.wake),
+            ),
+            Subscription(
+                "users.update_wishlists_for_sku",
+                UPDATE_WISHLISTS_FOR_SKU,
+                UpdateWishlistsForSku,
+                partial(wishlists.update_wishlists, runtime, mailer.wake),
             ),
         ]
     )

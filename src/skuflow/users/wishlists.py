@@ -19,11 +19,12 @@ from sqlalchemy import delete, select
 
 from skuflow.messaging import Message
 from skuflow.platform.db import utc
+from skuflow.platform.flows import finish_step
 from skuflow.platform.http import ServiceUnavailable, call_json
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.users import domain
 from skuflow.users.db import notifications, sku_availability, users, wishlist_items
-from skuflow.users.messages import SkuProcessed
+from skuflow.users.messages import SkuProcessed, UpdateWishlistsForSku
 
 log = logging.getLogger("skuflow.users")
 
@@ -48,6 +49,17 @@ async def learn_availability(
         raise ServiceUnavailable(f"inventory answered {status} for the availability of {sku}")
     news = Availability(bool(body["available"]), int(body["revision"]))
     await record_availability(runtime, sku, news, emails_due)
+
+
+async def update_wishlists(
+    runtime: ServiceRuntime, emails_due: Callable[[], None], message: Message[UpdateWishlistsForSku]
+) -> None:
+    """Consumer of `users.update_wishlists_for_sku` (orchestration): the same recording as above, with the
+    availability the command carries (a stale or repeated one changes nothing), then the reply."""
+    command = message.body
+    news = Availability(command.available_for_sale > 0, command.revision)
+    await record_availability(runtime, command.sku, news, emails_due)
+    await finish_step(runtime, message, "update_wishlists_for_sku", command.sku, command.revision)
 
 
 async def record_availability(
