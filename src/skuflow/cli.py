@@ -183,12 +183,13 @@ def warehouse_push(
     kept in SKUFLOW_DATA_DIR/secrets.json), at SKUFLOW_USERS_URL, then reports to SKUFLOW_INVENTORY_URL.
     """
     from skuflow.platform.secrets import with_secrets
-    from skuflow.warehouse import WarehouseError, push
+    from skuflow.service_client import ServiceError
+    from skuflow.warehouse import push
 
     settings, _ = with_secrets(_settings(), generate=False)
     try:
         answer = asyncio.run(push(settings, warehouse, sku, on_hand, as_of))
-    except WarehouseError as error:
+    except ServiceError as error:
         err_console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
     console.print_json(data=answer)
@@ -216,6 +217,57 @@ def warehouse_upload(
         err_console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
     console.print(f"uploaded {file} to {location.redacted(path)}")
+
+
+@app.command("flows")
+def flows_command(
+    status: Annotated[
+        str | None, typer.Option(help="Only flows in this status: running, completed, failed or superseded.")
+    ] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option("--correlation-id", help="The flows one request started (its X-Correlation-ID).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+) -> None:
+    """The orchestrated flows inventory tracks (SKUFLOW_MODE=orchestration), as a table.
+
+    Asks SKUFLOW_INVENTORY_URL as the `admin` client (SKUFLOW_ADMIN_SECRET, else the secret `skuflow up`
+    kept in SKUFLOW_DATA_DIR/secrets.json).
+    """
+    from skuflow.operations import flows
+    from skuflow.platform.secrets import with_secrets
+    from skuflow.service_client import ServiceError
+
+    if status is not None and status not in ("running", "completed", "failed", "superseded"):
+        err_console.print(f"[red]error:[/] --status takes running, completed, failed or superseded, got {status!r}")
+        raise typer.Exit(2)
+    settings, _ = with_secrets(_settings(), generate=False)
+    try:
+        found = asyncio.run(flows(settings, status=status, correlation_id=correlation_id, limit=limit))
+    except ServiceError as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    table = Table(title=f"flows ({len(found)}, newest first)")
+    for column in ("flow", "correlation id", "sku", "rev", "status", "steps (attempts)", "started", "error"):
+        table.add_column(column)
+    marks = {"done": "[green]done[/]", "pending": "[yellow]pending[/]", "failed": "[red]failed[/]"}
+    for flow in found:
+        steps = ", ".join(f"{s['step']} {marks[s['status']]} ({s['attempts']})" for s in flow["steps"])
+        table.add_row(
+            flow["flow_id"][-12:],
+            flow["correlation_id"],
+            flow["sku"],
+            str(flow["revision"]),
+            flow["status"],
+            steps,
+            flow["started_at"][:19].replace("T", " "),
+            flow["error"] or "",
+        )
+    console.print(table)
 
 
 @bench_app.command("bus")

@@ -9,43 +9,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from skuflow.embedded.ftp import embedded_location
 from skuflow.platform.ftp import FtpError, FtpLocation, connect
 from skuflow.platform.secrets import embedded_ftp_password, secrets_file
 from skuflow.platform.settings import Settings
+from skuflow.service_client import ServiceError, call, client_token, session
 
 
-class WarehouseError(Exception):
-    """The report did not go through; the message says why."""
+class WarehouseError(ServiceError):
+    """The report or the upload did not go through; the message says why."""
 
 
 async def push(settings: Settings, warehouse_id: str, sku: str, on_hand: int, as_of: datetime | None) -> dict[str, Any]:
-    if settings.warehouse_secret is None:
-        raise WarehouseError(
-            f"no warehouse secret: SKUFLOW_WAREHOUSE_SECRET is unset and {secrets_file(settings).resolve()} "
-            "does not exist (run from the directory where `skuflow up` ran, or set SKUFLOW_DATA_DIR)"
-        )
     report: dict[str, Any] = {"warehouse_id": warehouse_id, "items": [{"sku": sku, "on_hand": on_hand}]}
     if as_of is not None:
         report["as_of"] = as_of.isoformat()
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": "warehouse",
-        "client_secret": settings.warehouse_secret.get_secret_value(),
-    }
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
-        token = await _call(http, "users", "SKUFLOW_USERS_URL", f"{settings.users_url}/v1/auth/token", data=form)
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
-        return await _call(
-            http,
-            "inventory",
-            "SKUFLOW_INVENTORY_URL",
-            f"{settings.inventory_url}/v1/stock",
-            json=report,
-            headers=headers,
-        )
+    async with session() as http:
+        token = await client_token(http, settings, "warehouse", settings.warehouse_secret)
+        url = f"{settings.inventory_url}/v1/stock"
+        headers = {"Authorization": f"Bearer {token}"}
+        return await call(http, "POST", "inventory", "SKUFLOW_INVENTORY_URL", url, json=report, headers=headers)
 
 
 def ftp_location(settings: Settings) -> FtpLocation:
@@ -91,31 +74,3 @@ async def upload(location: FtpLocation, file: Path) -> str:
     except FtpError as error:
         raise WarehouseError(str(error)) from None
     return target
-
-
-async def _call(http: aiohttp.ClientSession, service: str, setting: str, url: str, **kwargs: Any) -> dict[str, Any]:
-    try:
-        async with http.post(url, **kwargs) as response:
-            body = await response.json(content_type=None)
-            status = response.status
-    except aiohttp.ClientConnectionError as error:
-        reason = error.os_error.strerror if isinstance(error, aiohttp.ClientConnectorError) else str(error)
-        raise WarehouseError(
-            f"cannot reach {service} at {url.split('/v1/')[0]} ({setting}): {reason}; is `skuflow up` running?"
-        ) from None
-    if status >= 400:
-        raise WarehouseError(f"{service} refused the request ({status}): {_explain(body)}")
-    return dict(body)
-
-
-def _explain(body: Any) -> str:
-    """An error body as one readable line: `items[0].on_hand: Input should be ... (got -5)`."""
-    detail = body.get("detail", body.get("error_description", body)) if isinstance(body, dict) else body
-    if not isinstance(detail, list):
-        return str(detail)
-    lines = []
-    for problem in detail:
-        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem.get("loc", [])[1:])
-        got = f" (got {problem['input']!r})" if "input" in problem else ""
-        lines.append(f"{where.lstrip('.') or 'body'}: {problem.get('msg')}{got}")
-    return "; ".join(lines)

@@ -227,3 +227,48 @@ def test_warehouse_upload_names_what_is_wrong(environment: dict[str, str], tmp_p
     bad_url = skuflow("warehouse", "upload", str(stock), env=environment | {"SKUFLOW_WAREHOUSE_FTP_URL": "ftp:/x"})
     assert bad_url.returncode == 2
     assert "SKUFLOW_WAREHOUSE_FTP_URL" in bad_url.stderr
+
+
+def test_up_in_orchestration_mode_and_skuflow_flows_shows_each_flow(environment: dict[str, str]):
+    environment["SKUFLOW_MODE"] = "orchestration"
+    inventory, users = environment["SKUFLOW_INVENTORY_URL"], environment["SKUFLOW_USERS_URL"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skuflow", "up"],
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_ready(process, users, inventory)
+        pushed = skuflow(
+            "warehouse", "push", "--warehouse", "WH-1", "--sku", "SKU-9", "--on-hand", "3", env=environment
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        correlation_id = json.loads(pushed.stdout)["correlation_id"]
+        deadline = time.monotonic() + 30
+        while True:
+            listed = skuflow("flows", "--correlation-id", correlation_id, "--json", env=environment)
+            assert listed.returncode == 0, listed.stderr
+            [flow] = json.loads(listed.stdout)
+            if flow["status"] == "completed":
+                break
+            assert time.monotonic() < deadline, f"the flow did not complete within 30 s: {flow}"
+            time.sleep(0.2)
+        assert [step["status"] for step in flow["steps"]] == ["done", "done", "done"]
+        table = skuflow("flows", "--status", "completed", env=environment)
+        assert table.returncode == 0, table.stderr
+        assert "SKU-9" in table.stdout
+        assert "completed" in table.stdout
+    finally:
+        code, _, err = stop(process)
+    assert code == 0, err
+
+
+def test_flows_names_what_is_wrong(environment: dict[str, str]):
+    wrong = skuflow("flows", "--status", "stuck", env=environment)
+    assert (wrong.returncode, "--status takes running" in wrong.stderr) == (2, True)
+    no_secret = skuflow("flows", env=environment)
+    assert (no_secret.returncode, "SKUFLOW_ADMIN_SECRET is unset" in no_secret.stderr) == (1, True)
+    down = skuflow("flows", env=environment | {"SKUFLOW_ADMIN_SECRET": "x"})
+    assert (down.returncode, "cannot reach users" in down.stderr) == (1, True)

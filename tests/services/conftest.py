@@ -103,7 +103,17 @@ async def _is_zero(count: Any) -> bool:
 
 
 @pytest.fixture
-async def system(stack: Stack) -> AsyncIterator[System]:
+def mode() -> str:
+    """The coordination style; a test module runs in both with
+    `pytestmark = pytest.mark.parametrize("mode", MODES)`."""
+    return "choreography"
+
+
+MODES = ["choreography", "orchestration"]
+
+
+@pytest.fixture
+async def system(stack: Stack, mode: str) -> AsyncIterator[System]:
     """Users, inventory and catalog on real ports of 127.0.0.1, on the test's stack, with an SMTP sink."""
     from skuflow.catalog.service import build_app as catalog_app
     from skuflow.inventory.service import build_app as inventory_app
@@ -112,7 +122,9 @@ async def system(stack: Stack) -> AsyncIterator[System]:
     smtp = SmtpSink()
     await smtp.start()
     sockets = {name: free_socket() for name in ("users", "inventory", "catalog")}
-    settings = stack.settings(smtp_url=smtp.url, **{f"{name}_url": url_of(sock) for name, sock in sockets.items()})
+    settings = stack.settings(
+        smtp_url=smtp.url, mode=mode, **{f"{name}_url": url_of(sock) for name, sock in sockets.items()}
+    )
     users = await serve(users_app(settings), sockets["users"])
     inventory = await serve(inventory_app(settings), sockets["inventory"])
     catalog = await serve(catalog_app(settings), sockets["catalog"])
@@ -122,10 +134,12 @@ async def system(stack: Stack) -> AsyncIterator[System]:
     await observer.declare(Topology((SKU_PROCESSED,), (Queue("test.observer.sku_processed", SKU_PROCESSED),)))
     http = aiohttp.ClientSession()
     try:
-        yield System(stack, http, users, inventory, catalog, smtp, observer)
+        system = System(stack, http, users, inventory, catalog, smtp, observer)
+        yield system
     finally:
         await http.close()
         await observer.close()
-        for server in (catalog, inventory, users):
+        # The ones the test left running (a test may stop a service and start another in its place).
+        for server in (system.catalog, system.inventory, system.users):
             await server.stop()
         await smtp.stop()

@@ -1,4 +1,4 @@
-"""A property of the whole choreography flow, checked on random histories (hypothesis).
+"""A property of the whole flow, in both coordination styles, checked on random histories (hypothesis).
 
 Random stock reports for a few SKUs from a few warehouses, with extra (duplicate, late) deliveries of
 `sku_processed` injected at random points. Once everything has drained: catalog's availability equals
@@ -15,13 +15,14 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
 from skuflow.catalog.db import products
 from skuflow.users.db import notifications
-from tests.services.conftest import System
+from tests.services.conftest import MODES, System
 from tests.support.waiting import wait_until
 
 EXAMPLES = int(os.environ.get("SKUFLOW_PROPERTY_EXAMPLES", "6"))
@@ -56,6 +57,7 @@ class History:
         return sum(1 for previous, now in zip([False, *self.states], self.states, strict=False) if now and not previous)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

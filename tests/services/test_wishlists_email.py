@@ -1,4 +1,5 @@
-"""The choreography flow end to end: stock in at inventory, catalog and users follow, emails go out.
+"""The flow end to end: stock in at inventory, catalog and users follow, emails go out; in both coordination
+styles (choreography: one `sku_processed` event; orchestration: inventory's commands), the same outcome.
 
 Real HTTP servers, a real SMTP server receiving the mail, on both stacks (memory + SQLite, RabbitMQ +
 PostgreSQL). CONTRACT sections 3 and 7: one email per not-available -> available transition users observes.
@@ -8,12 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.users.db import notifications, sku_availability
-from tests.services.conftest import System
+from tests.services.conftest import MODES, System
 from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.parametrize("mode", MODES)
 
 
 def runtime_of(system: System, service: str) -> ServiceRuntime:

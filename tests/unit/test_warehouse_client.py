@@ -1,4 +1,4 @@
-from skuflow.warehouse import _explain
+from skuflow.service_client import explain as _explain
 
 
 def test_a_validation_error_reads_as_one_line_naming_the_item():

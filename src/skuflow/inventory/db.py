@@ -13,6 +13,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
 )
 
 from skuflow.platform.outbox import outbox_table
@@ -79,6 +80,40 @@ warehouse_files = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Index("ix_warehouse_files_path", "path", "id"),
+)
+
+# Orchestration (CONTRACT section 7): one flow per SKU change, and its three steps.
+flows = Table(
+    "flows",
+    metadata,
+    Column("flow_id", String(64), primary_key=True),  # time-ordered: the newest sort last
+    Column("correlation_id", String(128), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("revision", Integer, nullable=False),  # the SKU's revision the flow was started for
+    Column("status", String(16), nullable=False),  # running | completed | failed | superseded
+    Column("available_for_sale", BigInteger),  # what recalculation found, sent on to catalog and users
+    Column("recalculated_revision", Integer),
+    Column("error", Text),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_flows_correlation_id", "correlation_id"),
+    Index("ix_flows_sku_status", "sku", "status"),
+    Index("ix_flows_status_flow_id", "status", "flow_id"),
+)
+
+flow_steps = Table(
+    "flow_steps",
+    metadata,
+    Column("flow_id", String(64), nullable=False),
+    Column("step", String(32), nullable=False),  # recalculate_sku | update_sku_availability | update_wishlists_for_sku
+    Column("status", String(16), nullable=False),  # pending | done | failed
+    Column("attempts", Integer, nullable=False),  # commands sent so far
+    Column("sent_at", DateTime(timezone=True)),  # the last one
+    Column("finished_at", DateTime(timezone=True)),
+    Column("error", Text),
+    PrimaryKeyConstraint("flow_id", "step"),
+    Index("ix_flow_steps_waiting", "status", "sent_at"),
 )
 
 outbox = outbox_table(metadata)

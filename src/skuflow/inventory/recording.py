@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from skuflow.inventory import domain
 from skuflow.inventory.db import idempotency_keys, skus, stock_levels
 from skuflow.inventory.messages import SKU_PROCESSED, SkuProcessed
+from skuflow.inventory.orchestration import start_flows
 from skuflow.messaging import Outgoing, current_flow
 from skuflow.platform.db import Database, utc
 from skuflow.platform.runtime import ServiceRuntime
@@ -221,7 +222,12 @@ async def set_safety_stock(runtime: ServiceRuntime, sku: str, safety_stock: int)
 
 
 async def announce_changes(runtime: ServiceRuntime, session: AsyncSession, names: Sequence[str]) -> None:
-    """Tell the rest of the system that SKUs changed, in the transaction that changed them."""
+    """Tell the rest of the system that SKUs changed, in the transaction that changed them: one
+    `sku_processed` event each (choreography), or one flow each, started with its first command
+    (orchestration)."""
+    if runtime.settings.mode == "orchestration":
+        await start_flows(runtime, session, names)
+        return
     assert runtime.outbox is not None
     await runtime.outbox.add_many(
         session,

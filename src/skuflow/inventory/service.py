@@ -7,12 +7,13 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from skuflow.inventory import api
+from skuflow.inventory import api, flows_api
 from skuflow.inventory.db import outbox
 from skuflow.inventory.feed.watcher import FeedWatcher
 from skuflow.inventory.messages import RECALCULATE_SKU, SKU_PROCESSED, RecalculateSku, SkuProcessed
+from skuflow.inventory.orchestration import STEP_FINISHED, StepFinished, StepTimeouts, on_step_finished
 from skuflow.inventory.recalculation import recalculate_availability, recalculate_for_flow
-from skuflow.messaging import Subscription
+from skuflow.messaging import FLOW_REPLIES, Subscription
 from skuflow.platform.db import Database
 from skuflow.platform.ftp import FtpLocation
 from skuflow.platform.runtime import ServiceRuntime
@@ -34,8 +35,12 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
             Subscription(
                 "inventory.recalculate_sku", RECALCULATE_SKU, RecalculateSku, partial(recalculate_for_flow, runtime)
             ),
+            Subscription(FLOW_REPLIES, STEP_FINISHED, StepFinished, partial(on_step_finished, runtime)),
         ]
     )
+    timeouts = StepTimeouts(runtime)  # in both modes: flows begun before a switch still end
+    runtime.on_start.append(timeouts.start)
+    runtime.on_stop.append(timeouts.stop)
     if settings.warehouse_ftp_url:
         watcher = FeedWatcher(
             runtime, FtpLocation.parse(settings.warehouse_ftp_url), settings.warehouse_ftp_poll_seconds
@@ -51,7 +56,7 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
 def build_app(settings: Settings) -> FastAPI:
     return create_app(
         build_runtime(settings),
-        [api.router],
+        [api.router, flows_api.router],
         title="skuflow inventory",
         description="Stock numbers per warehouse and SKU, and availability for sale.",
     )

@@ -1,0 +1,273 @@
+"""Orchestration (`SKUFLOW_MODE=orchestration`, CONTRACT sections 1, 2 and 7): inventory drives each SKU
+change through its steps and keeps track of every flow in its own database.
+
+    recalculate_sku (inventory) --> update_sku_availability (catalog)
+                                \\-> update_wishlists_for_sku (users)
+
+A flow starts in the transaction that changed the SKU, with its first command in the outbox: a flow never
+exists without its command, nor the reverse. Each `step_finished` reply moves it on in one transaction,
+with the next commands in the outbox; a reply for a step already done, or for a flow no longer running, is
+ignored. A step not answered within `SKUFLOW_FLOW_STEP_TIMEOUT_SECONDS` is sent again (the owners are
+idempotent), and after `SKUFLOW_FLOW_STEP_ATTEMPTS` sends the step and its flow are failed. A newer change of
+the same SKU supersedes a flow still running. Since all of it is in the database and the outbox, a restart
+of inventory resumes every flow where it was, in either mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import pydantic
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from skuflow.inventory.db import flow_steps, flows, skus
+from skuflow.messaging import COMMANDS, FLOW_ID, Message, Outgoing, current_flow, new_id
+from skuflow.platform.runtime import ServiceRuntime
+
+log = logging.getLogger("skuflow.inventory.flows")
+
+RECALCULATE = "recalculate_sku"
+UPDATE_CATALOG = "update_sku_availability"
+UPDATE_WISHLISTS = "update_wishlists_for_sku"
+STEPS = (RECALCULATE, UPDATE_CATALOG, UPDATE_WISHLISTS)
+OWNERS = {RECALCULATE: "inventory", UPDATE_CATALOG: "catalog", UPDATE_WISHLISTS: "users"}
+STEP_FINISHED = "step_finished"
+SWEEP_BATCH = 500
+
+
+class StepFinished(pydantic.BaseModel):
+    """A step owner's reply (inventory's own model of it)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    flow_id: str = pydantic.Field(min_length=1, max_length=64)
+    sku: str
+    step: Literal["recalculate_sku", "update_sku_availability", "update_wishlists_for_sku"]
+    revision: int
+    ok: bool
+    error: str | None = None
+
+
+_last_microsecond = 0
+
+
+def new_flow_id() -> str:
+    """Unique and time-ordered (microseconds, strictly rising in this process, then randomness), so that
+    flows page in the order they began."""
+    global _last_microsecond
+    _last_microsecond = max(time.time_ns() // 1000, _last_microsecond + 1)
+    return f"{_last_microsecond:014x}{secrets.token_hex(9)}"
+
+
+async def start_flows(runtime: ServiceRuntime, session: AsyncSession, names: Sequence[str]) -> None:
+    """One flow per changed SKU, in the transaction that changed them, with its first command."""
+    if not names:
+        return
+    now = datetime.now(UTC)
+    revisions = dict((await session.execute(select(skus.c.sku, skus.c.revision).where(skus.c.sku.in_(names)))).all())
+    await session.execute(
+        flows.update()
+        .where(flows.c.sku.in_(names), flows.c.status == "running")
+        .values(status="superseded", updated_at=now, finished_at=now)
+    )
+    flow = current_flow()
+    correlation_id = flow.correlation_id if flow else new_id()
+    started: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    for sku in names:
+        flow_id = new_flow_id()
+        started.append(
+            {
+                "flow_id": flow_id,
+                "correlation_id": correlation_id,
+                "sku": sku,
+                "revision": revisions[sku],
+                "status": "running",
+                "started_at": now,
+                "updated_at": now,
+            }
+        )
+        for step in STEPS:
+            first = step == RECALCULATE
+            steps.append(
+                {
+                    "flow_id": flow_id,
+                    "step": step,
+                    "status": "pending",
+                    "attempts": 1 if first else 0,
+                    "sent_at": now if first else None,
+                }
+            )
+    await session.execute(flows.insert(), started)
+    await session.execute(flow_steps.insert(), steps)
+    await _send(runtime, session, [_command(runtime, RECALCULATE, row) for row in started])
+
+
+async def on_step_finished(runtime: ServiceRuntime, message: Message[StepFinished]) -> None:
+    """Consumer of `inventory.flow_replies`: move the flow on."""
+    reply = message.body
+    now = datetime.now(UTC)
+    async with runtime.db.transaction() as session:
+        flow = (
+            await session.execute(runtime.db.for_update(select(flows).where(flows.c.flow_id == reply.flow_id)))
+        ).first()
+        if flow is None:
+            log.warning("step_finished for unknown flow %s (%s): ignored", reply.flow_id, reply.step)
+            return
+        step = (
+            await session.execute(
+                select(flow_steps).where(flow_steps.c.flow_id == reply.flow_id, flow_steps.c.step == reply.step)
+            )
+        ).first()
+        if flow.status != "running" or step is None or step.status != "pending":
+            log.debug("late or repeated %s for flow %s (%s): ignored", reply.step, reply.flow_id, flow.status)
+            return
+        if not reply.ok:
+            await _fail(session, flow.flow_id, reply.step, reply.error or "the step failed", now)
+            return
+        await _set_step(session, flow.flow_id, reply.step, status="done", finished_at=now)
+        if reply.step == RECALCULATE:
+            await _after_recalculation(runtime, session, flow, now)
+        elif await _all_done(session, flow.flow_id):
+            await session.execute(
+                flows.update()
+                .where(flows.c.flow_id == flow.flow_id)
+                .values(status="completed", updated_at=now, finished_at=now)
+            )
+        else:
+            await session.execute(flows.update().where(flows.c.flow_id == flow.flow_id).values(updated_at=now))
+
+
+async def _after_recalculation(runtime: ServiceRuntime, session: AsyncSession, flow: Any, now: datetime) -> None:
+    """Send catalog and users what recalculation found, with the revision it was found at."""
+    sku = (
+        await session.execute(
+            select(skus.c.available_for_sale, skus.c.recalculated_revision).where(skus.c.sku == flow.sku)
+        )
+    ).first()
+    assert sku is not None  # flows are only started for SKUs that exist, and SKUs are never deleted
+    values = {"available_for_sale": sku.available_for_sale, "recalculated_revision": sku.recalculated_revision}
+    await session.execute(flows.update().where(flows.c.flow_id == flow.flow_id).values(**values, updated_at=now))
+    for step in (UPDATE_CATALOG, UPDATE_WISHLISTS):
+        await _set_step(session, flow.flow_id, step, attempts=1, sent_at=now)
+    row = {**flow._mapping, **values}
+    await _send(runtime, session, [_command(runtime, step, row) for step in (UPDATE_CATALOG, UPDATE_WISHLISTS)])
+
+
+async def _all_done(session: AsyncSession, flow_id: str) -> bool:
+    waiting = await session.scalar(
+        select(func.count())
+        .select_from(flow_steps)
+        .where(flow_steps.c.flow_id == flow_id, flow_steps.c.status != "done")
+    )
+    return not waiting
+
+
+async def _fail(session: AsyncSession, flow_id: str, step: str, error: str, now: datetime) -> None:
+    await _set_step(session, flow_id, step, status="failed", finished_at=now, error=error)
+    await session.execute(
+        flows.update()
+        .where(flows.c.flow_id == flow_id)
+        .values(status="failed", error=f"{step}: {error}", updated_at=now, finished_at=now)
+    )
+    log.error("flow %s failed at %s: %s", flow_id, step, error)
+
+
+async def _set_step(session: AsyncSession, flow_id: str, step: str, **values: Any) -> None:
+    await session.execute(
+        flow_steps.update().where(flow_steps.c.flow_id == flow_id, flow_steps.c.step == step).values(**values)
+    )
+
+
+def _command(runtime: ServiceRuntime, step: str, flow: Any) -> Outgoing:
+    """The command of `step` for a flow (a row of `flows`, or the same keys): first send or a resend."""
+    body: dict[str, Any] = {"sku": flow["sku"]}
+    if step != RECALCULATE:
+        body |= {"available_for_sale": flow["available_for_sale"], "revision": flow["recalculated_revision"]}
+    headers = {FLOW_ID: flow["flow_id"]}
+    envelope = runtime.broker.envelope(step, body, correlation_id=flow["correlation_id"], headers=headers)
+    return Outgoing(envelope, COMMANDS.name, f"{OWNERS[step]}.{step}")
+
+
+async def _send(runtime: ServiceRuntime, session: AsyncSession, commands: list[Outgoing]) -> None:
+    assert runtime.outbox is not None
+    await runtime.outbox.add_many(session, commands)
+
+
+class StepTimeouts:
+    """Sends a step's command again when it was not answered in time; fails the flow after the last try.
+
+    Runs in every mode, so that flows started before a switch to choreography still end."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+        self.timeout = timedelta(seconds=runtime.settings.flow_step_timeout_seconds)
+        self.attempts = runtime.settings.flow_step_attempts
+        self.interval = min(1.0, runtime.settings.flow_step_timeout_seconds / 4)
+        self.resent = 0
+        self.failed = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="flow step timeouts")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while await self.sweep() == SWEEP_BATCH:
+                    pass
+            except Exception:
+                log.exception("flow step timeouts: a sweep failed")
+            await asyncio.sleep(self.interval)
+
+    async def sweep(self) -> int:
+        """Handle the steps overdue now; answers how many."""
+        now = datetime.now(UTC)
+        db = self.runtime.db
+        query = (
+            select(flow_steps.c.flow_id, flow_steps.c.step, flow_steps.c.attempts, flows)
+            .join(flows, flows.c.flow_id == flow_steps.c.flow_id)
+            .where(
+                and_(
+                    flows.c.status == "running",
+                    flow_steps.c.status == "pending",
+                    flow_steps.c.attempts > 0,
+                    flow_steps.c.sent_at < now - self.timeout,
+                )
+            )
+            .limit(SWEEP_BATCH)
+        )
+        if not db.is_sqlite:  # several inventory processes: each takes other steps
+            query = query.with_for_update(of=flow_steps, skip_locked=True)
+        async with db.transaction() as session:
+            overdue = (await session.execute(query)).all()
+            resends = []
+            for row in overdue:
+                if row.attempts >= self.attempts:
+                    error = f"no step_finished after {row.attempts} attempts of {self.timeout.total_seconds():g} s"
+                    await _fail(session, row.flow_id, row.step, error, now)
+                    self.failed += 1
+                    continue
+                await session.execute(
+                    update(flow_steps)
+                    .where(flow_steps.c.flow_id == row.flow_id, flow_steps.c.step == row.step)
+                    .values(attempts=flow_steps.c.attempts + 1, sent_at=now)
+                )
+                resends.append(_command(self.runtime, row.step, row._mapping))
+                log.warning("flow %s: %s unanswered; sent again (%d)", row.flow_id, row.step, row.attempts + 1)
+            await _send(self.runtime, session, resends)
+            self.resent += len(resends)
+        return len(overdue)

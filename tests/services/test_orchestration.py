@@ -1,0 +1,157 @@
+"""Orchestration (CONTRACT sections 1, 2 and 7): inventory drives each SKU change with commands and tracks
+every flow; the end-to-end behaviour in both styles is `test_wishlists_email.py`, run in each mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from skuflow.messaging import COMMANDS, Queue, Topology
+from tests.conftest import Stack
+from tests.services.conftest import MODES, System
+from tests.support.servers import serve
+from tests.support.waiting import wait_until
+
+COMMAND_QUEUES = ("inventory.recalculate_sku", "catalog.update_sku_availability", "users.update_wishlists_for_sku")
+
+
+async def report(system: System, sku: str, on_hand: int, correlation_id: str, *more: tuple[str, int]) -> None:
+    token = await system.client_token()
+    items = [{"sku": name, "on_hand": number} for name, number in [(sku, on_hand), *more]]
+    body = {"warehouse_id": "WH-1", "items": items}
+    headers = {"X-Correlation-ID": correlation_id}
+    status, answer, _ = await system.call("POST", "/v1/stock", token=token, json=body, headers=headers)
+    assert status == 202, answer
+
+
+async def flows_of(system: System, correlation_id: str) -> list[dict[str, Any]]:
+    status, body, _ = await system.call("GET", f"/v1/flows/{correlation_id}", token=await system.client_token())
+    return list(body["items"]) if status == 200 else []
+
+
+async def flow_status_is(system: System, correlation_id: str, *statuses: str) -> bool:
+    found = await flows_of(system, correlation_id)
+    return bool(found) and [flow["status"] for flow in found] == list(statuses)
+
+
+async def catalog_knows(system: System, sku: str, revision: int) -> bool:
+    from sqlalchemy import select
+
+    from skuflow.catalog.db import products
+
+    async with system.catalog.app.state.runtime.db.reading() as session:
+        known = await session.scalar(select(products.c.availability_revision).where(products.c.sku == sku))
+    return known is not None and known >= revision
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_each_style_sends_only_its_own_messages(system: System, mode: str):
+    observed = {queue: f"test.observer.{queue}" for queue in COMMAND_QUEUES}
+    await system.observer.declare(
+        Topology((COMMANDS,), tuple(Queue(copy, COMMANDS, binding_key=queue) for queue, copy in observed.items()))
+    )
+    await report(system, "SKU-M", 4, f"styles-{mode}")
+    await wait_until(lambda: catalog_knows(system, "SKU-M", 1), what="catalog to follow")
+
+    events = await system.published()
+    commands = {queue: len(await system.observer.take(copy, 100)) for queue, copy in observed.items()}
+    if mode == "choreography":
+        assert (len(events), commands) == (1, dict.fromkeys(COMMAND_QUEUES, 0))
+    else:
+        assert (len(events), commands) == (0, dict.fromkeys(COMMAND_QUEUES, 1))
+
+
+async def test_a_flow_per_sku_is_tracked_step_by_step_to_completion(system: System):
+    await report(system, "SKU-T", 3, "tracked-1", ("SKU-U", 0))
+    await wait_until(lambda: flow_status_is(system, "tracked-1", "completed", "completed"), what="both flows")
+
+    [flow, other] = await flows_of(system, "tracked-1")
+    assert (flow["sku"], flow["revision"], flow["available_for_sale"], flow["error"]) == ("SKU-T", 1, 3, None)
+    assert (other["sku"], other["available_for_sale"]) == ("SKU-U", 0)
+    assert [(s["step"], s["status"], s["attempts"]) for s in flow["steps"]] == [
+        ("recalculate_sku", "done", 1),
+        ("update_sku_availability", "done", 1),
+        ("update_wishlists_for_sku", "done", 1),
+    ]
+    assert flow["finished_at"] is not None
+    token = await system.client_token()
+    status, first, _ = await system.call("GET", "/v1/flows?status=completed&limit=1", token=token)
+    assert (status, [item["flow_id"] for item in first["items"]]) == (200, [other["flow_id"]])  # newest first
+    cursor = first["next_cursor"]
+    status, second, _ = await system.call("GET", f"/v1/flows?status=completed&limit=1&cursor={cursor}", token=token)
+    assert ([item["flow_id"] for item in second["items"]], second["next_cursor"]) == ([flow["flow_id"]], None)
+    status, none, _ = await system.call("GET", "/v1/flows?status=failed", token=token)
+    assert none == {"items": [], "next_cursor": None}
+    status, _, _ = await system.call("GET", "/v1/flows")
+    assert status == 401
+    status, _, _ = await system.call("GET", "/v1/flows", token=await system.user_token())
+    assert status == 403
+    status, missing, _ = await system.call("GET", "/v1/flows/nothing-here", token=token)
+    assert status == 404
+    assert "nothing-here" in missing["detail"]
+
+
+@pytest.fixture
+def quick_steps(stack: Stack) -> None:
+    """A step is given 0.3 s to answer, and two tries."""
+    stack.overrides |= {"flow_step_timeout_seconds": 0.3, "flow_step_attempts": 2}
+
+
+async def test_a_step_without_an_answer_is_sent_again_then_fails_its_flow(quick_steps: None, system: System):
+    await system.catalog.stop()  # catalog will not answer
+    await report(system, "SKU-Q", 2, "unanswered-1")
+
+    await wait_until(lambda: flow_status_is(system, "unanswered-1", "failed"), what="the flow to fail")
+    [flow] = await flows_of(system, "unanswered-1")
+    steps = {step["step"]: step for step in flow["steps"]}
+    assert (steps["recalculate_sku"]["status"], steps["update_wishlists_for_sku"]["status"]) == ("done", "done")
+    catalog = steps["update_sku_availability"]
+    assert (catalog["status"], catalog["attempts"]) == ("failed", 2)
+    assert catalog["error"] == "no step_finished after 2 attempts of 0.3 s"
+    assert flow["error"].startswith("update_sku_availability: no step_finished")
+
+
+async def test_a_newer_change_supersedes_a_running_flow(system: System):
+    await system.catalog.stop()  # the first flow cannot finish
+    await report(system, "SKU-N", 2, "older")
+    await wait_until(lambda: flow_status_is(system, "older", "running"), what="the first flow")
+    await report(system, "SKU-N", 0, "newer")
+
+    await wait_until(lambda: flow_status_is(system, "older", "superseded"), what="the first flow superseded")
+    assert await flow_status_is(system, "newer", "running")
+    [older], [newer] = await flows_of(system, "older"), await flows_of(system, "newer")
+    assert (older["revision"], newer["revision"]) == (1, 2)
+
+
+async def test_a_flow_begun_in_orchestration_ends_after_a_restart_in_choreography(system: System):
+    """Switching modes strands nothing: the command waiting for catalog, the reply, the flow's state."""
+    from skuflow.catalog.service import build_app as catalog_app
+    from skuflow.inventory.service import build_app as inventory_app
+
+    await system.catalog.stop()
+    await report(system, "SKU-W", 5, "switch-1")
+    await wait_until(lambda: flow_status_is(system, "switch-1", "running"), what="the flow to wait for catalog")
+
+    choreography = system.inventory.app.state.runtime.settings.model_copy(update={"mode": "choreography"})
+    await system.inventory.stop()
+    system.inventory = await serve(inventory_app(choreography), _socket_of(system.inventory.url))
+    system.catalog = await serve(catalog_app(choreography))  # back, in the other style
+
+    await wait_until(lambda: flow_status_is(system, "switch-1", "completed"), timeout=20, what="the flow to end")
+    assert await catalog_knows(system, "SKU-W", 1)
+    await report(system, "SKU-W", 6, "switch-2")  # and from now on, choreography: no flow
+    await wait_until(lambda: catalog_knows(system, "SKU-W", 2), what="catalog to follow the event")
+    assert await flows_of(system, "switch-2") == []
+
+
+def _socket_of(url: str) -> Any:
+    from skuflow.platform.serving import bind
+
+    return bind("127.0.0.1", int(url.rsplit(":", 1)[1]))
+
+
+@pytest.fixture
+def mode() -> str:
+    """Orchestration, except in the test parametrized over both."""
+    return "orchestration"
