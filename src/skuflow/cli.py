@@ -242,6 +242,9 @@ def flows_command(
     if status is not None and status not in ("running", "completed", "failed", "superseded"):
         err_console.print(f"[red]error:[/] --status takes running, completed, failed or superseded, got {status!r}")
         raise typer.Exit(2)
+    if status is not None and correlation_id is not None:
+        err_console.print("[red]error:[/] give --status or --correlation-id, not both")
+        raise typer.Exit(2)
     settings, _ = with_secrets(_settings(), generate=False)
     try:
         found = asyncio.run(flows(settings, status=status, correlation_id=correlation_id, limit=limit))
@@ -251,7 +254,8 @@ def flows_command(
     if as_json:
         print(json.dumps(found, indent=2))
         return
-    table = Table(title=f"flows ({len(found)}, newest first)")
+    order = "oldest first" if correlation_id else "newest first"
+    table = Table(title=f"flows ({len(found)}, {order})")
     for column in ("flow", "correlation id", "sku", "rev", "status", "steps (attempts)", "started", "error"):
         table.add_column(column)
     marks = {"done": "[green]done[/]", "pending": "[yellow]pending[/]", "failed": "[red]failed[/]"}

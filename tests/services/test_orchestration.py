@@ -3,11 +3,12 @@ every flow; the end-to-end behaviour in both styles is `test_wishlists_email.py`
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from skuflow.messaging import COMMANDS, Queue, Topology
+from skuflow.messaging import COMMANDS, FLOW_REPLIES, Queue, Topology
 from tests.conftest import Stack
 from tests.services.conftest import MODES, System
 from tests.support.servers import serve
@@ -149,6 +150,50 @@ def _socket_of(url: str) -> Any:
     from skuflow.platform.serving import bind
 
     return bind("127.0.0.1", int(url.rsplit(":", 1)[1]))
+
+
+async def test_a_command_still_in_the_outbox_is_not_counted_late(quick_steps: None, system: System):
+    relay = system.inventory_runtime.relay
+    assert relay is not None
+    await relay.stop()  # the first command stays in the outbox, as behind a big import or a broker outage
+    await report(system, "SKU-O", 1, "queued-1")
+    await asyncio.sleep(1.0)  # more than three step timeouts: not one of them may count
+    [flow] = await flows_of(system, "queued-1")
+    assert (flow["status"], flow["steps"][0]["attempts"]) == ("running", 1)
+
+    relay.start()
+    await wait_until(lambda: flow_status_is(system, "queued-1", "completed"), what="the flow, once sent")
+
+
+async def test_answers_the_flow_did_not_ask_for_change_nothing(system: System):
+    await report(system, "SKU-A", 1, "asked-1")
+    await wait_until(lambda: flow_status_is(system, "asked-1", "completed"), what="the flow")
+    [flow] = await flows_of(system, "asked-1")
+
+    def answer(step: str, sku: str, ok: bool) -> Any:
+        body = {"flow_id": flow["flow_id"], "sku": sku, "step": step, "revision": 1, "ok": ok, "error": None}
+        return system.observer.envelope("step_finished", body)
+
+    stats = system.inventory_runtime.broker.stats
+    acked = stats.acked
+    for late in (answer("update_sku_availability", "SKU-A", False), answer("recalculate_sku", "SKU-Z", True)):
+        await system.observer.publish(late, COMMANDS.name, FLOW_REPLIES)
+    await wait_until(lambda: stats.acked >= acked + 2, what="inventory to handle both answers")
+    [after] = await flows_of(system, "asked-1")
+    assert after == flow
+
+
+async def test_a_new_safety_stock_starts_a_flow_too(system: System):
+    await report(system, "SKU-P", 4, "before-safety")
+    await wait_until(lambda: flow_status_is(system, "before-safety", "completed"), what="the first flow")
+    token = await system.client_token()
+    headers = {"X-Correlation-ID": "safety-1"}
+    status, _, _ = await system.call("PUT", "/v1/skus/SKU-P", token=token, json={"safety_stock": 4}, headers=headers)
+    assert status == 200
+    await wait_until(lambda: flow_status_is(system, "safety-1", "completed"), what="the safety stock's flow")
+    [flow] = await flows_of(system, "safety-1")
+    assert (flow["revision"], flow["available_for_sale"]) == (2, 0)
+    assert await catalog_knows(system, "SKU-P", 2)
 
 
 @pytest.fixture

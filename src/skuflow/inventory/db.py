@@ -109,7 +109,8 @@ flow_steps = Table(
     Column("step", String(32), nullable=False),  # recalculate_sku | update_sku_availability | update_wishlists_for_sku
     Column("status", String(16), nullable=False),  # pending | done | failed
     Column("attempts", Integer, nullable=False),  # commands sent so far
-    Column("sent_at", DateTime(timezone=True)),  # the last one
+    Column("sent_at", DateTime(timezone=True)),  # the last one, written to the outbox
+    Column("command_id", String(64)),  # its message_id: its step's clock starts once the relay published it
     Column("finished_at", DateTime(timezone=True)),
     Column("error", Text),
     PrimaryKeyConstraint("flow_id", "step"),

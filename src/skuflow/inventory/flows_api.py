@@ -44,24 +44,27 @@ class FlowView(BaseModel):
     steps: list[StepView]
 
 
-class FlowList(BaseModel):
+class FlowPage(BaseModel):
     items: list[FlowView]
-
-
-class FlowPage(FlowList):
     next_cursor: str | None
 
 
 router = APIRouter(prefix="/v1", tags=["flows"], dependencies=[Depends(require_scope("stock:write"))])
 
 
-@router.get("/flows/{correlation_id}", response_model=FlowList, summary="The flows a request started, one per SKU")
-async def flows_of_request(correlation_id: str, request: Request) -> dict[str, Any]:
-    query = select(flows).where(flows.c.correlation_id == correlation_id).order_by(flows.c.flow_id)
+@router.get("/flows/{correlation_id}", response_model=FlowPage, summary="The flows a request started, one per SKU")
+async def flows_of_request(
+    correlation_id: str, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: str | None = None
+) -> dict[str, Any]:
+    """Oldest first; a big file's import starts one flow per changed SKU, hence the pages."""
+    query = select(flows).where(flows.c.correlation_id == correlation_id).order_by(flows.c.flow_id).limit(limit + 1)
+    after = decode_cursor(cursor)
+    if after is not None:
+        query = query.where(flows.c.flow_id > after)
     items = await _views(runtime_of(request), query)
-    if not items:
+    if not items and after is None:
         raise HTTPException(404, f"no flow has the correlation id {correlation_id!r}")
-    return {"items": items}
+    return page(items, limit, "flow_id")
 
 
 @router.get("/flows", response_model=FlowPage, summary="Flows, newest first, optionally by status")

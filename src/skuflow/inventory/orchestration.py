@@ -25,10 +25,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pydantic
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from skuflow.inventory.db import flow_steps, flows, skus
+from skuflow.inventory.db import flow_steps, flows, outbox, skus
 from skuflow.messaging import COMMANDS, FLOW_ID, Message, Outgoing, current_flow, new_id
 from skuflow.platform.runtime import ServiceRuntime
 
@@ -44,7 +44,8 @@ SWEEP_BATCH = 500
 
 
 class StepFinished(pydantic.BaseModel):
-    """A step owner's reply (inventory's own model of it)."""
+    """A step owner's reply, as inventory validates it: its own model of the message, as every consumer has
+    (the owners build theirs with `skuflow.platform.flows`)."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
     flow_id: str = pydantic.Field(min_length=1, max_length=64)
@@ -77,37 +78,38 @@ async def start_flows(runtime: ServiceRuntime, session: AsyncSession, names: Seq
         .where(flows.c.sku.in_(names), flows.c.status == "running")
         .values(status="superseded", updated_at=now, finished_at=now)
     )
-    flow = current_flow()
-    correlation_id = flow.correlation_id if flow else new_id()
+    context = current_flow()
+    correlation_id = context.correlation_id if context else new_id()
     started: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
+    commands: list[Outgoing] = []
     for sku in names:
-        flow_id = new_flow_id()
-        started.append(
-            {
-                "flow_id": flow_id,
-                "correlation_id": correlation_id,
-                "sku": sku,
-                "revision": revisions[sku],
-                "status": "running",
-                "started_at": now,
-                "updated_at": now,
-            }
-        )
+        flow = {
+            "flow_id": new_flow_id(),
+            "correlation_id": correlation_id,
+            "sku": sku,
+            "revision": revisions[sku],
+            "status": "running",
+            "started_at": now,
+            "updated_at": now,
+        }
+        started.append(flow)
+        commands.append(_command(runtime, RECALCULATE, flow))
         for step in STEPS:
             first = step == RECALCULATE
             steps.append(
                 {
-                    "flow_id": flow_id,
+                    "flow_id": flow["flow_id"],
                     "step": step,
                     "status": "pending",
                     "attempts": 1 if first else 0,
                     "sent_at": now if first else None,
+                    "command_id": commands[-1].envelope.message_id if first else None,
                 }
             )
-    await session.execute(flows.insert(), started)
-    await session.execute(flow_steps.insert(), steps)
-    await _send(runtime, session, [_command(runtime, RECALCULATE, row) for row in started])
+    await runtime.db.insert_many(session, flows, started)
+    await runtime.db.insert_many(session, flow_steps, steps)
+    await _send(runtime, session, commands)
 
 
 async def on_step_finished(runtime: ServiceRuntime, message: Message[StepFinished]) -> None:
@@ -126,8 +128,12 @@ async def on_step_finished(runtime: ServiceRuntime, message: Message[StepFinishe
                 select(flow_steps).where(flow_steps.c.flow_id == reply.flow_id, flow_steps.c.step == reply.step)
             )
         ).first()
-        if flow.status != "running" or step is None or step.status != "pending":
-            log.debug("late or repeated %s for flow %s (%s): ignored", reply.step, reply.flow_id, flow.status)
+        if step is None or step.attempts == 0 or reply.sku != flow.sku:
+            log.warning("an answer flow %s did not ask for (%s, %s): ignored", flow.flow_id, reply.step, reply.sku)
+            return
+        if flow.status != "running" or step.status != "pending":
+            # A repeat, or an answer after the flow failed or was superseded: the flow's outcome stands.
+            log.info("late or repeated %s for flow %s (%s): ignored", reply.step, reply.flow_id, flow.status)
             return
         if not reply.ok:
             await _fail(session, flow.flow_id, reply.step, reply.error or "the step failed", now)
@@ -138,7 +144,7 @@ async def on_step_finished(runtime: ServiceRuntime, message: Message[StepFinishe
         elif await _all_done(session, flow.flow_id):
             await session.execute(
                 flows.update()
-                .where(flows.c.flow_id == flow.flow_id)
+                .where(flows.c.flow_id == flow.flow_id, flows.c.status == "running")
                 .values(status="completed", updated_at=now, finished_at=now)
             )
         else:
@@ -155,10 +161,11 @@ async def _after_recalculation(runtime: ServiceRuntime, session: AsyncSession, f
     assert sku is not None  # flows are only started for SKUs that exist, and SKUs are never deleted
     values = {"available_for_sale": sku.available_for_sale, "recalculated_revision": sku.recalculated_revision}
     await session.execute(flows.update().where(flows.c.flow_id == flow.flow_id).values(**values, updated_at=now))
-    for step in (UPDATE_CATALOG, UPDATE_WISHLISTS):
-        await _set_step(session, flow.flow_id, step, attempts=1, sent_at=now)
     row = {**flow._mapping, **values}
-    await _send(runtime, session, [_command(runtime, step, row) for step in (UPDATE_CATALOG, UPDATE_WISHLISTS)])
+    commands = [_command(runtime, step, row) for step in (UPDATE_CATALOG, UPDATE_WISHLISTS)]
+    for step, command in zip((UPDATE_CATALOG, UPDATE_WISHLISTS), commands, strict=True):
+        await _set_step(session, flow.flow_id, step, attempts=1, sent_at=now, command_id=command.envelope.message_id)
+    await _send(runtime, session, commands)
 
 
 async def _all_done(session: AsyncSession, flow_id: str) -> bool:
@@ -174,7 +181,7 @@ async def _fail(session: AsyncSession, flow_id: str, step: str, error: str, now:
     await _set_step(session, flow_id, step, status="failed", finished_at=now, error=error)
     await session.execute(
         flows.update()
-        .where(flows.c.flow_id == flow_id)
+        .where(flows.c.flow_id == flow_id, flows.c.status == "running")
         .values(status="failed", error=f"{step}: {error}", updated_at=now, finished_at=now)
     )
     log.error("flow %s failed at %s: %s", flow_id, step, error)
@@ -227,31 +234,45 @@ class StepTimeouts:
     async def _run(self) -> None:
         while True:
             try:
-                while await self.sweep() == SWEEP_BATCH:
-                    pass
+                await self.drain()
             except Exception:
                 log.exception("flow step timeouts: a sweep failed")
             await asyncio.sleep(self.interval)
 
+    async def drain(self) -> None:
+        """Sweep until no overdue step is left (a sweep handles at most SWEEP_BATCH)."""
+        while await self.sweep() == SWEEP_BATCH:
+            pass
+
     async def sweep(self) -> int:
         """Handle the steps overdue now; answers how many."""
         now = datetime.now(UTC)
+        cutoff = now - self.timeout
         db = self.runtime.db
+        # A step's clock runs from when its command left the outbox (a big import's commands may wait
+        # there a while); from when it was written once the relay has purged the row.
+        command = outbox.alias("command")
         query = (
             select(flow_steps.c.flow_id, flow_steps.c.step, flow_steps.c.attempts, flows)
             .join(flows, flows.c.flow_id == flow_steps.c.flow_id)
+            .outerjoin(command, command.c.message_id == flow_steps.c.command_id)
             .where(
                 and_(
                     flows.c.status == "running",
                     flow_steps.c.status == "pending",
                     flow_steps.c.attempts > 0,
-                    flow_steps.c.sent_at < now - self.timeout,
+                    or_(
+                        and_(command.c.id.is_(None), flow_steps.c.sent_at < cutoff),
+                        command.c.published_at < cutoff,
+                    ),
                 )
             )
             .limit(SWEEP_BATCH)
         )
-        if not db.is_sqlite:  # several inventory processes: each takes other steps
-            query = query.with_for_update(of=flow_steps, skip_locked=True)
+        if not db.is_sqlite:
+            # Several inventory processes: each takes other steps. The flow is locked too, first, as a
+            # reply's transaction locks it, so that the two queue instead of deadlocking.
+            query = query.with_for_update(of=(flows, flow_steps), skip_locked=True)
         async with db.transaction() as session:
             overdue = (await session.execute(query)).all()
             resends = []
@@ -261,12 +282,13 @@ class StepTimeouts:
                     await _fail(session, row.flow_id, row.step, error, now)
                     self.failed += 1
                     continue
+                resend = _command(self.runtime, row.step, row._mapping)
                 await session.execute(
                     update(flow_steps)
                     .where(flow_steps.c.flow_id == row.flow_id, flow_steps.c.step == row.step)
-                    .values(attempts=flow_steps.c.attempts + 1, sent_at=now)
+                    .values(attempts=flow_steps.c.attempts + 1, sent_at=now, command_id=resend.envelope.message_id)
                 )
-                resends.append(_command(self.runtime, row.step, row._mapping))
+                resends.append(resend)
                 log.warning("flow %s: %s unanswered; sent again (%d)", row.flow_id, row.step, row.attempts + 1)
             await _send(self.runtime, session, resends)
             self.resent += len(resends)

@@ -60,7 +60,6 @@ async def recalculate(runtime: ServiceRuntime, sku: str) -> int | None:
                 "SKU %s: recorded on_hand %d but its stock levels sum to %d; repairing", sku, row.on_hand, on_hand
             )
             values = {"on_hand": on_hand, "revision": row.revision + 1, "updated_at": now}
-            await announce_changes(runtime, session, [sku])
         await session.execute(
             skus.update()
             .where(skus.c.sku == sku)
@@ -71,4 +70,6 @@ async def recalculate(runtime: ServiceRuntime, sku: str) -> int | None:
                 recalculated_at=now,
             )
         )
+        if values["revision"] != row.revision:  # announced at its new revision (a flow reads it)
+            await announce_changes(runtime, session, [sku])
     return int(values["revision"])

@@ -124,6 +124,17 @@ class Database:
         else:
             await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
 
+    async def insert_many(self, session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Rows into `table` in the session's transaction: by COPY on PostgreSQL when there are many (plain
+        values only: no JSON), else one multi-row INSERT."""
+        if not rows:
+            return
+        if not self.is_sqlite and len(rows) >= COPY_FROM:
+            columns = list(rows[0])
+            await self.copy(session, table.name, columns, [tuple(row[column] for column in columns) for row in rows])
+        else:
+            await session.execute(table.insert(), list(rows))
+
     async def copy(self, session: AsyncSession, table: str, columns: Sequence[str], rows: Sequence[Any]) -> None:
         """Rows into `table` by PostgreSQL's COPY, in the session's transaction: for many rows, several
         times faster than an INSERT. Values as asyncpg takes them (JSON as text)."""
@@ -160,6 +171,7 @@ def utc(moment: datetime) -> datetime:
 
 
 _AFTER_COMMIT = "skuflow_after_commit"
+COPY_FROM = 200  # rows in one call from which PostgreSQL's COPY beats a multi-row INSERT
 
 
 def _run_after_commit(session: Session) -> None:

@@ -37,12 +37,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.messaging import Broker, Envelope, Outgoing, PublishError
-from skuflow.platform.db import Database, utc
+from skuflow.platform.db import COPY_FROM, Database, utc
 
 log = logging.getLogger("skuflow.outbox")
 
 TABLE = "outbox"
-COPY_FROM = 200  # messages in one call from which PostgreSQL's COPY beats a multi-row INSERT
 _COLUMNS = (
     "message_id",
     "exchange",
@@ -175,6 +174,7 @@ class OutboxRelay:
         self._wakeup.set()
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="outbox relay")
 
     async def stop(self) -> None:

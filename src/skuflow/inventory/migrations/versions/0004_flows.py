@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("sent_at", sa.DateTime(timezone=True)),
+        sa.Column("command_id", sa.String(64)),
         sa.Column("finished_at", sa.DateTime(timezone=True)),
         sa.Column("error", sa.Text),
         sa.PrimaryKeyConstraint("flow_id", "step"),
