@@ -41,6 +41,12 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
     timeouts = StepTimeouts(runtime)  # in both modes: flows begun before a switch still end
     runtime.on_start.append(timeouts.start)
     runtime.on_stop.append(timeouts.stop)
+    runtime.metrics.watch_gauge(
+        "skuflow_flow_steps_resent", "Flow steps this process sent again, unanswered", lambda: timeouts.resent
+    )
+    runtime.metrics.watch_gauge(
+        "skuflow_flow_steps_failed", "Flow steps this process gave up on (their flows failed)", lambda: timeouts.failed
+    )
     if settings.warehouse_ftp_url:
         watcher = FeedWatcher(
             runtime, FtpLocation.parse(settings.warehouse_ftp_url), settings.warehouse_ftp_poll_seconds

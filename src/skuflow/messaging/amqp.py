@@ -157,7 +157,7 @@ class AmqpBroker(Broker):
                 await asyncio.sleep(min(backoff, remaining))
                 backoff = min(backoff * 2, _RECONNECT_BACKOFF_MAX)
                 continue
-            self.stats.published += 1
+            self.stats.count_published(outgoing)
             return
 
     async def _consume(self, subscription: Subscription[Any], prefetch: int) -> _AmqpConsumer:

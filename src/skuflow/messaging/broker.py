@@ -11,8 +11,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import pydantic
@@ -118,6 +119,13 @@ class BrokerStats:
     acked: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    # The same, finer: (queue, outcome) -> deliveries, and (exchange, routing key, type) -> published.
+    by_queue: Counter[tuple[str, str]] = field(default_factory=Counter)
+    by_route: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+
+    def count_published(self, outgoing: Outgoing) -> None:
+        self.published += 1
+        self.by_route[outgoing.exchange, outgoing.routing_key, outgoing.envelope.type] += 1
 
 
 class Broker(abc.ABC):

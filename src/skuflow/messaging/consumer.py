@@ -63,13 +63,17 @@ async def handle_delivery(
 ) -> None:
     """Run one delivery through validation and the handler, and settle it (counted in `stats`)."""
     stats.delivered += 1
+    stats.by_queue[subscription.queue, "delivered"] += 1
     outcome = await _settle(subscription, delivery, options)
     if outcome is Outcome.ACKED:
         stats.acked += 1
+        stats.by_queue[subscription.queue, "acked"] += 1
     elif outcome is Outcome.RETRIED:
         stats.retried += 1
+        stats.by_queue[subscription.queue, "retried"] += 1
     else:
         stats.dead_lettered += 1
+        stats.by_queue[subscription.queue, "dead_lettered"] += 1
 
 
 async def _settle(subscription: Subscription[Any], delivery: Delivery, options: BrokerOptions) -> Outcome:

@@ -160,7 +160,7 @@ class MemoryBroker(Broker):
         for outgoing, queues in routed:
             for queue in queues:
                 hub.deliver(queue, outgoing.envelope)
-            self.stats.published += 1
+            self.stats.count_published(outgoing)
         await asyncio.sleep(0)  # a publish is a suspension point on every broker
 
     async def _consume(self, subscription: Subscription[Any], prefetch: int) -> _MemoryConsumer:

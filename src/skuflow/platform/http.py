@@ -25,11 +25,12 @@ class ServiceUnavailable(Exception):
     """Another service could not be reached, or kept failing, within the bounds."""
 
 
-def new_session() -> aiohttp.ClientSession:
+def new_session(trace: aiohttp.TraceConfig | None = None) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=10, connect=3),
         connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
         raise_for_status=False,
+        trace_configs=[trace] if trace is not None else None,
     )
 
 

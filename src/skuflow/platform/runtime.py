@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from fastapi import FastAPI
@@ -80,7 +81,9 @@ class ServiceRuntime:
         await self.db.migrate()
         await self.broker.connect()
         await self.broker.declare(SKUFLOW)
-        self._http = new_session()
+        services = {name: getattr(self.settings, f"{name}_url") for name in ("inventory", "catalog", "users")}
+        targets = {f"{urlsplit(url).hostname}:{urlsplit(url).port}": name for name, url in services.items()}
+        self._http = new_session(self.metrics.client_trace(targets))
         if self._local_verifier is None:
             self._verifier = TokenVerifier(self.settings.users_url, self._http, self.settings.auth_cache_seconds)
         if self.outbox is not None:
