@@ -274,6 +274,60 @@ def flows_command(
     console.print(table)
 
 
+@app.command()
+def compare(
+    skus: Annotated[int, typer.Option(min=2, help="SKUs; half reported over HTTP, half in an FTP snapshot.")] = 100,
+    users: Annotated[int, typer.Option(min=1, help="Users signing up.")] = 20,
+    wishes: Annotated[int, typer.Option(min=1, help="SKUs each user wishes for.")] = 5,
+    concurrency: Annotated[int, typer.Option(min=1, help="HTTP stock reports in flight at once.")] = 10,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds each mode has to converge.")] = 60.0,
+    broker_url: Annotated[
+        str | None, typer.Option(help="amqp://... for RabbitMQ (default: SKUFLOW_BROKER_URL, else in-process).")
+    ] = None,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL server to create scratch databases on (default: SQLite in a temp folder)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the figures as a Markdown table.")] = False,
+) -> None:
+    """Choreography and orchestration side by side: the same workload in each mode, until it converges."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from skuflow import compare as comparing
+    from skuflow.platform.logging import configure_logging
+
+    broker = broker_url or os.environ.get("SKUFLOW_BROKER_URL") or "memory://"
+    if not broker.startswith(("memory://", "amqp://", "amqps://")):
+        err_console.print(f"[red]error:[/] --broker-url must be memory:// or amqp://..., got {broker!r}")
+        raise typer.Exit(2)
+    configure_logging(level=logging.WARNING)
+    workload = comparing.Workload(skus, users, wishes, concurrency, timeout)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=as_json or markdown) as bars:
+        tasks: dict[str, Any] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bars.add_task(phase, total=total)
+            bars.update(tasks[phase], completed=done, total=total)
+
+        try:
+            result = asyncio.run(comparing.run(workload, broker, postgres_url, progress))
+        except comparing.NotConverged as error:
+            err_console.print(f"[red]error:[/] {error}")
+            raise typer.Exit(1) from None
+        except OSError as error:
+            err_console.print(f"[red]error:[/] cannot reach the broker or the database: {error}")
+            raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+    elif markdown:
+        print(comparing.markdown(result))
+    else:
+        console.print(comparing.table(result))
+
+
 @bench_app.command("bus")
 def bench_bus(
     messages: Annotated[int, typer.Option("--messages", "-n", min=1, help="Messages published per run.")] = 10_000,

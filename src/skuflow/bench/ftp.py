@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import statistics
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from skuflow.bench.memory import peak_resident
 from skuflow.embedded.ftp import FOLDER, FtpServer
 from skuflow.inventory.feed.importer import Delivery, import_delivery
 from skuflow.inventory.feed.lines import read_batches
@@ -38,7 +37,6 @@ from skuflow.platform.settings import Settings
 
 TARGET = 50_000  # lines/s, into SQLite and into PostgreSQL (the issue's target)
 WAREHOUSES = 10
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
@@ -160,7 +158,7 @@ async def _one_run(location: FtpLocation, database_url: str, root: Path) -> tupl
             workdir = root / f"work-{uuid.uuid4().hex}"
             workdir.mkdir()
             local = workdir / "content.csv"
-            with _peak_memory() as peak:
+            with peak_resident() as peak:
                 started = time.perf_counter()
                 async with connect(location) as ftp:
                     digest = await ftp.download(f"{location.path}/{name}", local)
@@ -193,30 +191,3 @@ async def _database(name: str, root: Path, postgres_url: str) -> AsyncIterator[s
             await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
     finally:
         await admin.close()
-
-
-@contextlib.contextmanager
-def _peak_memory() -> Iterator[Callable[[], tuple[float, float]]]:
-    """Sample the resident size every 10 ms; yields a function answering its peak and the peak above the
-    start, in MB. (The growth alone can mislead: memory freed by an earlier run is reused.)"""
-    start = _resident()
-    peak = [start]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.01):
-            peak[0] = max(peak[0], _resident())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield lambda: (peak[0] / 2**20, (peak[0] - start) / 2**20)
-    finally:
-        done.set()
-        sampler.join()
-        peak[0] = max(peak[0], _resident())
-
-
-def _resident() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * _PAGE

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -23,6 +24,7 @@ class ReceivedMail:
     subject: str
     body: str
     message_id: str
+    received_at: float = field(default_factory=time.time)  # when the sink accepted it (epoch seconds)
 
 
 class SmtpSink:
