@@ -26,6 +26,8 @@ warehouse_app = typer.Typer(
     help="The warehouse's side: report stock numbers over HTTP, or upload a file over FTP.", no_args_is_help=True
 )
 app.add_typer(warehouse_app, name="warehouse")
+dlq_app = typer.Typer(help="Dead letters: list them, and replay them once their cause is fixed.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -127,12 +129,16 @@ def up() -> None:
 @app.command()
 def serve(
     service: Annotated[str, typer.Argument(help="inventory, catalog or users")],
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker processes under one supervisor (needs PostgreSQL).")
+    ] = 1,
 ) -> None:
-    """Run one service in this process, against a real broker (SKUFLOW_BROKER_URL=amqp://...).
+    """Run one service, against a real broker (SKUFLOW_BROKER_URL=amqp://...).
 
     It listens on the host and port of its URL setting (SKUFLOW_INVENTORY_URL, SKUFLOW_CATALOG_URL,
-    SKUFLOW_USERS_URL).
-    Several instances of one service share its queues as competing consumers.
+    SKUFLOW_USERS_URL). Several instances of one service share its queues as competing consumers.
+    With --workers N, N worker processes share the port under a supervisor that restarts a dead one with a
+    growing delay, drains them all on SIGTERM (exit 0) and replaces them one by one on SIGHUP.
     """
     from skuflow.platform.logging import configure_logging
     from skuflow.platform.secrets import with_secrets
@@ -150,6 +156,21 @@ def serve(
         )
         raise typer.Exit(2)
     configure_logging()
+    if workers > 1:
+        if settings.database_url(service).startswith("sqlite"):
+            err_console.print(
+                f"[red]error:[/] --workers {workers} needs PostgreSQL: SQLite allows one process "
+                f"(set SKUFLOW_{service.upper()}_DATABASE_URL=postgresql+asyncpg://...)"
+            )
+            raise typer.Exit(2)
+        from skuflow.supervisor import Supervisor
+
+        try:
+            code = Supervisor(spec, settings, workers).run()
+        except OSError as error:
+            err_console.print(f"[red]error:[/] {error}")
+            raise typer.Exit(1) from None
+        raise typer.Exit(code)
     if settings.database_url(service).startswith("sqlite"):
         err_console.print(
             f"[yellow]note:[/] {service} uses SQLite ({settings.database_url(service)}): fine for one process; "
@@ -286,7 +307,10 @@ def compare(
     ] = None,
     postgres_url: Annotated[
         str | None,
-        typer.Option(help="A PostgreSQL server to create scratch databases on (default: SQLite in a temp folder)."),
+        typer.Option(
+            help="A PostgreSQL server to create scratch databases on (default: SKUFLOW_INVENTORY_DATABASE_URL's "
+            "server when it is PostgreSQL, else SQLite in a temporary folder)."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the figures as a Markdown table.")] = False,
@@ -298,6 +322,8 @@ def compare(
     from skuflow.platform.logging import configure_logging
 
     broker = broker_url or os.environ.get("SKUFLOW_BROKER_URL") or "memory://"
+    configured = os.environ.get("SKUFLOW_INVENTORY_DATABASE_URL", "")
+    postgres_url = postgres_url or (configured if configured.startswith("postgresql") else None)
     if not broker.startswith(("memory://", "amqp://", "amqps://")):
         err_console.print(f"[red]error:[/] --broker-url must be memory:// or amqp://..., got {broker!r}")
         raise typer.Exit(2)
@@ -326,6 +352,100 @@ def compare(
         print(comparing.markdown(result))
     else:
         console.print(comparing.table(result))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    queue: Annotated[
+        str | None, typer.Argument(help="A work queue, e.g. catalog.sku_processed (default: all).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
+) -> None:
+    """Dead letters per work queue: how many, and each one's message id, type, reason, attempts and age."""
+    from skuflow.operations import dead_letters
+
+    settings, _ = with_secrets_or_exit()
+    queues, where = _operate(lambda: dead_letters(settings, queue))
+    if as_json:
+        print(json.dumps({"read_from": where, "queues": queues}, indent=2))
+        return
+    table = Table(title=f"dead letters ({where})")
+    for column in ("queue", "count", "message id", "type", "reason", "attempts", "age"):
+        table.add_column(column, justify="right" if column in ("count", "attempts", "age") else "left")
+    for name, found in queues.items():
+        if not found["count"]:
+            table.add_row(name, "0", "", "", "", "", "")
+        for n, letter in enumerate(found["letters"]):
+            age = f"{letter['age_seconds']:.0f} s"
+            count = str(found["count"]) if n == 0 else ""
+            reason = letter["reason"]
+            table.add_row(
+                name if n == 0 else "",
+                count,
+                letter["message_id"],
+                letter["type"],
+                reason,
+                str(letter["attempts"]),
+                age,
+            )
+    console.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    queue: Annotated[str, typer.Argument(help="The work queue whose dead letters go back onto it.")],
+    message_id: Annotated[str | None, typer.Option("--id", help="Only this message (default: every one).")] = None,
+) -> None:
+    """Put dead letters back on their work queue, once their cause is fixed; each gets every attempt again."""
+    from skuflow.operations import replay
+
+    settings, _ = with_secrets_or_exit()
+    replayed, where = _operate(lambda: replay(settings, queue, message_id))
+    console.print(
+        f"replayed {replayed} dead letter{'s' if replayed != 1 else ''} onto {queue.removesuffix('.dlq')} ({where})"
+    )
+
+
+@app.command("reconcile")
+def reconcile_command() -> None:
+    """Have catalog and users re-check every SKU's availability against inventory now, repairing drift.
+
+    They also do it on their own every SKUFLOW_RECONCILE_SECONDS, for what they checked longer ago.
+    """
+    from skuflow.operations import reconcile
+
+    settings, _ = with_secrets_or_exit()
+    for report in _operate(lambda: reconcile(settings)):
+        console.print(
+            f"{report['service']}: checked {report['checked']} SKUs, repaired {report['repaired']}, "
+            f"{report['unknown_to_inventory']} unknown to inventory"
+        )
+
+
+def with_secrets_or_exit() -> tuple[Settings, list[str]]:
+    from skuflow.platform.secrets import with_secrets
+
+    return with_secrets(_settings(), generate=False)
+
+
+Operated = TypeVar("Operated")
+
+
+def _operate(action: Callable[[], Coroutine[Any, Any, Operated]]) -> Operated:
+    """Run an operator's command; a bad queue name or an unreachable service ends it with a message."""
+    from skuflow.service_client import ServiceError
+
+    try:
+        return asyncio.run(action())
+    except ValueError as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    except LookupError as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    except (ServiceError, OSError) as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
 
 
 @bench_app.command("bus")

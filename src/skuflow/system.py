@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -98,9 +99,15 @@ async def _run_with_smtp(
             await sink.stop()
 
 
-async def run_services(specs: list[ServiceSpec], settings: Settings, on_ready: Callable[[], None]) -> None:
-    """Serve every service until SIGINT or SIGTERM; raise if one cannot start (ports are checked first)."""
-    sockets = [bind(*spec.address(settings)) for spec in specs]
+async def run_services(
+    specs: list[ServiceSpec],
+    settings: Settings,
+    on_ready: Callable[[], None],
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve every service until SIGINT or SIGTERM; raise if one cannot start (ports are checked first).
+    `sockets`: already listening ones, one per service (a supervisor's workers share theirs)."""
+    sockets = sockets or [bind(*spec.address(settings)) for spec in specs]
     servers: list[SharedProcessServer] = []
     tasks: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()

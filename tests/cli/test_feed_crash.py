@@ -28,15 +28,16 @@ LINES = 200_000  # a progress line at 100,000: killed half-way
 class Service:
     """`skuflow serve inventory` as a process whose log lines can be waited for."""
 
-    def __init__(self, environment: dict[str, str]) -> None:
+    def __init__(self, environment: dict[str, str], *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "skuflow", "serve", "inventory"],
+            [sys.executable, "-m", "skuflow", "serve", "inventory", *args],
             env=environment,
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -50,17 +51,19 @@ class Service:
         return self.process.wait(timeout=60)
 
     def log(self) -> str:
-        return "".join(self.lines.queue)
+        return "".join(self.seen) + "".join(self.lines.queue)
 
-    def wait_for_log(self, words: str, within: float = 60) -> None:
+    def wait_for_log(self, words: str, within: float = 60) -> str:
+        """The next log line with `words` in it (lines before it are read and passed over)."""
         deadline = time.monotonic() + within
         while True:
             try:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 raise AssertionError(f"no log line with {words!r} within {within}s") from None
+            self.seen.append(line)
             if words in line:
-                return
+                return line
 
 
 async def counts(url: str) -> tuple[int, int, int]:

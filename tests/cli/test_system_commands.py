@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import stat
@@ -272,3 +273,100 @@ def test_flows_names_what_is_wrong(environment: dict[str, str]):
     assert (no_secret.returncode, "SKUFLOW_ADMIN_SECRET is unset" in no_secret.stderr) == (1, True)
     down = skuflow("flows", env=environment | {"SKUFLOW_ADMIN_SECRET": "x"})
     assert (down.returncode, "cannot reach users" in down.stderr) == (1, True)
+
+
+@pytest.mark.amqp
+def test_dlq_list_and_replay_on_rabbitmq(environment: dict[str, str], amqp_url: str):
+    import pydantic
+
+    from skuflow.messaging import SKUFLOW, Reject, Subscription, create_broker
+    from tests.conftest import TEST_OPTIONS
+
+    class SkuProcessed(pydantic.BaseModel):
+        sku: str
+
+    async def one_dead_letter() -> str:
+        broker = create_broker(amqp_url, "test", TEST_OPTIONS)
+        async with broker:
+            await broker.declare(SKUFLOW)
+
+            async def refuse(_message) -> None:
+                raise Reject("no such product yet")
+
+            consumer = await broker.consume(
+                Subscription("catalog.sku_processed", "sku_processed", SkuProcessed, refuse)
+            )
+            envelope = broker.envelope("sku_processed", {"sku": "SKU-D"})
+            await broker.publish(envelope, "sku_processed")
+            deadline = time.monotonic() + 10
+            while await broker.depth("catalog.sku_processed.dlq") == 0:
+                assert time.monotonic() < deadline, "no dead letter within 10 s"
+                await asyncio.sleep(0.05)
+            await consumer.stop()
+            return envelope.message_id
+
+    message_id = asyncio.run(one_dead_letter())
+    environment["SKUFLOW_BROKER_URL"] = amqp_url
+    listed = skuflow("dlq", "list", "catalog.sku_processed", "--json", env=environment)
+    assert listed.returncode == 0, listed.stderr
+    report = json.loads(listed.stdout)
+    [letter] = report["queues"]["catalog.sku_processed"]["letters"]
+    assert (letter["message_id"], letter["reason"]) == (message_id, "rejected: no such product yet")
+    table = skuflow("dlq", "list", env=environment)
+    assert "users.update_wishlists_for_sku" in table.stdout
+    assert message_id in table.stdout
+
+    replayed = skuflow("dlq", "replay", "catalog.sku_processed", "--id", message_id, env=environment)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "replayed 1 dead letter onto catalog.sku_processed" in replayed.stdout
+    again = skuflow("dlq", "replay", "catalog.sku_processed", "--id", message_id, env=environment)
+    assert (again.returncode, f"no dead letter {message_id!r}" in again.stderr) == (1, True)
+    wrong = skuflow("dlq", "list", "nowhere", env=environment)
+    assert (wrong.returncode, "choose one of" in wrong.stderr) == (2, True)
+
+
+def test_dlq_with_the_in_process_broker_asks_the_running_system(environment: dict[str, str]):
+    inventory, users = environment["SKUFLOW_INVENTORY_URL"], environment["SKUFLOW_USERS_URL"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skuflow", "up"],
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_ready(process, users, inventory)
+        listed = skuflow("dlq", "list", env=environment)
+        assert listed.returncode == 0, listed.stderr
+        assert f"the running skuflow up at {inventory}" in listed.stdout
+        none = skuflow("dlq", "replay", "catalog.sku_processed", "--id", "nope", env=environment)
+        assert (none.returncode, "no dead letter 'nope'" in none.stderr) == (1, True)
+    finally:
+        code, _, err = stop(process)
+    assert code == 0, err
+    down = skuflow("dlq", "list", env=environment)
+    assert (down.returncode, "cannot reach" in down.stderr) == (1, True)
+
+
+def test_reconcile_asks_catalog_and_users(environment: dict[str, str]):
+    inventory, users = environment["SKUFLOW_INVENTORY_URL"], environment["SKUFLOW_USERS_URL"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skuflow", "up"],
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_ready(process, users, inventory, environment["SKUFLOW_CATALOG_URL"])
+        pushed = skuflow(
+            "warehouse", "push", "--warehouse", "WH-1", "--sku", "SKU-5", "--on-hand", "1", env=environment
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        reconciled = skuflow("reconcile", env=environment)
+        assert reconciled.returncode == 0, reconciled.stderr
+        assert "catalog: checked" in reconciled.stdout
+        assert "users: checked" in reconciled.stdout
+    finally:
+        code, _, err = stop(process)
+    assert code == 0, err

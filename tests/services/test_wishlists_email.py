@@ -179,3 +179,77 @@ async def test_a_malformed_event_ends_in_each_dlq_and_the_flow_goes_on(system: S
 
 async def _positive(depth: Any) -> bool:
     return await depth > 0
+
+
+async def test_dead_letters_are_listed_and_replayed_through_the_admin_endpoints(system: System):
+    await system.observer.publish(system.observer.envelope("sku_processed", {"wrong": 1}), "sku_processed")
+    admin = await system.admin_token()
+
+    async def listed() -> dict:
+        status, body, _ = await system.call("GET", "/v1/admin/dead-letters", token=admin, service="catalog")
+        assert status == 200, body
+        return body["queues"]
+
+    await wait_until(lambda: _all_dead(listed), what="the poison in each DLQ")
+    queues = await listed()
+    [letter] = queues["catalog.sku_processed"]["letters"]
+    assert letter["reason"].startswith("invalid sku_processed body")
+    assert queues["catalog.update_sku_availability"] == {"count": 0, "letters": []}
+
+    replay = f"/v1/admin/dead-letters/catalog.sku_processed/replay?message_id={letter['message_id']}"
+    status, body, _ = await system.call("POST", replay, token=admin, service="catalog")
+    assert (status, body) == (200, {"queue": "catalog.sku_processed", "replayed": 1})
+    await wait_until(lambda: _dead_in(listed, "catalog.sku_processed", 1), what="the poison back in the DLQ")
+    status, _, _ = await system.call("POST", replay.replace(letter["message_id"], "nope"), token=admin)
+    assert status == 404
+    status, body, _ = await system.call("GET", "/v1/admin/dead-letters?queue=nowhere", token=admin)
+    assert status == 404
+    assert "choose one of" in body["detail"]
+    status, _, _ = await system.call("GET", "/v1/admin/dead-letters", token=await system.client_token())
+    assert status == 403
+
+
+async def _all_dead(listed) -> bool:
+    queues = await listed()
+    return all(queues[f"{service}.sku_processed"]["count"] == 1 for service in ("inventory", "catalog", "users"))
+
+
+async def _dead_in(listed, queue: str, count: int) -> bool:
+    return (await listed())[queue]["count"] == count
+
+
+async def test_drift_is_repaired_by_reconciliation_and_said_so(system: System, caplog):
+    from skuflow.catalog.db import products
+
+    user, token = await system.sign_up("drift@example.com")
+    status, _, _ = await system.call("PUT", f"/v1/users/{user}/wishlist/SKU-R", token=token, service="users")
+    assert status == 201
+    await report(system, "SKU-R", 3)
+    await wait_until(lambda: len(system.smtp.mails) == 1, what="the email")
+    await users_learned(system, "SKU-R", 1)
+
+    # What a lost message would leave: catalog never heard, users forgot it.
+    async with runtime_of(system, "catalog").db.transaction() as session:
+        await session.execute(
+            products.update().where(products.c.sku == "SKU-R").values(available=False, availability_revision=0)
+        )
+    async with runtime_of(system, "users").db.transaction() as session:
+        await session.execute(sku_availability.delete().where(sku_availability.c.sku == "SKU-R"))
+
+    admin = await system.admin_token()
+    reports = {}
+    for service in ("catalog", "users"):
+        path = "/v1/admin/reconcile?older_than_seconds=0"
+        status, reports[service], _ = await system.call("POST", path, token=admin, service=service)
+        assert status == 200, reports[service]
+    assert (reports["catalog"]["repaired"], reports["users"]["repaired"]) == (1, 1)
+    assert "drift on SKU SKU-R" in caplog.text
+    async with runtime_of(system, "catalog").db.reading() as session:
+        row = (await session.execute(select(products).where(products.c.sku == "SKU-R"))).one()
+    assert (row.available, row.availability_revision) == (True, 1)
+    await users_learned(system, "SKU-R", 1)
+    assert len(system.smtp.mails) == 1  # the email already sent is not sent again
+    status, again, _ = await system.call("POST", path, token=admin, service="users")
+    assert again["repaired"] == 0
+    status, _, _ = await system.call("POST", path, token=admin, service="inventory")
+    assert status == 404

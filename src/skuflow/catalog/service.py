@@ -11,6 +11,7 @@ from skuflow.catalog import api
 from skuflow.catalog.availability import mark_sku_availability, update_sku_availability
 from skuflow.catalog.db import outbox
 from skuflow.catalog.messages import SKU_PROCESSED, UPDATE_SKU_AVAILABILITY, SkuProcessed, UpdateSkuAvailability
+from skuflow.catalog.reconcile import reconciliation
 from skuflow.messaging import Subscription
 from skuflow.platform.db import Database
 from skuflow.platform.runtime import ServiceRuntime
@@ -36,6 +37,7 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
             ),
         ]
     )
+    runtime.reconcile_with(reconciliation(runtime))
     return runtime
 
 

@@ -194,6 +194,44 @@ class AmqpBroker(Broker):
                 await message.ack()
         return taken
 
+    async def peek(self, queue: str, limit: int = 1000) -> list[Envelope]:
+        if self._connection is None:
+            raise RuntimeError("the broker is not connected: call connect() first")
+        await self.depth(queue)  # raises LookupError for a queue that does not exist
+        seen: list[Envelope] = []
+        # Taken without acknowledging: closing the channel hands every one back, in its place.
+        async with self._connection.channel() as channel:
+            source = await channel.get_queue(queue, ensure=False)
+            while len(seen) < limit:
+                message = await source.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                seen.append(_from_amqp(message))
+        return seen
+
+    async def replay(self, queue: str, message_id: str | None = None) -> int:
+        if self._connection is None:
+            raise RuntimeError("the broker is not connected: call connect() first")
+        letters = dead_letter_queue(queue)
+        await self.depth(queue)
+        # Only the letters there now: one replayed that fails again comes back to the end of the queue.
+        waiting = await self.depth(letters)
+        moved = 0
+        async with self._connection.channel(publisher_confirms=True) as channel:
+            source = await channel.get_queue(letters, ensure=False)
+            for _ in range(waiting):
+                message = await source.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                letter = _from_amqp(message)
+                if message_id is not None and letter.message_id != message_id:
+                    continue  # left unacknowledged: back in the dead-letter queue when the channel closes
+                # Confirmed on the work queue before it leaves the dead letters: never lost, at worst twice.
+                await channel.default_exchange.publish(_to_amqp(letter.replayed()), routing_key=queue, mandatory=True)
+                await message.ack()
+                moved += 1
+        return moved
+
     async def depth(self, queue: str) -> int:
         if self._connection is None:
             raise RuntimeError("the broker is not connected: call connect() first")

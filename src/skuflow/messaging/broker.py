@@ -200,6 +200,15 @@ class Broker(abc.ABC):
         """Remove up to `limit` messages from a queue and return them (dead-letter inspection, tests)."""
 
     @abc.abstractmethod
+    async def peek(self, queue: str, limit: int = 1000) -> list[Envelope]:
+        """Up to `limit` messages waiting in a queue, oldest first, left where they are (`skuflow dlq list`)."""
+
+    @abc.abstractmethod
+    async def replay(self, queue: str, message_id: str | None = None) -> int:
+        """Move the dead letters of the work queue `queue` (all, or the one with `message_id`) back onto it,
+        each with every attempt again (`Envelope.replayed`); answers how many moved."""
+
+    @abc.abstractmethod
     async def depth(self, queue: str) -> int:
         """Messages ready in a queue (not counting those delivered and not yet acked)."""
 

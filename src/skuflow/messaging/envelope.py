@@ -75,6 +75,12 @@ class Envelope:
     def with_headers(self, **extra: Any) -> Envelope:
         return replace(self, headers=MappingProxyType({**self.headers, **extra}))
 
+    def replayed(self) -> Envelope:
+        """The same message without the marks of its failed attempts, to be handled afresh (a dead letter
+        replayed once its cause is fixed gets every attempt again)."""
+        spent = {DEATHS, RETRIES, REASON, ATTEMPTS, ORIGINAL_QUEUE}
+        return replace(self, headers=MappingProxyType({k: v for k, v in self.headers.items() if k not in spent}))
+
     def json(self) -> Any:
         """The body, decoded (for inspection; consumers validate with their own model)."""
         return pydantic_core.from_json(self.body)

@@ -181,6 +181,18 @@ class MemoryBroker(Broker):
             taken.append(source.ready.popleft())
         return taken
 
+    async def peek(self, queue: str, limit: int = 1000) -> list[Envelope]:
+        return list(self._queue(queue).ready)[:limit]
+
+    async def replay(self, queue: str, message_id: str | None = None) -> int:
+        target, letters = self._queue(queue), self._queue(dead_letter_queue(queue))
+        chosen = [letter for letter in letters.ready if message_id is None or letter.message_id == message_id]
+        for letter in chosen:
+            letters.ready.remove(letter)
+            target.put(letter.replayed())
+        await asyncio.sleep(0)
+        return len(chosen)
+
     async def depth(self, queue: str) -> int:
         source = self._queue(queue)
         return len(source.ready) + source.waiting

@@ -25,6 +25,7 @@ from skuflow.platform.db import Database
 from skuflow.platform.http import new_session
 from skuflow.platform.metrics import ServiceMetrics
 from skuflow.platform.outbox import Outbox, OutboxRelay
+from skuflow.platform.reconcile import Reconciliation
 from skuflow.platform.settings import Settings
 
 log = logging.getLogger("skuflow.runtime")
@@ -59,11 +60,19 @@ class ServiceRuntime:
         self.on_stop: list[Hook] = []
         # Trouble that does not make the service unready (CONTRACT section 7), shown in /readyz's body.
         self.reports: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.reconciliation: Reconciliation | None = None
         self._http: aiohttp.ClientSession | None = None
         self._verifier: Verifier | None = verifier
 
     def subscribe(self, subscriptions: Sequence[Subscription[Any]]) -> None:
         self.subscriptions.extend(subscriptions)
+
+    def reconcile_with(self, reconciliation: Reconciliation) -> None:
+        """Run `reconciliation` every SKUFLOW_RECONCILE_SECONDS, and on demand (POST /v1/admin/reconcile)."""
+        self.reconciliation = reconciliation
+        self.on_start.append(reconciliation.start)
+        self.on_stop.append(reconciliation.stop)
+        self.reports["reconciliation"] = lambda: {"repaired": reconciliation.repaired, "last": reconciliation.last}
 
     @property
     def http(self) -> aiohttp.ClientSession:

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skuflow.messaging import flow_scope, new_id
+from skuflow.platform import admin
 from skuflow.platform.runtime import ServiceRuntime
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -35,6 +36,7 @@ def create_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *, title: 
     app.state.runtime = runtime
     for router in routers:
         app.include_router(router)
+    app.include_router(admin.router)
     app.include_router(_probes(runtime))
     app.add_middleware(_BodyLimit)
     app.add_middleware(_Flow, runtime=runtime)

@@ -16,6 +16,7 @@ from skuflow.users import accounts, db, domain, wishlists
 from skuflow.users.api import NoStore, auth_router, users_router
 from skuflow.users.mailer import Mailer
 from skuflow.users.messages import SKU_PROCESSED, UPDATE_WISHLISTS_FOR_SKU, SkuProcessed, UpdateWishlistsForSku
+from skuflow.users.reconcile import reconciliation
 from skuflow.users.wishlist_api import wishlist_router
 
 DESCRIPTION = (
@@ -59,6 +60,7 @@ def build_app(settings: Settings) -> FastAPI:
         mailer.start(runtime.http)
 
     runtime.on_start += [create_clients, start_mailer]
+    runtime.reconcile_with(reconciliation(runtime, mailer.wake))
     runtime.on_stop.append(mailer.stop)
     runtime.reports["email"] = mailer.report
     runtime.metrics.watch_gauge("skuflow_emails_sent", "Wishlist emails this process sent", lambda: mailer.sent)

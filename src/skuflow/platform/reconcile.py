@@ -1,0 +1,105 @@
+"""Reconciliation: re-checking what a service holds of inventory's availability, and repairing drift.
+
+Drift should never happen (every change is announced, every consumer is idempotent and keeps the newest
+revision), but a message can be lost outside the system's guarantees: a queue purged by hand, a dead letter
+never replayed, a database restored from a backup. Every `SKUFLOW_RECONCILE_SECONDS` (and on demand:
+`skuflow reconcile`, `POST /v1/admin/reconcile`), each service asks inventory again for the SKUs whose
+availability it last checked longer ago than that, and repairs what differs, logging each repair. The
+service says which SKUs to look at and how to repair them; the loop and the asking are here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from skuflow.platform.http import call_json
+
+log = logging.getLogger("skuflow.reconcile")
+
+BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a service holds of a SKU's availability (revision 0: it never learned it)."""
+
+    sku: str
+    available: bool
+    revision: int
+
+
+# (checked before, SKUs after this one, at most) -> SKUs to re-check, in SKU order
+Older = Callable[[datetime, str, int], Awaitable[list[Held]]]
+Repair = Callable[[Held, bool, int], Awaitable[None]]  # (held, inventory's availability, its revision)
+Checked = Callable[[list[str], datetime], Awaitable[None]]  # mark SKUs checked now
+
+
+class Reconciliation:
+    def __init__(self, service: str, runtime: Any, older: Older, repair: Repair, checked: Checked) -> None:
+        self.service = service
+        self.runtime = runtime
+        self.older, self.repair, self.checked = older, repair, checked
+        self.every = timedelta(seconds=runtime.settings.reconcile_seconds)
+        self.repaired = 0
+        self.last: dict[str, Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.service} reconciliation")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every.total_seconds())
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("%s: reconciliation failed; trying again in %s", self.service, self.every)
+
+    async def run_once(self, older_than: timedelta | None = None) -> dict[str, Any]:
+        """Re-check every SKU last checked before `older_than` ago (default SKUFLOW_RECONCILE_SECONDS)."""
+        now = datetime.now(UTC)
+        cutoff = now - (self.every if older_than is None else older_than)
+        checked = repaired = unknown = 0
+        after = ""
+        while batch := await self.older(cutoff, after, BATCH):
+            after = batch[-1].sku
+            for held in batch:
+                url = f"{self.runtime.settings.inventory_url}/v1/skus/{held.sku}/availability"
+                status, body = await call_json(self.runtime.http, "GET", url)
+                if status == 404:
+                    unknown += 1
+                    continue
+                if status != 200:
+                    raise RuntimeError(f"GET {url} answered {status}")
+                available, revision = bool(body["available"]), int(body["revision"])
+                if (available, revision) != (held.available, held.revision):
+                    log.warning(
+                        "%s: drift on SKU %s: held %s at revision %d, inventory has %s at revision %d; repairing",
+                        self.service,
+                        held.sku,
+                        "available" if held.available else "not available",
+                        held.revision,
+                        "available" if available else "not available",
+                        revision,
+                    )
+                    await self.repair(held, available, revision)
+                    repaired += 1
+            await self.checked([held.sku for held in batch], now)
+            checked += len(batch)
+        self.repaired += repaired
+        self.last = {"at": now.isoformat(), "checked": checked, "repaired": repaired, "unknown_to_inventory": unknown}
+        if checked:
+            log.info("%s: reconciliation checked %d SKUs, repaired %d", self.service, checked, repaired)
+        return self.last

@@ -1,0 +1,105 @@
+"""`skuflow serve inventory --workers 2` on RabbitMQ and PostgreSQL: a killed worker comes back, SIGHUP
+replaces the workers one by one while the service keeps answering, SIGTERM drains and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from tests.cli.test_feed_crash import Service
+from tests.cli.test_system_commands import wait_ready
+from tests.support.postgres import PostgreSQL
+
+pytestmark = pytest.mark.amqp
+
+
+def consumers(amqp_url: str, queue: str) -> int:
+    async def count() -> int:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection, connection.channel() as channel:
+            declared = await channel.declare_queue(queue, passive=True)
+            return int(declared.declaration_result.consumer_count)
+
+    return asyncio.run(count())
+
+
+def wait_for(condition, what: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def pid_in(line: str) -> int:
+    return int(re.search(r"pid (\d+)", json.loads(line)["message"]).group(1))
+
+
+def test_workers_are_supervised(
+    environment: dict[str, str],
+    amqp_url: str,
+    postgresql: PostgreSQL,
+    postgres_databases: dict[str, str],
+    tmp_path: Path,
+):
+    asyncio.run(postgresql.empty_database(postgres_databases["inventory"]))
+    environment |= {
+        "SKUFLOW_BROKER_URL": amqp_url,
+        "SKUFLOW_INVENTORY_DATABASE_URL": postgres_databases["inventory"],
+        "SKUFLOW_SHUTDOWN_GRACE_SECONDS": "5",
+    }
+    inventory = environment["SKUFLOW_INVENTORY_URL"]
+    service = Service(environment, "--workers", "2")
+    try:
+        first = pid_in(service.wait_for_log("worker 1 started"))
+        service.wait_for_log("worker 2 started")
+        wait_ready(service.process, inventory)
+        wait_for(lambda: consumers(amqp_url, "inventory.sku_processed") == 2, "two competing consumers")
+
+        # A worker killed mid-way is started again (after a delay), and consumes again.
+        signal_kill(first)
+        service.wait_for_log("worker 1 (pid")
+        restarted = pid_in(service.wait_for_log("worker 1 started"))
+        assert restarted != first
+        wait_for(lambda: consumers(amqp_url, "inventory.sku_processed") == 2, "the restarted worker consuming")
+
+        # SIGHUP: one by one, each new worker ready before its old one goes; HTTP answers all along.
+        failures: list[str] = []
+        rolling = threading.Event()
+
+        def keep_asking() -> None:
+            while not rolling.is_set():
+                try:
+                    with urllib.request.urlopen(f"{inventory}/healthz", timeout=2) as response:
+                        assert response.status == 200
+                except Exception as error:
+                    failures.append(repr(error))
+                time.sleep(0.02)
+
+        asker = threading.Thread(target=keep_asking)
+        asker.start()
+        service.process.send_signal(signal.SIGHUP)
+        service.wait_for_log("worker 1 replaced")
+        service.wait_for_log("worker 2 replaced")
+        rolling.set()
+        asker.join()
+        assert failures == []
+        wait_for(lambda: consumers(amqp_url, "inventory.sku_processed") == 2, "both new workers consuming")
+    finally:
+        code = service.terminate()
+    assert code == 0, service.log()
+    assert "all inventory workers stopped" in service.log()
+
+
+def signal_kill(pid: int) -> None:
+    import os
+
+    os.kill(pid, signal.SIGKILL)
