@@ -3,8 +3,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -146,3 +149,42 @@ async def stack(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Stack
     for url in urls.values():
         await postgres.empty_database(url)
     yield Stack("production", amqp, urls, str(tmp_path))
+
+
+@pytest.fixture
+def rabbitmqctl(rabbitmq: RabbitMQ):
+    """`rabbitmqctl` for the broker under test, which must be this machine's."""
+    path = shutil.which("rabbitmqctl")
+    if not (rabbitmq.is_local and path):
+        reason = "restarting the broker needs a local RabbitMQ and rabbitmqctl"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+    def run(*args: str) -> None:
+        subprocess.run([path, *args], check=True, capture_output=True, timeout=120)
+
+    return run
+
+
+@pytest.fixture
+def restart_postgresql(postgresql: PostgreSQL):
+    """Restart this machine's PostgreSQL cluster (the one the tests use)."""
+    clusters = sorted(Path("/etc/postgresql").glob("*/main")) if Path("/etc/postgresql").is_dir() else []
+    command = shutil.which("pg_ctlcluster")
+    if not (clusters and command):
+        reason = "restarting PostgreSQL needs a local cluster and pg_ctlcluster"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    version = clusters[-1].parent.name
+
+    def restart() -> None:
+        subprocess.run(
+            [command, "--skip-systemctl-redirect", version, "main", "restart"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    return restart

@@ -26,11 +26,11 @@ LINES = 200_000  # a progress line at 100,000: killed half-way
 
 
 class Service:
-    """`skuflow serve inventory` as a process whose log lines can be waited for."""
+    """`skuflow serve SERVICE` as a process whose log lines can be waited for."""
 
-    def __init__(self, environment: dict[str, str], *args: str) -> None:
+    def __init__(self, environment: dict[str, str], *args: str, service: str = "inventory") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "skuflow", "serve", "inventory", *args],
+            [sys.executable, "-m", "skuflow", "serve", service, *args],
             env=environment,
             text=True,
             stdout=subprocess.PIPE,

@@ -6,9 +6,6 @@ These tests disturb the whole broker, so they are marked `disruptive` and run in
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 import time
 import urllib.parse
 
@@ -24,22 +21,6 @@ pytestmark = [pytest.mark.amqp, pytest.mark.disruptive]
 
 QUEUE = "catalog.sku_processed"
 MESSAGES = 300
-
-
-@pytest.fixture
-def rabbitmqctl(rabbitmq: RabbitMQ):
-    """`rabbitmqctl` for the broker under test, which must be this machine's."""
-    path = shutil.which("rabbitmqctl")
-    if not (rabbitmq.is_local and path):
-        reason = "restarting the broker needs a local RabbitMQ and rabbitmqctl"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-
-    def run(*args: str) -> None:
-        subprocess.run([path, *args], check=True, capture_output=True, timeout=120)
-
-    return run
 
 
 async def _open(url: str, app_id: str) -> Broker:

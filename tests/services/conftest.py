@@ -143,3 +143,9 @@ async def system(stack: Stack, mode: str) -> AsyncIterator[System]:
         for server in (system.catalog, system.inventory, system.users):
             await server.stop()
         await smtp.stop()
+
+
+@pytest.fixture
+def patient(stack: Stack) -> None:
+    """Retries that outlast the outages: 0.5 + 1 + 2 + 4 + 8 s before a message is dead-lettered."""
+    stack.overrides |= {"retry_delays": (0.5, 1.0, 2.0, 4.0, 8.0)}

@@ -20,17 +20,20 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 
 from skuflow.catalog.db import products
+from skuflow.embedded.smtp import ReceivedMail
 from skuflow.inventory.db import stock_levels
+from skuflow.platform.db import Database
 from skuflow.platform.serving import bind
 from skuflow.users.db import notifications, sku_availability
-from tests.conftest import Stack
+from tests.conftest import WAREHOUSE_SECRET
 from tests.services.conftest import MODES, System
 from tests.services.test_flow_properties import History
 from tests.support.servers import serve
@@ -39,7 +42,6 @@ from tests.support.waiting import wait_until
 pytestmark = [
     pytest.mark.amqp,
     pytest.mark.parametrize("stack", ["production"], indirect=True),
-    pytest.mark.parametrize("mode", MODES),
 ]
 
 LOAD_SECONDS = float(os.environ.get("SKUFLOW_CHAOS_SECONDS", "4"))
@@ -47,15 +49,45 @@ OUTAGE_SECONDS = float(os.environ.get("SKUFLOW_CHAOS_OUTAGE_SECONDS", "3"))
 SKUS = [f"C-{n}" for n in range(6)]
 
 
-@pytest.fixture
-def patient(stack: Stack) -> None:
-    """Retries that outlast the outages: 0.5 + 1 + 2 + 4 + 8 s before a message is dead-lettered."""
-    stack.overrides |= {"retry_delays": (0.5, 1.0, 2.0, 4.0, 8.0)}
+@dataclass
+class Target:
+    """The system under load, wherever it runs: its URLs, its databases (read to check), its sink's mails."""
+
+    label: str
+    http: aiohttp.ClientSession
+    urls: dict[str, str]
+    databases: dict[str, Database]
+    mails: Callable[[], list[ReceivedMail]]
+    warehouse_secret: str = WAREHOUSE_SECRET
+    _token: str | None = None
+
+    async def token(self) -> str:
+        if self._token is None:
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": "warehouse",
+                "client_secret": self.warehouse_secret,
+            }
+            async with self.http.post(f"{self.urls['users']}/v1/auth/token", data=form) as response:
+                assert response.status == 200, await response.text()
+                self._token = str((await response.json())["access_token"])
+        return self._token
+
+
+def target_of(system: System) -> Target:
+    """The services of this process (a test may replace one: the URLs and databases stay the same)."""
+    return Target(
+        label=f"{system.stack.name} {system.inventory.app.state.runtime.settings.mode}",
+        http=system.http,
+        urls={name: getattr(system, name).url for name in ("inventory", "catalog", "users")},
+        databases={name: getattr(system, name).app.state.runtime.db for name in ("inventory", "catalog", "users")},
+        mails=lambda: system.smtp.mails,
+    )
 
 
 @dataclass
 class Load:
-    system: System
+    target: Target
     seed: int = 11
     model: dict[str, History] = field(default_factory=lambda: {sku: History() for sku in SKUS})
     accepted: dict[tuple[str, str], int] = field(default_factory=dict)  # (warehouse, sku) -> on_hand
@@ -64,7 +96,7 @@ class Load:
 
     async def run(self, seconds: float) -> None:
         rng = random.Random(self.seed)
-        token = await self.system.client_token()
+        token = await self.target.token()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             sku, warehouse, on_hand = rng.choice(SKUS), rng.choice((1, 2)), rng.choice((0, 0, 1, 3))
@@ -78,13 +110,13 @@ class Load:
         give_up = time.monotonic() + 60
         while True:
             try:
-                async with self.system.http.post(
-                    f"{self.system.inventory.url}/v1/stock", json=body, headers=headers
+                async with self.target.http.post(
+                    f"{self.target.urls['inventory']}/v1/stock", json=body, headers=headers
                 ) as response:
                     if response.status == 202:
                         break
                     assert response.status >= 500, await response.text()
-            except OSError:
+            except (OSError, aiohttp.ClientError):
                 pass  # inventory is down: the warehouse tries again, with the same key
             assert time.monotonic() < give_up, "a report not accepted within 60 s"
             self.resent += 1
@@ -101,25 +133,36 @@ class Load:
             await task
 
 
-async def wishers(system: System) -> dict[str, list[str]]:
+async def wishers(target: Target) -> dict[str, list[str]]:
     """Three users, each wishing for half the SKUs; answers user id -> SKUs."""
     wishes = {}
+    users = target.urls["users"]
     for n in range(3):
-        user, token = await system.sign_up(f"chaos{n}@example.com")
+        email, password = f"chaos{n}@example.com", "correct horse battery"
+        async with target.http.post(
+            f"{users}/v1/users", json={"email": email, "name": f"c{n}", "password": password}
+        ) as r:
+            assert r.status == 201, await r.text()
+            user = (await r.json())["id"]
+        form = {"grant_type": "password", "username": email, "password": password}
+        async with target.http.post(f"{users}/v1/auth/token", data=form) as r:
+            token = (await r.json())["access_token"]
         wishes[user] = SKUS[n : n + 3]
         for sku in wishes[user]:
-            status, _, _ = await system.call("PUT", f"/v1/users/{user}/wishlist/{sku}", token=token, service="users")
-            assert status == 201
+            url = f"{users}/v1/users/{user}/wishlist/{sku}"
+            async with target.http.put(url, headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == 201, await r.text()
     return wishes
 
 
-async def check_nothing_lost_or_doubled(system: System, load: Load, wishes: dict[str, list[str]]) -> None:
+async def check_nothing_lost_or_doubled(target: Target, load: Load, wishes: dict[str, list[str]]) -> None:
     reported = [sku for sku in SKUS if load.model[sku].states]
+    catalog, users, inventory = (target.databases[name] for name in ("catalog", "users", "inventory"))
 
     async def converged() -> bool:
-        async with system.catalog.app.state.runtime.db.reading() as session:
+        async with catalog.reading() as session:
             rows = {r.sku: r for r in await session.execute(select(products).where(products.c.sku.in_(reported)))}
-        async with system.users.app.state.runtime.db.reading() as session:
+        async with users.reading() as session:
             known = dict((await session.execute(select(sku_availability.c.sku, sku_availability.c.revision))).all())
         return all(
             sku in rows
@@ -130,17 +173,17 @@ async def check_nothing_lost_or_doubled(system: System, load: Load, wishes: dict
         )
 
     await wait_until(converged, timeout=90, what="catalog and users to converge on inventory")
-    async with system.inventory.app.state.runtime.db.reading() as session:
+    async with inventory.reading() as session:
         levels = {(r.warehouse_id, r.sku): r.on_hand for r in await session.execute(select(stock_levels))}
     assert levels == load.accepted, "every accepted report is recorded, and nothing else"
 
     async def all_sent() -> bool:
-        async with system.users.app.state.runtime.db.reading() as session:
+        async with users.reading() as session:
             pending = (await session.execute(select(notifications).where(notifications.c.sent_at.is_(None)))).all()
         return not pending
 
     await wait_until(all_sent, timeout=90, what="every due email to be sent")
-    async with system.users.app.state.runtime.db.reading() as session:
+    async with users.reading() as session:
         sent = (await session.execute(select(notifications))).all()
     for user, skus in wishes.items():
         for sku in skus:
@@ -151,19 +194,21 @@ async def check_nothing_lost_or_doubled(system: System, load: Load, wishes: dict
             assert len(revisions) <= history.becomes_available()
             if history.states and history.states[-1]:
                 assert revisions, f"{sku} ended available: its wisher was emailed"
-    message_ids = [mail.message_id for mail in system.smtp.mails]
+    message_ids = [mail.message_id for mail in target.mails()]
     assert len(message_ids) == len(set(message_ids)) == len(sent), "each email accepted once"
     revisions = sum(len(history.states) for history in load.model.values())
     print(  # the figures of a run (pytest -s): what was sent, and that nothing was lost or doubled
-        f"\n[chaos {system.stack.name} {system.inventory.app.state.runtime.settings.mode}] reports sent "
+        f"\n[chaos {target.label}] reports sent "
         f"{load.sent} (sent again after a failure: {load.resent}), SKU changes {revisions}, emails {len(sent)}; "
         "lost: 0, duplicated effects: 0"
     )
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_inventory_down_for_a_while(patient: None, system: System):
-    wishes = await wishers(system)
-    load = Load(system)
+    target = target_of(system)
+    wishes = await wishers(target)
+    load = Load(target)
     async with load.running():
         await asyncio.sleep(LOAD_SECONDS / 3)
         port = int(system.inventory.url.rsplit(":", 1)[1])
@@ -174,12 +219,14 @@ async def test_inventory_down_for_a_while(patient: None, system: System):
 
         system.inventory = await serve(build_app(settings), bind("127.0.0.1", port))
     assert load.resent > 0, "the outage was felt"
-    await check_nothing_lost_or_doubled(system, load, wishes)
+    await check_nothing_lost_or_doubled(target, load, wishes)
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_smtp_down_then_back(patient: None, system: System):
-    wishes = await wishers(system)
-    load = Load(system)
+    target = target_of(system)
+    wishes = await wishers(target)
+    load = Load(target)
     port = system.smtp.port
     await system.smtp.stop()
     async with load.running():
@@ -187,12 +234,14 @@ async def test_smtp_down_then_back(patient: None, system: System):
     await asyncio.sleep(max(0.0, OUTAGE_SECONDS - LOAD_SECONDS / 2))
     assert system.users.app.state.runtime.reports["email"]()["failed_attempts"] > 0, "the outage was felt"
     await system.smtp.start(port=port)
-    await check_nothing_lost_or_doubled(system, load, wishes)
+    await check_nothing_lost_or_doubled(target, load, wishes)
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_duplicate_deliveries_change_nothing(patient: None, system: System):
-    wishes = await wishers(system)
-    load = Load(system)
+    target = target_of(system)
+    wishes = await wishers(target)
+    load = Load(target)
     rng = random.Random(5)
     async with load.running():
         deadline = time.monotonic() + LOAD_SECONDS
@@ -201,4 +250,53 @@ async def test_duplicate_deliveries_change_nothing(patient: None, system: System
             await system.observer.publish(envelope, "sku_processed")
             await system.observer.publish(envelope, "sku_processed")  # the very same message, twice
             await asyncio.sleep(0.05)
-    await check_nothing_lost_or_doubled(system, load, wishes)
+    await check_nothing_lost_or_doubled(target, load, wishes)
+
+
+async def test_messages_dead_lettered_by_an_outage_are_replayed_once_it_is_over(system: System):
+    """Choreography (where catalog and users call inventory): they cannot reach it, so the event about SKU-P
+    exhausts its retries and lands in their dead letters. Once inventory is reachable again, a replay brings
+    them up to date."""
+    from skuflow.catalog.service import build_app as catalog_app
+    from skuflow.users.service import build_app as users_app
+    from tests.support.proxy import TcpProxy
+
+    proxy = TcpProxy("127.0.0.1", int(system.inventory.url.rsplit(":", 1)[1]))
+    await proxy.start()
+    try:
+        for name, build in (("catalog", catalog_app), ("users", users_app)):
+            old = getattr(system, name)
+            port = int(old.url.rsplit(":", 1)[1])
+            settings = old.app.state.runtime.settings.model_copy(
+                update={"inventory_url": f"http://127.0.0.1:{proxy.port}"}
+            )
+            await old.stop()
+            setattr(system, name, await serve(build(settings), bind("127.0.0.1", port)))
+        user, token = await system.sign_up("patient@example.com")
+        status, _, _ = await system.call("PUT", f"/v1/users/{user}/wishlist/SKU-P", token=token, service="users")
+        assert status == 201
+        await proxy.cut()  # the network between them and inventory fails
+
+        warehouse = await system.client_token()
+        body = {"warehouse_id": "WH-1", "items": [{"sku": "SKU-P", "on_hand": 4}]}
+        status, _, _ = await system.call("POST", "/v1/stock", token=warehouse, json=body)
+        assert status == 202
+        for queue in ("catalog.sku_processed.dlq", "users.sku_processed.dlq"):
+            await wait_until(lambda q=queue: _depth_is(system, q, 1), what=f"the event in {queue}")
+
+        await proxy.start()  # the network is back
+        admin = await system.admin_token()
+        for service in ("catalog", "users"):
+            path = f"/v1/admin/dead-letters/{service}.sku_processed/replay"
+            status, answer, _ = await system.call("POST", path, token=admin, service=service)
+            assert (status, answer["replayed"]) == (200, 1)
+        await wait_until(lambda: len(system.smtp.mails) == 1, what="the email, after the replay")
+        async with system.catalog.app.state.runtime.db.reading() as session:
+            row = (await session.execute(select(products).where(products.c.sku == "SKU-P"))).one()
+        assert (row.available, row.availability_revision) == (True, 1)
+    finally:
+        await proxy.cut()
+
+
+async def _depth_is(system: System, queue: str, count: int) -> bool:
+    return await system.observer.depth(queue) == count
