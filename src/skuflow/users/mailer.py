@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import aiosmtplib
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 
 from skuflow.platform.db import Database
 from skuflow.platform.http import ServiceUnavailable, call_json
@@ -29,6 +30,9 @@ from skuflow.users.db import notifications
 log = logging.getLogger("skuflow.users.mailer")
 
 SENDER = "skuflow <notifications@skuflow.local>"
+
+
+CLAIM_SECONDS = 120  # how long a mailer holds the emails it took before another may take them
 
 
 class Mailer:
@@ -102,20 +106,37 @@ class Mailer:
             .order_by(notifications.c.id)
             .limit(self.batch_size)
         )
-        if self.db.is_sqlite:  # one process: read, send, then record each outcome in a short transaction
+        if self.db.is_sqlite:  # one process: nobody else takes them
             async with self.db.reading() as session:
                 rows = (await session.execute(query)).all()
-            for row in rows:
-                values = await self._send(row)
-                async with self.db.transaction() as session:
-                    await session.execute(update(notifications).where(notifications.c.id == row.id).values(**values))
-            return len(rows)
-        async with self.db.transaction() as session:
-            rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
-            for row in rows:
-                values = await self._send(row)
-                await session.execute(update(notifications).where(notifications.c.id == row.id).values(**values))
+        else:
+            # Claimed, and the claim committed, before anything is sent: other mailers skip these rows until
+            # the claim runs out (it does, should this process die before recording what it sent).
+            async with self.db.transaction() as session:
+                rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
+                if rows:
+                    claim = {"next_attempt_at": now + timedelta(seconds=CLAIM_SECONDS)}
+                    ids = [row.id for row in rows]
+                    await session.execute(update(notifications).where(notifications.c.id.in_(ids)).values(**claim))
+        for row in rows:
+            await self._record(row.id, await self._send(row))
         return len(rows)
+
+    async def _record(self, notification: int, values: dict[str, Any]) -> None:
+        """Record the outcome of one email, each in its own transaction, trying again while the database is
+        away: an email the SMTP server accepted must be marked sent, not sent again."""
+        delay = 0.5
+        while True:
+            try:
+                async with self.db.transaction() as session:
+                    await session.execute(
+                        update(notifications).where(notifications.c.id == notification).values(**values)
+                    )
+                return
+            except (DBAPIError, OSError) as error:
+                log.warning("cannot record email %d yet (%r); trying again in %.1fs", notification, error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _send(self, row: Any) -> dict[str, Any]:
         """Try one email; the column values that record the outcome."""
