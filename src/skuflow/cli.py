@@ -303,14 +303,15 @@ def compare(
     concurrency: Annotated[int, typer.Option(min=1, help="HTTP stock reports in flight at once.")] = 10,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds each mode has to converge.")] = 60.0,
     broker_url: Annotated[
-        str | None, typer.Option(help="amqp://... for RabbitMQ (default: SKUFLOW_BROKER_URL, else in-process).")
+        str | None,
+        typer.Option(
+            help="amqp://... for RabbitMQ: a broker (vhost) of its own, since its queues are emptied first "
+            "(default: the in-process broker; never SKUFLOW_BROKER_URL, which may be a running system's)."
+        ),
     ] = None,
     postgres_url: Annotated[
         str | None,
-        typer.Option(
-            help="A PostgreSQL server to create scratch databases on (default: SKUFLOW_INVENTORY_DATABASE_URL's "
-            "server when it is PostgreSQL, else SQLite in a temporary folder)."
-        ),
+        typer.Option(help="A PostgreSQL server to create scratch databases on (default: SQLite in a temp folder)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the figures as a Markdown table.")] = False,
@@ -321,9 +322,7 @@ def compare(
     from skuflow import compare as comparing
     from skuflow.platform.logging import configure_logging
 
-    broker = broker_url or os.environ.get("SKUFLOW_BROKER_URL") or "memory://"
-    configured = os.environ.get("SKUFLOW_INVENTORY_DATABASE_URL", "")
-    postgres_url = postgres_url or (configured if configured.startswith("postgresql") else None)
+    broker = broker_url or "memory://"
     if not broker.startswith(("memory://", "amqp://", "amqps://")):
         err_console.print(f"[red]error:[/] --broker-url must be memory:// or amqp://..., got {broker!r}")
         raise typer.Exit(2)

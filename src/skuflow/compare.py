@@ -335,8 +335,10 @@ class _Driver:
         to_email = [
             (mail.received_at - answers[sku]) * 1000 for mail in mails if (sku := mail.subject.split()[1]) in answers
         ]
-        figures.catalog_latency_ms = _percentiles(to_catalog)
-        figures.email_latency_ms = _percentiles(to_email)
+        # The answer's time is taken when the driver has read it: in one process the system may already have
+        # moved on by then, so a latency can come out a little below zero; it counts as zero.
+        figures.catalog_latency_ms = _percentiles([max(0.0, value) for value in to_catalog])
+        figures.email_latency_ms = _percentiles([max(0.0, value) for value in to_email])
         figures.emails = len(self.system.smtp.mails)
 
     async def _catalog_matches(self, skus: list[str], available: bool = False) -> int:

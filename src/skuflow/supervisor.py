@@ -22,6 +22,8 @@ above, so this is a small supervisor of our own, on `multiprocessing` (fork: the
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -129,22 +131,26 @@ class Supervisor:
                 self._start(slot)
 
     def _roll(self) -> None:
-        """Replace each worker: start the new one, wait until it is ready, then drain the old one."""
+        """Replace each worker: start the new one, wait until it is ready, then drain the old one. If the new
+        one does not become ready (or a stop comes), it goes and the old one stays in its slot."""
         for slot in self.slots:
             if self._stopping:
                 return
-            old = slot.process
+            old, old_ready, old_started = slot.process, slot.ready, slot.started_at
             self._start(slot)
-            assert slot.ready is not None
+            new, ready = slot.process, slot.ready
+            assert new is not None
+            assert ready is not None
             deadline = time.monotonic() + READY_WITHIN
-            while not slot.ready.wait(0.1):
-                if self._stopping or time.monotonic() > deadline or not (slot.process and slot.process.is_alive()):
-                    log.error("worker %d did not become ready; keeping the old one", slot.number)
+            while not ready.wait(0.1):
+                if self._stopping or time.monotonic() > deadline or not new.is_alive():
+                    log.error("worker %d: the new one did not become ready; the old one stays", slot.number)
+                    _terminate([new], self.grace)
+                    slot.process, slot.ready, slot.started_at = old, old_ready, old_started
                     return
             if old is not None and old.is_alive():
                 _terminate([old], self.grace)
-                new = slot.process.pid if slot.process else None
-                log.info("worker %d replaced (pid %s -> %s)", slot.number, old.pid, new)
+                log.info("worker %d replaced (pid %s -> %s)", slot.number, old.pid, new.pid)
 
     def _stop_all(self) -> None:
         processes = [slot.process for slot in self.slots if slot.process is not None and slot.process.is_alive()]
@@ -154,8 +160,9 @@ class Supervisor:
 def _terminate(processes: list[BaseProcess], grace: float) -> None:
     """SIGTERM (the workers drain), then SIGKILL for any still there after the grace and a margin."""
     for process in processes:
-        if process.pid is not None:
-            os.kill(process.pid, signal.SIGTERM)
+        if process.pid is not None and process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace + 10
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))
@@ -169,6 +176,22 @@ def _worker(spec: ServiceSpec, settings: Settings, sock: socket.socket, ready: E
     """One worker process: the service on the inherited socket until SIGTERM."""
     from skuflow.platform.logging import configure_logging
 
+    # Not the supervisor's handlers (inherited by the fork): until the service installs its own, SIGTERM
+    # simply ends a worker that has nothing in flight yet.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's business
+    _end_with_parent()
     configure_logging()
     asyncio.run(run_services([spec], settings, ready.set, sockets=[sock]))
+
+
+def _end_with_parent() -> None:
+    """Ask Linux for a SIGTERM when the supervisor dies (even by SIGKILL): a worker is never left orphaned,
+    consuming on its own. Elsewhere this is a no-op."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)

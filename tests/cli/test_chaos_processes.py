@@ -6,9 +6,7 @@ stopped (SIGTERM: it drains and exits 0) and started again. Afterwards nothing i
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import re
 import signal
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 
 from skuflow.embedded.smtp import SmtpSink
 from skuflow.platform.db import Database
-from tests.cli.test_feed_crash import Service
+from tests.cli.test_feed_crash import Service, pid_in
 from tests.cli.test_system_commands import wait_ready
 from tests.conftest import ADMIN_SECRET, WAREHOUSE_SECRET
 from tests.services.conftest import MODES
@@ -27,10 +25,6 @@ from tests.support.postgres import PostgreSQL
 pytestmark = pytest.mark.amqp
 
 SERVICE_NAMES = ("users", "inventory", "catalog")
-
-
-def pid_in(line: str) -> int:
-    return int(re.search(r"pid (\d+)", json.loads(line)["message"]).group(1))
 
 
 @pytest.mark.parametrize("mode", MODES)

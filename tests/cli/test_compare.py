@@ -54,7 +54,7 @@ def check_figures(report: dict) -> None:
 
 
 def test_compare_on_the_in_process_broker_and_sqlite():
-    result = skuflow("compare", *SIZES, "--json", env={"SKUFLOW_BROKER_URL": "memory://"})
+    result = skuflow("compare", *SIZES, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["broker"], report["databases"]) == ("memory", "sqlite")
@@ -71,13 +71,13 @@ def test_compare_on_rabbitmq_and_postgresql(amqp_url: str, postgresql):
 
 
 def test_compare_prints_a_table_or_markdown_and_fails_clearly_when_a_mode_does_not_converge():
-    table = skuflow("compare", *SIZES, env={"SKUFLOW_BROKER_URL": "memory://"})
+    table = skuflow("compare", *SIZES)
     assert table.returncode == 0, table.stderr
     assert "time to converge (s)" in table.stdout
     assert "orchestration" in table.stdout
-    markdown = skuflow("compare", *SIZES, "--markdown", env={"SKUFLOW_BROKER_URL": "memory://"})
+    markdown = skuflow("compare", *SIZES, "--markdown")
     assert markdown.stdout.startswith("| figure | choreography | orchestration |")
-    hurried = skuflow("compare", *SIZES, "--timeout", "0.1", env={"SKUFLOW_BROKER_URL": "memory://"})
+    hurried = skuflow("compare", *SIZES, "--timeout", "0.1")
     assert hurried.returncode == 1
     assert "choreography did not converge within 0.1 s" in hurried.stderr
     wrong = skuflow("compare", "--broker-url", "nats://x")

@@ -5,7 +5,9 @@ RabbitMQ and PostgreSQL, as in production; the FTP server is pyftpdlib, in the t
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -46,9 +48,14 @@ class Service:
             self.lines.put(line)
 
     def terminate(self) -> int:
-        """SIGTERM, as a supervisor stops it: answers the exit code."""
+        """SIGTERM, as a supervisor stops it: answers the exit code (killed, and failing, after 60 s)."""
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"did not stop within 60 s of SIGTERM:\n{self.log()[-3000:]}") from None
 
     def log(self) -> str:
         return "".join(self.seen) + "".join(self.lines.queue)
@@ -64,6 +71,13 @@ class Service:
             self.seen.append(line)
             if words in line:
                 return line
+
+
+def pid_in(line: str) -> int:
+    """The pid a log line names (`worker 1 started (pid 1234)`)."""
+    match = re.search(r"pid (\d+)", json.loads(line)["message"])
+    assert match is not None, line
+    return int(match.group(1))
 
 
 async def counts(url: str) -> tuple[int, int, int]:

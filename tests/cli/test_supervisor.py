@@ -4,8 +4,6 @@ replaces the workers one by one while the service keeps answering, SIGTERM drain
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import signal
 import threading
 import time
@@ -15,7 +13,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from tests.cli.test_feed_crash import Service
+from tests.cli.test_feed_crash import Service, pid_in
 from tests.cli.test_system_commands import wait_ready
 from tests.support.postgres import PostgreSQL
 
@@ -37,10 +35,6 @@ def wait_for(condition, what: str, within: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
-
-
-def pid_in(line: str) -> int:
-    return int(re.search(r"pid (\d+)", json.loads(line)["message"]).group(1))
 
 
 def test_workers_are_supervised(

@@ -56,8 +56,7 @@ async def call_json(
             async with session.request(method, url, json=json, headers=headers) as response:
                 if response.status in RETRYABLE_STATUS and attempt < attempts:
                     raise ServiceUnavailable(f"{method} {url} answered {response.status}")
-                body = await response.json(content_type=None) if response.content_length != 0 else None
-                return response.status, body
+                return response.status, await _json_or_none(response)
         except (aiohttp.ClientError, TimeoutError, ServiceUnavailable) as error:
             if attempt == attempts:
                 raise ServiceUnavailable(f"{method} {url} failed after {attempts} attempts: {error!r}") from error
@@ -65,3 +64,13 @@ async def call_json(
             await asyncio.sleep(delay)
             delay *= 4
     raise AssertionError("unreachable")
+
+
+async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
+    """The body as JSON; None when there is none or it is not JSON (a proxy's or a crash's error page)."""
+    if response.content_length == 0:
+        return None
+    try:
+        return await response.json(content_type=None)
+    except ValueError:
+        return None

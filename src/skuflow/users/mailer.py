@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -33,6 +34,7 @@ SENDER = "skuflow <notifications@skuflow.local>"
 
 
 CLAIM_SECONDS = 120  # how long a mailer holds the emails it took before another may take them
+STOP_WITHIN = 15.0  # seconds a stopping mailer waits for the email in progress
 
 
 class Mailer:
@@ -56,6 +58,7 @@ class Mailer:
         self.failed = 0
         self.last_error: str | None = None
         self._wakeup = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
@@ -66,10 +69,17 @@ class Mailer:
         if self.smtp_url is None:
             log.warning("SKUFLOW_SMTP_URL is not set: wishlist emails are kept until it is")
             return
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="mailer")
 
     async def stop(self) -> None:
+        """Let the email being sent be sent and recorded (not cancelled between the SMTP server's acceptance
+        and the record, which would send it again later), within a bound; then stop."""
         if self._task is not None:
+            self._stopping = True
+            self._wakeup.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_WITHIN)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -85,7 +95,7 @@ class Mailer:
         }
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 busy = await self.send_due() == self.batch_size
             except Exception:
@@ -118,8 +128,23 @@ class Mailer:
                     claim = {"next_attempt_at": now + timedelta(seconds=CLAIM_SECONDS)}
                     ids = [row.id for row in rows]
                     await session.execute(update(notifications).where(notifications.c.id.in_(ids)).values(**claim))
-        for row in rows:
-            await self._record(row.id, await self._send(row))
+        # Within half the claim: the rest of the batch, still claimed, is taken again once the claim runs out.
+        deadline = time.monotonic() + CLAIM_SECONDS / 2
+        done = 0
+        try:
+            for row in rows:
+                if self._stopping or time.monotonic() > deadline:
+                    break
+                await self._record(row.id, await self._send(row))
+                done += 1
+        finally:
+            if not self.db.is_sqlite and done < len(rows) and not self._stopping:
+                # Cut short (an unexpected error): the rest are due again now, not when the claim runs out.
+                with contextlib.suppress(Exception):
+                    ids = [row.id for row in rows[done:]]
+                    async with self.db.transaction() as session:
+                        released = update(notifications).where(notifications.c.id.in_(ids))
+                        await session.execute(released.values(next_attempt_at=datetime.now(UTC)))
         return len(rows)
 
     async def _record(self, notification: int, values: dict[str, Any]) -> None:

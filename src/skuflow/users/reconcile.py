@@ -31,8 +31,10 @@ def reconciliation(runtime: ServiceRuntime, emails_due: Callable[[], None]) -> R
             .where(~wishlist_items.c.sku.in_(select(known.sku)))
         )
         async with db.reading() as session:
-            held = [Held(row.sku, row.available, row.revision) for row in await session.execute(stale.limit(limit))]
-            held += [Held(sku, False, 0) for sku in (await session.scalars(never.limit(limit))).all()]
+            rows = await session.execute(stale.order_by(known.sku).limit(limit))
+            held = [Held(row.sku, row.available, row.revision) for row in rows]
+            unknown = await session.scalars(never.order_by(wishlist_items.c.sku).limit(limit))
+            held += [Held(sku, False, 0) for sku in unknown.all()]
         return sorted(held, key=lambda item: item.sku)[:limit]
 
     async def repair(held: Held, available: bool, revision: int) -> None:
