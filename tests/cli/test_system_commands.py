@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import stat
@@ -12,6 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,24 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGINT) -> tuple[int, str,
     process.send_signal(sig)
     out, err = process.communicate(timeout=60)
     return process.returncode, out, err
+
+
+@contextlib.contextmanager
+def running_up(environment: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """`skuflow up` in a process, ready; stopped with Ctrl-C at the end of the block, which must exit 0."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skuflow", "up"],
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_ready(process, *(environment[f"SKUFLOW_{name}_URL"] for name in ("USERS", "INVENTORY", "CATALOG")))
+        yield process
+    finally:
+        code, _, err = stop(process)
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("broker", ["memory", pytest.param("amqp", marks=pytest.mark.amqp)])
@@ -232,16 +252,7 @@ def test_warehouse_upload_names_what_is_wrong(environment: dict[str, str], tmp_p
 
 def test_up_in_orchestration_mode_and_skuflow_flows_shows_each_flow(environment: dict[str, str]):
     environment["SKUFLOW_MODE"] = "orchestration"
-    inventory, users = environment["SKUFLOW_INVENTORY_URL"], environment["SKUFLOW_USERS_URL"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "skuflow", "up"],
-        env=environment,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_ready(process, users, inventory)
+    with running_up(environment):
         pushed = skuflow(
             "warehouse", "push", "--warehouse", "WH-1", "--sku", "SKU-9", "--on-hand", "3", env=environment
         )
@@ -261,9 +272,6 @@ def test_up_in_orchestration_mode_and_skuflow_flows_shows_each_flow(environment:
         assert table.returncode == 0, table.stderr
         assert "SKU-9" in table.stdout
         assert "completed" in table.stdout
-    finally:
-        code, _, err = stop(process)
-    assert code == 0, err
 
 
 def test_flows_names_what_is_wrong(environment: dict[str, str]):
@@ -326,39 +334,19 @@ def test_dlq_list_and_replay_on_rabbitmq(environment: dict[str, str], amqp_url: 
 
 
 def test_dlq_with_the_in_process_broker_asks_the_running_system(environment: dict[str, str]):
-    inventory, users = environment["SKUFLOW_INVENTORY_URL"], environment["SKUFLOW_USERS_URL"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "skuflow", "up"],
-        env=environment,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_ready(process, users, inventory)
+    inventory = environment["SKUFLOW_INVENTORY_URL"]
+    with running_up(environment):
         listed = skuflow("dlq", "list", env=environment)
         assert listed.returncode == 0, listed.stderr
         assert f"the running skuflow up at {inventory}" in listed.stdout
         none = skuflow("dlq", "replay", "catalog.sku_processed", "--id", "nope", env=environment)
         assert (none.returncode, "no dead letter 'nope'" in none.stderr) == (1, True)
-    finally:
-        code, _, err = stop(process)
-    assert code == 0, err
     down = skuflow("dlq", "list", env=environment)
     assert (down.returncode, "cannot reach" in down.stderr) == (1, True)
 
 
 def test_reconcile_asks_catalog_and_users(environment: dict[str, str]):
-    inventory, users = environment["SKUFLOW_INVENTORY_URL"], environment["SKUFLOW_USERS_URL"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "skuflow", "up"],
-        env=environment,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_ready(process, users, inventory, environment["SKUFLOW_CATALOG_URL"])
+    with running_up(environment):
         pushed = skuflow(
             "warehouse", "push", "--warehouse", "WH-1", "--sku", "SKU-5", "--on-hand", "1", env=environment
         )
@@ -367,6 +355,3 @@ def test_reconcile_asks_catalog_and_users(environment: dict[str, str]):
         assert reconciled.returncode == 0, reconciled.stderr
         assert "catalog: checked" in reconciled.stdout
         assert "users: checked" in reconciled.stdout
-    finally:
-        code, _, err = stop(process)
-    assert code == 0, err

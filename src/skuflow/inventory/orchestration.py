@@ -16,7 +16,6 @@ of inventory resumes every flow where it was, in either mode.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -30,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.inventory.db import flow_steps, flows, outbox, skus
 from skuflow.messaging import COMMANDS, FLOW_ID, Message, Outgoing, current_flow, new_id
+from skuflow.platform.background import Background
 from skuflow.platform.runtime import ServiceRuntime
 
 log = logging.getLogger("skuflow.inventory.flows")
@@ -220,16 +220,13 @@ class StepTimeouts:
         self.interval = min(1.0, runtime.settings.flow_step_timeout_seconds / 4)
         self.resent = 0
         self.failed = 0
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background("flow step timeouts")
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="flow step timeouts")
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()
 
     async def _run(self) -> None:
         while True:

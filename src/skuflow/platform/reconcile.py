@@ -11,13 +11,13 @@ service says which SKUs to look at and how to repair them; the loop and the aski
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from skuflow.platform.background import Background
 from skuflow.platform.http import call_json
 
 log = logging.getLogger("skuflow.reconcile")
@@ -48,16 +48,13 @@ class Reconciliation:
         self.every = timedelta(seconds=runtime.settings.reconcile_seconds)
         self.repaired = 0
         self.last: dict[str, Any] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background(f"{service} reconciliation")
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self.service} reconciliation")
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()
 
     async def _run(self) -> None:
         while True:

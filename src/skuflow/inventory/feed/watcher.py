@@ -17,7 +17,6 @@ and in `/readyz` (the service stays ready), and tries again with a growing delay
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import posixpath
 import tempfile
@@ -30,6 +29,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from skuflow.inventory.feed.importer import Delivery, Outcome, import_delivery
+from skuflow.platform.background import Background
 from skuflow.platform.ftp import FtpConnection, FtpError, FtpLocation, RemoteFile, connect
 from skuflow.platform.runtime import ServiceRuntime
 
@@ -55,7 +55,7 @@ class FeedWatcher:
         self._handled: dict[str, tuple[tuple[int, str], float]] = {}
         self._failed: dict[tuple[str, tuple[int, str]], _Failed] = {}  # (name, version) that failed
         self.importing: str | None = None  # the file being imported now
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background("warehouse feed")
         self._files = Counter(
             "skuflow_warehouse_files",
             "Warehouse files the FTP feed handled, by outcome",
@@ -71,14 +71,11 @@ class FeedWatcher:
 
     async def start(self) -> None:
         log.info("watching %s every %.1f s", self.location.redacted(), self.poll_seconds)
-        self._task = asyncio.create_task(self._run(), name="warehouse feed")
+        self._background.start(self._run())
 
     async def stop(self) -> None:
         """Stop now: an import in progress is rolled back, and done again, whole, at the next start."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, STOP_TIMEOUT)
+        await self._background.stop(STOP_TIMEOUT)
 
     def report(self) -> dict[str, Any]:
         """The watcher's state, for /readyz's body."""
