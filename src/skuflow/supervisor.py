@@ -11,7 +11,8 @@ connections. The supervisor:
   gone (any still there after the grace and a margin are killed, and their unacknowledged messages return
   to the queues);
 - on SIGHUP, replaces the workers one at a time, each new one ready before its old one is stopped, so the
-  service never stops consuming.
+  service never stops consuming. (A connection that a stopping worker had just accepted, before reading its
+  request, may be closed unanswered: HTTP clients send an idempotent request again in that case.)
 
 Considered first: uvicorn's own `--workers` (its supervisor restarts a dead worker at once, with no delay,
 and restarts all of them on SIGHUP without waiting for the new ones to be ready) and gunicorn with uvicorn
