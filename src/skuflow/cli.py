@@ -141,14 +141,13 @@ def serve(
     growing delay, drains them all on SIGTERM (exit 0) and replaces them one by one on SIGHUP.
     """
     from skuflow.platform.logging import configure_logging
-    from skuflow.platform.secrets import with_secrets
     from skuflow.system import SERVICES, run_services
 
     spec = SERVICES.get(service)
     if spec is None:
         err_console.print(f"[red]error:[/] unknown service {service!r}: choose one of {', '.join(SERVICES)}")
         raise typer.Exit(2)
-    settings, _ = with_secrets(_settings(), generate=False)
+    settings = _stored_settings()
     if settings.broker_url.startswith("memory://"):
         err_console.print(
             "[red]error:[/] SKUFLOW_BROKER_URL: `skuflow serve` needs a real broker shared between processes, "
@@ -203,16 +202,10 @@ def warehouse_push(
     Authenticates as the `warehouse` client with SKUFLOW_WAREHOUSE_SECRET (else the secret `skuflow up`
     kept in SKUFLOW_DATA_DIR/secrets.json), at SKUFLOW_USERS_URL, then reports to SKUFLOW_INVENTORY_URL.
     """
-    from skuflow.platform.secrets import with_secrets
-    from skuflow.service_client import ServiceError
     from skuflow.warehouse import push
 
-    settings, _ = with_secrets(_settings(), generate=False)
-    try:
-        answer = asyncio.run(push(settings, warehouse, sku, on_hand, as_of))
-    except ServiceError as error:
-        err_console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1) from None
+    settings = _stored_settings()
+    answer = _operate(lambda: push(settings, warehouse, sku, on_hand, as_of))
     console.print_json(data=answer)
     if answer.get("stale"):
         err_console.print("note: the number is not newer (as_of) than the one recorded: ignored, counted as stale")
@@ -228,15 +221,16 @@ def warehouse_upload(
     SKUFLOW_DATA_DIR/secrets.json). The file goes up under a temporary name and is then renamed, so the
     watcher never takes half a file.
     """
-    from skuflow.warehouse import WarehouseError, ftp_location, upload
+    from skuflow.platform.ftp import FtpLocation
+    from skuflow.warehouse import ftp_location, upload
 
     settings = _settings()
-    try:
+
+    async def send() -> tuple[FtpLocation, str]:
         location = ftp_location(settings)
-        path = asyncio.run(upload(location, file))
-    except WarehouseError as error:
-        err_console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1) from None
+        return location, await upload(location, file)
+
+    location, path = _operate(send)
     console.print(f"uploaded {file} to {location.redacted(path)}")
 
 
@@ -257,8 +251,6 @@ def flows_command(
     kept in SKUFLOW_DATA_DIR/secrets.json).
     """
     from skuflow.operations import flows
-    from skuflow.platform.secrets import with_secrets
-    from skuflow.service_client import ServiceError
 
     if status is not None and status not in ("running", "completed", "failed", "superseded"):
         err_console.print(f"[red]error:[/] --status takes running, completed, failed or superseded, got {status!r}")
@@ -266,12 +258,8 @@ def flows_command(
     if status is not None and correlation_id is not None:
         err_console.print("[red]error:[/] give --status or --correlation-id, not both")
         raise typer.Exit(2)
-    settings, _ = with_secrets(_settings(), generate=False)
-    try:
-        found = asyncio.run(flows(settings, status=status, correlation_id=correlation_id, limit=limit))
-    except ServiceError as error:
-        err_console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1) from None
+    settings = _stored_settings()
+    found = _operate(lambda: flows(settings, status=status, correlation_id=correlation_id, limit=limit))
     if as_json:
         print(json.dumps(found, indent=2))
         return
@@ -363,7 +351,7 @@ def dlq_list(
     """Dead letters per work queue: how many, and each one's message id, type, reason, attempts and age."""
     from skuflow.operations import dead_letters
 
-    settings, _ = with_secrets_or_exit()
+    settings = _stored_settings()
     queues, where = _operate(lambda: dead_letters(settings, queue))
     if as_json:
         print(json.dumps({"read_from": where, "queues": queues}, indent=2))
@@ -398,7 +386,7 @@ def dlq_replay(
     """Put dead letters back on their work queue, once their cause is fixed; each gets every attempt again."""
     from skuflow.operations import replay
 
-    settings, _ = with_secrets_or_exit()
+    settings = _stored_settings()
     replayed, where = _operate(lambda: replay(settings, queue, message_id))
     console.print(
         f"replayed {replayed} dead letter{'s' if replayed != 1 else ''} onto {queue.removesuffix('.dlq')} ({where})"
@@ -413,7 +401,7 @@ def reconcile_command() -> None:
     """
     from skuflow.operations import reconcile
 
-    settings, _ = with_secrets_or_exit()
+    settings = _stored_settings()
     for report in _operate(lambda: reconcile(settings)):
         console.print(
             f"{report['service']}: checked {report['checked']} SKUs, repaired {report['repaired']}, "
@@ -421,17 +409,19 @@ def reconcile_command() -> None:
         )
 
 
-def with_secrets_or_exit() -> tuple[Settings, list[str]]:
+def _stored_settings() -> Settings:
+    """The settings, their unset secrets read from SKUFLOW_DATA_DIR/secrets.json (never generated here)."""
     from skuflow.platform.secrets import with_secrets
 
-    return with_secrets(_settings(), generate=False)
+    return with_secrets(_settings(), generate=False)[0]
 
 
 Operated = TypeVar("Operated")
 
 
 def _operate(action: Callable[[], Coroutine[Any, Any, Operated]]) -> Operated:
-    """Run an operator's command; a bad queue name or an unreachable service ends it with a message."""
+    """Run a client command; a bad argument (exit 2), a refusal or an unreachable service (exit 1) ends it
+    with a message, not a trace."""
     from skuflow.service_client import ServiceError
 
     try:
@@ -439,10 +429,7 @@ def _operate(action: Callable[[], Coroutine[Any, Any, Operated]]) -> Operated:
     except ValueError as error:
         err_console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
-    except LookupError as error:
-        err_console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1) from None
-    except (ServiceError, OSError) as error:
+    except (ServiceError, LookupError, OSError) as error:
         err_console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
 

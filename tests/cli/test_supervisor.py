@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import aio_pika
 import pytest
@@ -43,7 +42,6 @@ def test_workers_are_supervised(
     amqp_url: str,
     postgresql: PostgreSQL,
     postgres_databases: dict[str, str],
-    tmp_path: Path,
 ):
     asyncio.run(postgresql.empty_database(postgres_databases["inventory"]))
     environment |= {
