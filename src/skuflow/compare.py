@@ -5,7 +5,8 @@ an FTP server) on the configured broker and databases (memory + SQLite by defaul
 when given). Setup, not measured: N products at 0 on hand, M users each wishing for K of them. Then the
 measured burst: half the SKUs reported in stock over HTTP, one report each, and the other half in one FTP
 snapshot; every SKU thus becomes available once, and every wish is due one email. The mode has converged
-when catalog's availability equals inventory's for every SKU and the SMTP sink holds every due email.
+when catalog's availability equals inventory's for every SKU, the SMTP sink holds every due email, and no
+flow is running (in orchestration the orchestrator has had every step's reply).
 
 Every count comes from the system itself, as an operator would read it: each service's `/metrics`
 (deliveries per queue, publishes per route, HTTP calls per target and route, flow steps resent and failed),
@@ -267,6 +268,7 @@ class _Driver:
         report = {"warehouse_id": "WH-1", "items": [{"sku": sku, "on_hand": 0} for sku in skus]}
         await self._post(f"{self.urls['inventory']}/v1/stock", json=report, headers=warehouse)
         await self._until(lambda: self._catalog_matches(skus), "catalog to learn the SKUs at 0")
+        await self._until(self._flows_finished, "the flows of the SKUs at 0 to finish")  # counted before the burst
         done += 1
         self.progress("setup", done, total)
         for n in range(self.workload.users):
@@ -311,7 +313,8 @@ class _Driver:
             matching = await self._catalog_matches(skus, available=True)
             emails = len(self.system.smtp.mails)
             self.progress("converge", matching + emails, len(skus) + self.due_emails)
-            return matching == len(skus) and emails >= self.due_emails
+            # An orchestrated flow has not converged before its orchestrator has every step's reply.
+            return matching == len(skus) and emails >= self.due_emails and await self._flows_finished()
 
         remaining = self.workload.timeout - (time.monotonic() - started)
         try:
@@ -354,6 +357,12 @@ class _Driver:
             and catalog[sku]["available"] == inventory[sku]["available"]
             and (not available or inventory[sku]["available"])
         )
+
+    async def _flows_finished(self) -> bool:
+        """No flow is running (always so in choreography, which has none)."""
+        headers = {"Authorization": f"Bearer {await self.token('warehouse')}"}
+        url = f"{self.urls['inventory']}/v1/flows?status=running&limit=1"
+        return not (await self._request("GET", url, headers=headers))["items"]
 
     async def _all(self, url: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

@@ -23,6 +23,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+# SQLite: the locks `exclusive` holds in this process, by database URL and name; shared by every Database
+# object, so that two services of one process on one file (as tests run them) see each other's locks.
+_SQLITE_HELD: set[tuple[str, str]] = set()
+
 
 class Database:
     def __init__(self, url: str, migrations: Path, *, version_table: str = "alembic_version") -> None:
@@ -33,7 +37,6 @@ class Database:
         self.engine: AsyncEngine = _engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        self._held: set[str] = set()  # SQLite: the names `exclusive` holds in this process
 
     def for_update(self, query: Select[Any]) -> Select[Any]:
         """Lock the selected rows until the transaction ends (PostgreSQL; SQLite has one writer anyway)."""
@@ -88,14 +91,15 @@ class Database:
         has it. On PostgreSQL it is an advisory lock, held by a connection of its own, so every process of
         the service sees it, and a process that dies lets go of it. On SQLite (one process) it is local."""
         if self.is_sqlite:
-            if name in self._held:
+            key = (self.url, name)
+            if key in _SQLITE_HELD:
                 yield False
                 return
-            self._held.add(name)
+            _SQLITE_HELD.add(key)
             try:
                 yield True
             finally:
-                self._held.discard(name)
+                _SQLITE_HELD.discard(key)
             return
         async with self.engine.connect() as connection:
             held = True  # until known otherwise: a connection that may hold the lock never goes back to the pool

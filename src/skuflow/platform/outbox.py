@@ -229,14 +229,18 @@ class OutboxRelay:
         query = select(table).where(table.c.published_at.is_(None)).order_by(table.c.id).limit(self.batch_size)
         if db.is_sqlite:
             # One process owns a SQLite database: read, publish, then mark in a short write transaction,
-            # so that requests do not wait on the broker.
-            async with db.reading() as session:
-                rows = (await session.execute(query)).all()
-            if rows:
-                await self._publish(rows)
-                async with db.transaction() as session:
-                    await self._mark(session, rows)
-            return len(rows)
+            # so that requests do not wait on the broker. The lock keeps a second relay of the process on
+            # the same file (two services of one table, as tests run them) from publishing the batch again.
+            async with db.exclusive(f"skuflow-outbox-relay:{table.name}") as mine:
+                if not mine:
+                    return 0
+                async with db.reading() as session:
+                    rows = (await session.execute(query)).all()
+                if rows:
+                    await self._publish(rows)
+                    async with db.transaction() as session:
+                        await self._mark(session, rows)
+                return len(rows)
         async with db.transaction() as session:
             rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
             if rows:
