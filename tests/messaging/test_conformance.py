@@ -9,7 +9,17 @@ from collections.abc import Awaitable, Callable
 import pydantic
 import pytest
 
-from skuflow.messaging import Broker, Envelope, Message, PublishError, Reject, Subscription, dead_letter_queue
+from skuflow.messaging import (
+    Broker,
+    Envelope,
+    Message,
+    Outgoing,
+    PublishError,
+    PublishRefused,
+    Reject,
+    Subscription,
+    dead_letter_queue,
+)
 from tests.conftest import TEST_OPTIONS, BrokerFactory
 from tests.support.waiting import wait_until
 
@@ -245,6 +255,26 @@ async def test_a_message_no_queue_would_receive_raises_instead_of_vanishing(make
         await broker.publish(command, "commands", "nobody.listens")
     with pytest.raises(PublishError, match="not declared"):
         await broker.publish(command, "no_such_exchange")
+
+
+async def test_a_batch_refused_in_part_names_what_was_refused_and_delivers_the_rest(make_broker: BrokerFactory):
+    broker = await make_broker()
+    events = [broker.envelope("sku_processed", {"sku": f"SKU-{n}"}) for n in range(3)]
+    lost, nowhere = (broker.envelope("recalculate_sku", {"sku": "SKU-9"}) for _ in range(2))
+    batch = [
+        Outgoing(events[0], "sku_processed"),
+        Outgoing(lost, "commands", "nobody.listens"),
+        Outgoing(events[1], "sku_processed"),
+        Outgoing(nowhere, "no_such_exchange"),
+        Outgoing(events[2], "sku_processed"),
+    ]
+    with pytest.raises(PublishRefused, match="2 of 5 messages refused") as refused:
+        await broker.publish_many(batch)
+    assert set(refused.value.refused) == {lost.message_id, nowhere.message_id}
+    assert "unroutable recalculate_sku" in refused.value.refused[lost.message_id]
+    assert "not declared" in refused.value.refused[nowhere.message_id]
+    delivered = await broker.take(QUEUE, 10)
+    assert sorted(event.message_id for event in delivered) == sorted(event.message_id for event in events)
 
 
 async def test_a_handlers_own_messages_carry_its_flow_and_name_it_as_their_cause(make_broker: BrokerFactory):

@@ -19,6 +19,7 @@ from skuflow.messaging.broker import (
     Message,
     Outgoing,
     PublishError,
+    PublishRefused,
     Reject,
     Subscription,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "Message",
     "Outgoing",
     "PublishError",
+    "PublishRefused",
     "Queue",
     "Reject",
     "Subscription",

@@ -25,7 +25,7 @@ from aio_pika.abc import (
 )
 from yarl import URL
 
-from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishError, Subscription
+from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishError, PublishRefused, Subscription
 from skuflow.messaging.consumer import RepublishingDelivery, handle_delivery
 from skuflow.messaging.envelope import CAUSATION_ID, CONTENT_TYPE, Envelope, text
 from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queue
@@ -97,8 +97,9 @@ class AmqpBroker(Broker):
             await work.bind(self._exchanges[queue.exchange.name], routing_key=queue.routing_key)
             self._declared.add(queue.name)
 
-    async def _exchange(self, name: str) -> AbstractExchange:
+    async def _exchange(self, outgoing: Outgoing) -> AbstractExchange:
         """The exchange to publish to: declared by this client, or found on the broker (checked once)."""
+        name = outgoing.exchange
         if name == "":
             return self.channel.default_exchange
         if name not in self._exchanges:
@@ -108,7 +109,7 @@ class AmqpBroker(Broker):
                 async with self._connection.channel() as probe:  # a failed passive declare closes its channel
                     await probe.declare_exchange(name, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
-                raise PublishError(f"exchange {name!r} is not declared: declare the topology first") from None
+                raise PublishRefused.undeclared(outgoing) from None
             self._exchanges[name] = await self.channel.get_exchange(name, ensure=False)
         return self._exchanges[name]
 
@@ -117,17 +118,23 @@ class AmqpBroker(Broker):
             await self._publish(messages[0])
             return
         slots = asyncio.Semaphore(window)
+        refusals: list[PublishRefused] = []
 
         async def one(outgoing: Outgoing) -> None:
             async with slots:
-                await self._publish(outgoing)
+                try:
+                    await self._publish(outgoing)
+                except PublishRefused as refusal:  # this message only: the others go on
+                    refusals.append(refusal)
 
         try:
-            async with asyncio.TaskGroup() as group:  # the first failure cancels the rest
+            async with asyncio.TaskGroup() as group:  # an unreachable broker cancels the rest
                 for outgoing in messages:
                     group.create_task(one(outgoing))
         except* PublishError as errors:
             raise errors.exceptions[0] from None
+        if refusals:
+            raise PublishRefused.of(refusals, len(messages))
 
     async def _publish(self, outgoing: Outgoing) -> None:
         message = _to_amqp(outgoing.envelope)
@@ -136,17 +143,14 @@ class AmqpBroker(Broker):
         backoff = 0.05
         while True:
             try:
-                exchange = await self._exchange(outgoing.exchange)
+                exchange = await self._exchange(outgoing)
                 await exchange.publish(
                     message, outgoing.routing_key, mandatory=True, timeout=max(deadline - loop.time(), 0.1)
                 )
             except aiormq.exceptions.PublishError:
-                raise PublishError(
-                    f"unroutable {outgoing.envelope.type}: no queue bound to exchange "
-                    f"{outgoing.exchange!r} with routing key {outgoing.routing_key!r}"
-                ) from None
+                raise PublishRefused.unroutable(outgoing) from None
             except aiormq.exceptions.DeliveryError:
-                raise PublishError(f"the broker refused (nack) {outgoing.envelope.type}") from None
+                raise PublishRefused.one(outgoing, f"the broker refused (nack) {outgoing.envelope.type}") from None
             except PublishError:
                 raise
             except Exception as error:  # connection or channel lost: the robust connection is recovering

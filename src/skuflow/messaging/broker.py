@@ -12,7 +12,7 @@ import abc
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -29,6 +29,40 @@ DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1, 5, 30, 120, 600)
 
 class PublishError(Exception):
     """The broker did not take a message: not confirmed, unroutable, or unreachable past the bound."""
+
+
+class PublishRefused(PublishError):
+    """The broker is there but will not take some messages (no such exchange, no queue for one, a nack):
+    sending them again unchanged fails again until the topology or the broker's limits change. `refused`
+    gives each refused message's id and the reason; every other message of the publish was taken."""
+
+    def __init__(self, reason: str, refused: Mapping[str, str]) -> None:
+        super().__init__(reason)
+        self.refused = dict(refused)
+
+    @classmethod
+    def one(cls, outgoing: Outgoing, reason: str) -> PublishRefused:
+        return cls(reason, {outgoing.envelope.message_id: reason})
+
+    @classmethod
+    def undeclared(cls, outgoing: Outgoing) -> PublishRefused:
+        return cls.one(outgoing, f"exchange {outgoing.exchange!r} is not declared: declare the topology first")
+
+    @classmethod
+    def unroutable(cls, outgoing: Outgoing) -> PublishRefused:
+        return cls.one(
+            outgoing,
+            f"unroutable {outgoing.envelope.type}: no queue bound to exchange {outgoing.exchange!r} "
+            f"with routing key {outgoing.routing_key!r}",
+        )
+
+    @classmethod
+    def of(cls, refusals: Sequence[PublishRefused], total: int) -> PublishRefused:
+        """One error for the refusals of a batch of `total` messages."""
+        if total == 1 and len(refusals) == 1:
+            return refusals[0]
+        refused = {message_id: reason for refusal in refusals for message_id, reason in refusal.refused.items()}
+        return cls(f"{len(refused)} of {total} messages refused; the first: {refusals[0]}", refused)
 
 
 class Reject(Exception):
@@ -183,7 +217,8 @@ class Broker(abc.ABC):
         """Publish with up to `window` confirms in flight; return once every message is confirmed.
 
         On `PublishError` some of the messages may have reached the broker and others not: publish the
-        batch again (consumers deduplicate by `message_id`), as the outbox relay does.
+        batch again (consumers deduplicate by `message_id`), as the outbox relay does. On `PublishRefused`
+        (a subclass) the broker took every message but those it names.
         """
 
     async def consume(self, subscription: Subscription[Any], prefetch: int | None = None) -> Consumer:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishError, Subscription
+from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishRefused, Subscription
 from skuflow.messaging.consumer import RepublishingDelivery, handle_delivery
 from skuflow.messaging.envelope import DEATHS, REASON, Envelope
 from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queue
@@ -89,7 +89,7 @@ class MemoryHub:
             return [target] if target else []
         kind = self.exchanges.get(outgoing.exchange)
         if kind is None:
-            raise PublishError(f"exchange {outgoing.exchange!r} is not declared: declare the topology first")
+            raise PublishRefused.undeclared(outgoing)
         return [
             self.queues[queue]
             for queue, key in self.bindings.get(outgoing.exchange, [])
@@ -149,19 +149,21 @@ class MemoryBroker(Broker):
 
     async def publish_many(self, messages: Sequence[Outgoing], window: int = 100) -> None:
         hub = self.hub
-        # Route everything first: like a batch of mandatory publishes, nothing goes out if one cannot.
-        routed = [(outgoing, hub.route(outgoing)) for outgoing in messages]
-        for outgoing, queues in routed:
-            if not queues:
-                raise PublishError(
-                    f"unroutable {outgoing.envelope.type}: no queue bound to exchange "
-                    f"{outgoing.exchange!r} with routing key {outgoing.routing_key!r}"
-                )
-        for outgoing, queues in routed:
+        refusals: list[PublishRefused] = []
+        for outgoing in messages:  # as mandatory publishes: what cannot be routed is refused, the rest goes
+            try:
+                queues = hub.route(outgoing)
+                if not queues:
+                    raise PublishRefused.unroutable(outgoing)
+            except PublishRefused as refusal:
+                refusals.append(refusal)
+                continue
             for queue in queues:
                 hub.deliver(queue, outgoing.envelope)
             self.stats.count_published(outgoing)
         await asyncio.sleep(0)  # a publish is a suspension point on every broker
+        if refusals:
+            raise PublishRefused.of(refusals, len(messages))
 
     async def _consume(self, subscription: Subscription[Any], prefetch: int) -> _MemoryConsumer:
         for name in (

@@ -6,6 +6,13 @@ up when the broker is back. The relay publishes in batches with a window of conf
 when a transaction that added messages commits (and polls as well, for commits of other processes), and
 is safe with several processes: on PostgreSQL each batch is claimed with `FOR UPDATE SKIP LOCKED`.
 A crash between publishing and marking publishes a batch twice: consumers deduplicate by `message_id`.
+
+A message the broker refuses (no such exchange, no queue bound for it: a topology that is wrong, which an
+operator fixes) must not hold up the messages behind it: the relay marks what the broker took and holds
+the refused messages back, trying each again with backoff (1 s doubling to 5 min) for as long as it is
+refused. They stay pending, so nothing is lost; they are logged, counted in
+`/metrics` and listed in `/readyz`. Order is not kept past a refused message: consumers already tolerate
+any order (revisions and deduplication).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,7 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from skuflow.messaging import Broker, Envelope, Outgoing, PublishError
+from skuflow.messaging import Broker, Envelope, Outgoing, PublishError, PublishRefused
 from skuflow.platform.db import COPY_FROM, Database, utc
 
 log = logging.getLogger("skuflow.outbox")
@@ -146,6 +154,16 @@ class Outbox:
             return int(count or 0)
 
 
+@dataclass
+class Refused:
+    """A message the broker refused, held back until its next try."""
+
+    message_id: str
+    attempts: int
+    error: str
+    retry_at: float  # on the event loop's clock
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -156,6 +174,7 @@ class OutboxRelay:
         window: int = 100,
         poll_seconds: float = 0.5,
         keep_published: timedelta = timedelta(hours=1),
+        refused_backoff: tuple[float, float] = (1.0, 300.0),  # first and longest wait of a refused message
     ) -> None:
         self.outbox = outbox
         self.broker = broker
@@ -163,8 +182,10 @@ class OutboxRelay:
         self.window = window
         self.poll_seconds = poll_seconds
         self.keep_published = keep_published
+        self.refused_backoff = refused_backoff
         self.published = 0
         self.last_error: str | None = None
+        self.refused: dict[int, Refused] = {}  # by outbox row id
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -224,9 +245,13 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_seconds)
 
     async def publish_batch(self) -> int:
-        """Publish the oldest pending messages (up to a batch) and mark them; returns how many."""
+        """Publish the oldest pending messages (up to a batch) and mark them; returns how many were taken."""
         table, db = self.outbox.table, self.outbox.db
         query = select(table).where(table.c.published_at.is_(None)).order_by(table.c.id).limit(self.batch_size)
+        now = asyncio.get_running_loop().time()
+        waiting = [row_id for row_id, refused in self.refused.items() if refused.retry_at > now]
+        if waiting:
+            query = query.where(table.c.id.not_in(waiting))
         if db.is_sqlite:
             # One process owns a SQLite database: read, publish, then mark in a short write transaction,
             # so that requests do not wait on the broker. The lock keeps a second relay of the process on
@@ -237,21 +262,53 @@ class OutboxRelay:
                 async with db.reading() as session:
                     rows = (await session.execute(query)).all()
                 if rows:
-                    await self._publish(rows)
+                    sent = await self._publish(rows)
                     async with db.transaction() as session:
-                        await self._mark(session, rows)
+                        await self._mark(session, sent)
                 return len(rows)
         async with db.transaction() as session:
             rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
             if rows:
-                await self._publish(rows)
-                await self._mark(session, rows)
+                await self._mark(session, await self._publish(rows))
         return len(rows)
 
-    async def _publish(self, rows: Any) -> None:
-        await self.broker.publish_many([_outgoing(row) for row in rows], window=self.window)
+    async def _publish(self, rows: Sequence[Any]) -> Sequence[Any]:
+        """Publish the rows; answers those the broker took (all of them, unless it refused some)."""
+        try:
+            await self.broker.publish_many([_outgoing(row) for row in rows], window=self.window)
+            sent = rows
+        except PublishRefused as error:
+            for row in rows:
+                if row.message_id in error.refused:
+                    self._refuse(row, error.refused[row.message_id])
+            sent = [row for row in rows if row.message_id not in error.refused]
+        for row in sent:
+            if (refused := self.refused.pop(row.id, None)) is not None:
+                log.info("outbox: %s went out after %d refusals", row.message_id, refused.attempts)
+        return sent
 
-    async def _mark(self, session: AsyncSession, rows: Any) -> None:
+    def _refuse(self, row: Any, error: str) -> None:
+        earlier = self.refused.get(row.id)
+        attempts = (earlier.attempts if earlier else 0) + 1
+        first, longest = self.refused_backoff
+        backoff = min(first * 2 ** (attempts - 1), longest)
+        retry_at = asyncio.get_running_loop().time() + backoff
+        self.refused[row.id] = Refused(row.message_id, attempts, error, retry_at)
+        log.error(
+            "outbox: the broker refused %s %s to %r (routing key %r), attempt %d; the messages behind it go on, "
+            "this one is tried again in %.1fs: %s",
+            row.type,
+            row.message_id,
+            row.exchange,
+            row.routing_key,
+            attempts,
+            backoff,
+            error,
+        )
+
+    async def _mark(self, session: AsyncSession, rows: Sequence[Any]) -> None:
+        if not rows:
+            return
         table = self.outbox.table
         await session.execute(
             update(table).where(table.c.id.in_([row.id for row in rows])).values(published_at=datetime.now(UTC))
@@ -263,6 +320,18 @@ class OutboxRelay:
         cutoff = datetime.now(UTC) - self.keep_published
         async with self.outbox.db.transaction() as session:
             await session.execute(delete(table).where(table.c.published_at < cutoff))
+            if self.refused:  # forget refusals of messages that went out since (through another process)
+                query = select(table.c.id).where(table.c.id.in_(self.refused), table.c.published_at.is_(None))
+                pending = set((await session.scalars(query)).all())
+                self.refused = {row_id: refused for row_id, refused in self.refused.items() if row_id in pending}
+
+    def refusals(self) -> dict[str, Any]:
+        """What `/readyz` shows of the messages held back: how many, and the latest few."""
+        latest = sorted(self.refused.values(), key=lambda refused: refused.retry_at)[-5:]
+        return {
+            "messages": len(self.refused),
+            "latest": [{"message_id": r.message_id, "attempts": r.attempts, "error": r.error} for r in latest],
+        }
 
 
 def _outgoing(row: Any) -> Outgoing:

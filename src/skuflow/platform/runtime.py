@@ -102,6 +102,11 @@ class ServiceRuntime:
             self.metrics.watch_gauge(
                 "skuflow_outbox_relayed", "Outbox messages this process published", lambda: relay.published
             )
+            self.metrics.watch_gauge(
+                "skuflow_outbox_refused",
+                "Outbox messages the broker refused, held back and tried again with backoff",
+                lambda: len(relay.refused),
+            )
         for subscription in self.subscriptions:
             await self.broker.consume(subscription)
         for hook in self.on_start:
@@ -153,6 +158,7 @@ class ServiceRuntime:
                 "published": self.relay.published,
                 "relay": "running" if self.relay.running else "stopped",
                 "last_error": self.relay.last_error,
+                "refused": self.relay.refusals(),
             }
         for name, report in self.reports.items():
             checks[name] = report()
