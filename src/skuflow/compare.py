@@ -39,6 +39,7 @@ from sqlalchemy.engine import make_url
 from skuflow.bench.memory import peak_resident
 from skuflow.embedded.ftp import FtpServer
 from skuflow.embedded.smtp import SmtpSink
+from skuflow.messaging import SKUFLOW, BrokerOptions, create_broker
 from skuflow.platform.serving import bind, server_for, wait_started
 from skuflow.platform.settings import Settings
 from skuflow.system import SERVICES
@@ -118,13 +119,13 @@ async def _one_mode(
         async with _system(mode, Path(scratch), broker_url, postgres_url) as system:
             driver = _Driver(system, workload, lambda phase, done, total: progress(f"{mode}: {phase}", done, total))
             await driver.setup(skus, rng)
-            before = await system.scrape()
+            before = await system.settled()
             with peak_resident(every=0.02) as peak:
                 started = time.monotonic()
                 answers = await driver.burst(skus)
                 await driver.converge(skus, started)
                 elapsed = time.monotonic() - started
-            after = await system.scrape()
+            after = await system.settled()
             figures = _figures(mode, before, after)
             figures.converge_seconds = elapsed
             figures.peak_memory_mb = peak()[0]
@@ -139,6 +140,29 @@ class _System:
     smtp: SmtpSink
     ftp: FtpServer
     http: aiohttp.ClientSession
+
+    async def settled(self, within: float = SETUP_TIMEOUT) -> dict[str, Samples]:
+        """The services' metrics once nothing moves: every queue empty, every delivery settled, and the
+        deliveries the same in two looks in a row (converged is not yet quiet: a reply that changes nothing
+        anyone waits for may still be on its way)."""
+        deadline = time.monotonic() + within
+        previous: dict[Any, float] | None = None
+        async with create_broker(self.settings.broker_url, "compare-observer", BrokerOptions()) as broker:
+            while True:
+                scraped = await self.scrape()
+                deliveries = {
+                    (service, labels): value
+                    for service, samples in scraped.items()
+                    for (name, labels), value in samples.items()
+                    if name == "skuflow_queue_messages_total"
+                }
+                empty = [await broker.depth(queue.name) for queue in SKUFLOW.queues] == [0] * len(SKUFLOW.queues)
+                if empty and deliveries == previous and _all_settled(deliveries):
+                    return scraped
+                if time.monotonic() > deadline:
+                    raise NotConverged(f"the system did not come to rest within {within:g} s")
+                previous = deliveries
+                await asyncio.sleep(0.1)
 
     async def scrape(self) -> dict[str, Samples]:
         scraped = {}
@@ -225,8 +249,6 @@ def _url(url: Any) -> str:
 async def _purge(broker_url: str) -> None:
     """Leftovers of earlier runs would be counted and would disturb convergence: empty the system's queues."""
     import aio_pika
-
-    from skuflow.messaging import SKUFLOW, BrokerOptions, create_broker
 
     async with create_broker(broker_url, "compare", BrokerOptions()) as broker:
         await broker.declare(SKUFLOW)  # so that every queue exists (a first run on this broker)
@@ -390,6 +412,18 @@ class _Driver:
             if response.status >= 400:
                 raise RuntimeError(f"{method} {url} answered {response.status}: {body}")
             return body
+
+
+def _all_settled(deliveries: dict[Any, float]) -> bool:
+    """Each queue's deliveries were all acked, retried or dead-lettered: none is in a handler."""
+    outcomes: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for (service, labels), value in deliveries.items():
+        fields = dict(labels)
+        outcomes[service, fields["queue"]][fields["outcome"]] = value
+    return all(
+        counts.get("delivered", 0) == sum(counts.get(name, 0) for name in ("acked", "retried", "dead_lettered"))
+        for counts in outcomes.values()
+    )
 
 
 def _figures(mode: str, before: dict[str, Samples], after: dict[str, Samples]) -> ModeFigures:

@@ -65,7 +65,8 @@ async def test_workers_killed_rolled_and_drained_under_load(
         target = Target(f"processes {mode}", http, urls, databases, lambda: smtp.mails)
         wishes = await wishers(target)
         load = Load(target, seed=23)
-        async with load.running(max(LOAD_SECONDS, 6)):
+        faults_over = asyncio.Event()  # the load goes on until the last fault is behind it, however slow
+        async with load.running(LOAD_SECONDS, until=faults_over):
             await asyncio.sleep(1)
             os.kill(catalog_worker, signal.SIGKILL)  # mid-message, most likely: the load is steady
             await asyncio.to_thread(services["catalog"].wait_for_log, "worker 1 started")
@@ -74,6 +75,8 @@ async def test_workers_killed_rolled_and_drained_under_load(
             codes["inventory, drained"] = await asyncio.to_thread(services["inventory"].terminate)
             services["inventory"] = Service(environment, service="inventory")
             await asyncio.to_thread(wait_ready, services["inventory"].process, urls["inventory"])
+            await asyncio.sleep(1)  # load on the restarted inventory too
+            faults_over.set()
         assert load.resent > 0, "inventory's restart was felt"
         await check_nothing_lost_or_doubled(target, load, wishes)
     finally:

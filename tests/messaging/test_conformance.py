@@ -329,9 +329,9 @@ async def test_prefetch_bounds_how_many_messages_are_handled_at_once(make_broker
         await asyncio.sleep(0.05)
         running -= 1
 
+    events = [broker.envelope("sku_processed", SkuProcessed(sku=f"SKU-{n}")) for n in range(12)]
+    await broker.publish_many([Outgoing(event, "sku_processed") for event in events])  # all waiting at once
     await broker.consume(sku_processed(QUEUE, busy), prefetch=3)
-    for n in range(12):
-        await publish_event(broker, f"SKU-{n}")
     await wait_until(lambda: broker.stats.acked == 12, what="all 12 handled")
     assert peak == 3
 

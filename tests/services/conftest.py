@@ -9,9 +9,11 @@ from typing import Any
 import aiohttp
 import pytest
 from argon2 import PasswordHasher
+from sqlalchemy import select
 
+from skuflow.catalog.db import products
 from skuflow.embedded.smtp import SmtpSink
-from skuflow.messaging import Broker, Envelope, Queue, Topology, create_broker
+from skuflow.messaging import Broker, BrokerStats, Envelope, Queue, Topology, create_broker
 from skuflow.messaging.topology import SKU_PROCESSED
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.users import passwords
@@ -42,6 +44,13 @@ class System:
     def inventory_runtime(self) -> ServiceRuntime:
         runtime: ServiceRuntime = self.inventory.app.state.runtime
         return runtime
+
+    async def catalog_knows(self, sku: str, revision: int) -> bool:
+        """Whether catalog holds the SKU's availability at `revision` or newer."""
+        runtime: ServiceRuntime = self.catalog.app.state.runtime
+        async with runtime.db.reading() as session:
+            known = await session.scalar(select(products.c.availability_revision).where(products.c.sku == sku))
+        return known is not None and known >= revision
 
     async def client_token(self, client_id: str = "warehouse", secret: str = WAREHOUSE_SECRET) -> str:
         """A token of a client, asked for once per test (the token endpoint is rate limited)."""
@@ -96,6 +105,11 @@ class System:
         # Marked sent only after the broker confirmed: the queue holds them all once the outbox is empty.
         await wait_until(lambda: _is_zero(outbox.pending()), what="inventory's outbox relayed")
         return await self.observer.take(queue, 10_000)
+
+
+def settled(stats: BrokerStats) -> bool:
+    """No delivery is in flight: every one counted as delivered was acked, retried or dead-lettered."""
+    return stats.delivered == stats.acked + stats.retried + stats.dead_lettered
 
 
 async def _is_zero(count: Any) -> bool:

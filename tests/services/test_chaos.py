@@ -94,11 +94,13 @@ class Load:
     sent: int = 0
     resent: int = 0  # requests sent again after a failure (same Idempotency-Key)
 
-    async def run(self, seconds: float) -> None:
+    async def run(self, seconds: float, until: asyncio.Event | None = None) -> None:
+        """Report for `seconds`, and on until `until` is set if one is given (within two minutes more)."""
         rng = random.Random(self.seed)
         token = await self.target.token()
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or (until is not None and not until.is_set()):
+            assert time.monotonic() < deadline + 120, "the load's end was never signalled"
             sku, warehouse, on_hand = rng.choice(SKUS), rng.choice((1, 2)), rng.choice((0, 0, 1, 3))
             await self._report(token, sku, warehouse, on_hand)
             await asyncio.sleep(0.02)
@@ -125,12 +127,16 @@ class Load:
         self.accepted[f"WH-{warehouse}", sku] = on_hand
 
     @contextlib.asynccontextmanager
-    async def running(self, seconds: float = LOAD_SECONDS) -> AsyncIterator[None]:
-        task = asyncio.create_task(self.run(seconds))
+    async def running(self, seconds: float = LOAD_SECONDS, until: asyncio.Event | None = None) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.run(seconds, until))
         try:
             yield
-        finally:
-            await task
+        except BaseException:  # the faults went wrong: stop the load rather than wait for its end
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise
+        await task
 
 
 async def wishers(target: Target) -> dict[str, list[str]]:

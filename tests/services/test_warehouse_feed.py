@@ -216,8 +216,10 @@ async def test_a_file_with_bad_lines_records_nothing_and_its_report_names_each_b
 
 
 async def test_a_file_still_being_written_is_not_taken_until_it_stands_still(make_feed: FeedFactory):
-    feed = await make_feed(poll=0.3)
-    content = (HEADER + "".join(f"WH-1,SKU-{n:05d},{n}\n" for n in range(20_000))).encode()
+    # A poll a second, a piece every 50 ms for about 4 s: only a writer stalled for a whole second (never
+    # seen) would look finished.
+    feed = await make_feed(poll=1.0)
+    content = (HEADER + "".join(f"WH-1,SKU-{n:05d},{n}\n" for n in range(40_000))).encode()
     # The server writes to its disk through an 8 KiB buffer: pieces of 9 KiB change the size every time.
     pieces = [content[start : start + 9216] for start in range(0, len(content), 9216)]  # cut mid-line
     control = ftplib.FTP(timeout=10)
@@ -244,7 +246,7 @@ async def test_a_file_still_being_written_is_not_taken_until_it_stands_still(mak
 
     await wait_until(lambda: (feed.outbox / "processed" / "slow.csv").exists(), what="slow.csv processed")
     [entry] = await feed.ledger()
-    assert (entry.status, entry.lines, entry.changed_skus) == ("imported", 20_000, 20_000)
+    assert (entry.status, entry.lines, entry.changed_skus) == ("imported", 40_000, 40_000)
 
 
 async def test_a_snapshot_is_imported_at_each_new_content_and_never_moved(make_feed: FeedFactory):
@@ -300,7 +302,10 @@ async def test_a_file_whose_move_failed_after_the_commit_is_moved_later_not_impo
     await wait_until(lambda: (feed.outbox / "processed" / "late.csv").exists(), timeout=20, what="late.csv moved")
     assert [entry.status for entry in await feed.ledger()] == ["imported"]
     watcher = await feed.watcher()
-    assert (watcher["files"], watcher["status"]) == ({"imported": 1, "rejected": 0, "unchanged": 1}, "ok")
+    # Each poll while the move failed found the file already imported ("unchanged"); how many polls that
+    # was depends on how fast the test put the permission back.
+    assert (watcher["files"]["imported"], watcher["files"]["rejected"], watcher["status"]) == (1, 0, "ok")
+    assert watcher["files"]["unchanged"] >= 1
     assert sorted(event.json()["sku"] for event in await feed.published()) == ["SKU-A", "SKU-B"]
 
 

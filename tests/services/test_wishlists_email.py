@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.users.db import notifications, sku_availability
-from tests.services.conftest import MODES, System
+from tests.services.conftest import MODES, System, settled
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.parametrize("mode", MODES)
@@ -89,6 +89,7 @@ async def test_duplicate_deliveries_send_no_second_email(system: System):
     await wait_until(lambda: system.smtp.mails, what="the first email")
 
     users_broker = runtime_of(system, "users").broker
+    await wait_until(lambda: settled(users_broker.stats), what="users to settle the first delivery")
     handled = users_broker.stats.acked
     for _ in range(3):  # the same event again, as a broker redelivering would
         await system.observer.publish(system.observer.envelope("sku_processed", {"sku": "SKU-1"}), "sku_processed")
@@ -227,6 +228,7 @@ async def test_drift_is_repaired_by_reconciliation_and_said_so(system: System, c
     await report(system, "SKU-R", 3)
     await wait_until(lambda: len(system.smtp.mails) == 1, what="the email")
     await users_learned(system, "SKU-R", 1)
+    await wait_until(lambda: system.catalog_knows("SKU-R", 1), what="catalog to follow")  # no late update
 
     # What a lost message would leave: catalog never heard, users forgot it.
     async with runtime_of(system, "catalog").db.transaction() as session:

@@ -243,6 +243,10 @@ class StepTimeouts:
 
     async def sweep(self) -> int:
         """Handle the steps overdue now; answers how many."""
+        async with self.runtime.db.one_worker("skuflow-flow-step-timeouts") as mine:
+            return await self._sweep() if mine else 0
+
+    async def _sweep(self) -> int:
         now = datetime.now(UTC)
         cutoff = now - self.timeout
         db = self.runtime.db

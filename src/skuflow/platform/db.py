@@ -119,6 +119,17 @@ class Database:
                 if held:
                     await connection.invalidate()  # closing the session releases its locks
 
+    @contextlib.asynccontextmanager
+    async def one_worker(self, name: str) -> AsyncIterator[bool]:
+        """For work that several processes share by row locks on PostgreSQL (`FOR UPDATE SKIP LOCKED`):
+        always yields True there. SQLite has no row locks, and one process, but several services of it may
+        share the file (as tests run them): only one at a time may go ahead; it yields whether this one may."""
+        if not self.is_sqlite:
+            yield True
+            return
+        async with self.exclusive(name) as mine:
+            yield mine
+
     async def lock_for_transaction(self, session: AsyncSession, name: str) -> None:
         """Wait for the lock called `name`, held until the session's transaction ends, across every process
         of the service. PostgreSQL: an advisory lock. SQLite has one writer at a time: a write that changes

@@ -254,9 +254,8 @@ class OutboxRelay:
             query = query.where(table.c.id.not_in(waiting))
         if db.is_sqlite:
             # One process owns a SQLite database: read, publish, then mark in a short write transaction,
-            # so that requests do not wait on the broker. The lock keeps a second relay of the process on
-            # the same file (two services of one table, as tests run them) from publishing the batch again.
-            async with db.exclusive(f"skuflow-outbox-relay:{table.name}") as mine:
+            # so that requests do not wait on the broker.
+            async with db.one_worker(f"skuflow-outbox-relay:{table.name}") as mine:
                 if not mine:
                     return 0
                 async with db.reading() as session:

@@ -109,6 +109,10 @@ class Mailer:
 
     async def send_due(self) -> int:
         """Send the emails that are due; returns how many were tried."""
+        async with self.db.one_worker("skuflow-mailer") as mine:
+            return await self._send_due() if mine else 0
+
+    async def _send_due(self) -> int:
         now = datetime.now(UTC)
         query = (
             select(notifications)
@@ -116,7 +120,7 @@ class Mailer:
             .order_by(notifications.c.id)
             .limit(self.batch_size)
         )
-        if self.db.is_sqlite:  # one process: nobody else takes them
+        if self.db.is_sqlite:  # one mailer at a time (one_worker): nobody else takes them
             async with self.db.reading() as session:
                 rows = (await session.execute(query)).all()
         else:
