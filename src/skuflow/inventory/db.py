@@ -59,6 +59,7 @@ idempotency_keys = Table(
     Column("response", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("principal", "key"),
+    Index("ix_idempotency_keys_created_at", "created_at"),  # retention
 )
 
 # Every warehouse file the FTP feed handled: imported (in the same transaction as its numbers and their
@@ -80,6 +81,7 @@ warehouse_files = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Index("ix_warehouse_files_path", "path", "id"),
+    Index("ix_warehouse_files_finished_at", "finished_at"),  # retention
 )
 
 # Orchestration (CONTRACT section 7): one flow per SKU change, and its three steps.
@@ -100,6 +102,7 @@ flows = Table(
     Index("ix_flows_correlation_id", "correlation_id"),
     Index("ix_flows_sku_status", "sku", "status"),
     Index("ix_flows_status_flow_id", "status", "flow_id"),
+    Index("ix_flows_finished_at", "finished_at"),  # retention
 )
 
 flow_steps = Table(

@@ -13,6 +13,7 @@ from skuflow.inventory.feed.watcher import FeedWatcher
 from skuflow.inventory.messages import RECALCULATE_SKU, SKU_PROCESSED, RecalculateSku, SkuProcessed
 from skuflow.inventory.orchestration import STEP_FINISHED, StepFinished, StepTimeouts, on_step_finished
 from skuflow.inventory.recalculation import recalculate_availability, recalculate_for_flow
+from skuflow.inventory.retention import Retention
 from skuflow.messaging import FLOW_REPLIES, Subscription
 from skuflow.platform.db import Database
 from skuflow.platform.ftp import FtpLocation
@@ -47,6 +48,10 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
     runtime.metrics.watch_gauge(
         "skuflow_flow_steps_failed", "Flow steps this process gave up on (their flows failed)", lambda: timeouts.failed
     )
+    retention = Retention(runtime)
+    runtime.on_start.append(retention.start)
+    runtime.on_stop.append(retention.stop)
+    runtime.reports["retention"] = lambda: {"days": settings.retention_days, "deleted": dict(retention.deleted)}
     if settings.warehouse_ftp_url:
         watcher = FeedWatcher(
             runtime, FtpLocation.parse(settings.warehouse_ftp_url), settings.warehouse_ftp_poll_seconds

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     flow_step_timeout_seconds: float = Field(10, gt=0)
     flow_step_attempts: int = Field(5, ge=1)
     reconcile_seconds: float = Field(300, gt=0)
+    retention_days: float = Field(30, gt=0)
     low_stock_threshold: int = Field(5, ge=0)
 
     @field_validator("inventory_database_url", "catalog_database_url", "users_database_url")

@@ -19,6 +19,8 @@ from skuflow.users.messages import SKU_PROCESSED, UPDATE_WISHLISTS_FOR_SKU, SkuP
 from skuflow.users.reconcile import reconciliation
 from skuflow.users.wishlist_api import wishlist_router
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+
 DESCRIPTION = (
     "Users, clients and tokens: public sign-up, an OAuth 2.0 token endpoint (password and client_credentials "
     "grants, RFC 6749) and token verification for the other services (RFC 7662 style); wishlists, and an email "
@@ -29,7 +31,7 @@ RATE_WINDOW_SECONDS = 60.0
 
 def build_app(settings: Settings) -> FastAPI:
     secrets = client_secrets(settings)
-    database = Database(settings.database_url("users"), Path(__file__).parent / "migrations")
+    database = Database(settings.database_url("users"), MIGRATIONS)
     # Users checks the tokens it receives in its own table, not over HTTP.
     runtime = ServiceRuntime(
         "users", settings, database, outbox_table=db.outbox, verifier=accounts.LocalVerifier(database)
