@@ -391,6 +391,18 @@ async def test_token_requests_are_limited_per_client(start_users: StartUsers):
     assert (await users.client_token("admin", ADMIN_SECRET)).status == 200  # another client is not limited
 
 
+async def test_a_client_limited_from_one_address_still_gets_tokens_from_another(start_users: StartUsers):
+    users = await start_users(token_attempts_per_minute=2)
+    for _ in range(2):  # someone who knows the client id, at 127.0.0.1
+        assert (await users.client_token("warehouse", "a guess")).status == 401
+    assert (await users.client_token("warehouse", "a guess")).status == 429
+
+    # The warehouse, at another address (any of 127/8 is this machine's loopback).
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as elsewhere:
+        warehouse = Users(users.url, elsewhere, users.app)
+        assert (await warehouse.client_token("warehouse", WAREHOUSE_SECRET)).status == 200
+
+
 # -- Start-up and readiness --
 
 

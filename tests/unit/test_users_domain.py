@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from skuflow.users import domain
-from skuflow.users.domain import ClientCredentialsGrant, OAuthError, PasswordGrant, SlidingWindow
+from skuflow.users.domain import ClientCredentialsGrant, OAuthError, PasswordGrant, SlidingWindow, TokenAttempts
 
 FORM = domain.FORM_TYPE
 
@@ -158,3 +158,20 @@ def test_the_window_forgets_idle_keys_to_stay_bounded():
     window.attempt("d")
     window.attempt("e")  # still full: the oldest key goes
     assert set(window._attempts) == {"d", "e"}
+
+
+def test_token_attempts_are_limited_per_address_under_a_ceiling_from_all_addresses():
+    clock = Clock()
+    attempts = TokenAttempts(2, 60, spread=3, clock=clock)
+    assert [attempts.attempt("client:warehouse", "10.0.0.66") for _ in range(3)] == [None, None, 60]
+    assert attempts.attempt("client:warehouse", "10.0.0.1") is None, "the warehouse's own address is not locked out"
+    assert attempts.attempt("client:warehouse", "10.0.0.2") is None
+    clock.now += 30
+    assert attempts.attempt("client:warehouse", "10.0.0.3") is None
+    assert attempts.attempt("client:warehouse", "10.0.0.4") is None
+    # Six attempts from all addresses in the window: the ceiling (2 x 3) holds for every address, until
+    # the oldest ages out.
+    assert attempts.attempt("client:warehouse", "10.0.0.5") == 30
+    assert attempts.attempt("username:ada", "10.0.0.5") is None, "other principals are not affected"
+    clock.now += 30
+    assert attempts.attempt("client:warehouse", "10.0.0.5") is None

@@ -117,7 +117,7 @@ _TOKEN_FORM: dict[str, Any] = {
 }
 
 
-def auth_router(limiter: domain.SlidingWindow) -> APIRouter:
+def auth_router(limiter: domain.TokenAttempts) -> APIRouter:
     router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
     @router.post(
@@ -136,7 +136,8 @@ def auth_router(limiter: domain.SlidingWindow) -> APIRouter:
         try:
             params = domain.parse_form(request.headers.get("content-type"), await request.body())
             key = domain.rate_limit_key(params, authorization)
-            if key is not None and (wait := limiter.attempt(key)) is not None:
+            address = request.client.host if request.client else "unknown"
+            if key is not None and (wait := limiter.attempt(key, address)) is not None:
                 return _too_many(key, wait)
             grant = domain.read_grant(params, authorization)
             runtime = runtime_of(request)

@@ -244,17 +244,29 @@ class SlidingWindow:
 
     def attempt(self, key: str) -> int | None:
         """Record an attempt for `key`: None when it is allowed, else whole seconds until a slot frees (>= 1)."""
+        wait = self.wait(key)
+        if wait is None:
+            self.record(key)
+        return wait
+
+    def wait(self, key: str) -> int | None:
+        """None when an attempt for `key` would be allowed now, else whole seconds until a slot frees (>= 1)."""
         now = self.clock()
         times = self._attempts.get(key)
         if times is None:
-            self._make_room(now)
-            times = self._attempts[key] = deque()
+            return None
         while times and times[0] <= now - self.window:
             times.popleft()
         if len(times) >= self.limit:
             return max(1, math.ceil(times[0] + self.window - now))
-        times.append(now)
         return None
+
+    def record(self, key: str) -> None:
+        now = self.clock()
+        if key not in self._attempts:
+            self._make_room(now)
+            self._attempts[key] = deque()
+        self._attempts[key].append(now)
 
     def _make_room(self, now: float) -> None:
         if len(self._attempts) < self.max_keys:
@@ -263,6 +275,30 @@ class SlidingWindow:
             del self._attempts[key]
         while len(self._attempts) >= self.max_keys:
             del self._attempts[next(iter(self._attempts))]
+
+
+class TokenAttempts:
+    """The token endpoint's limit: `limit` attempts per client or username *from one address* in any window,
+    so that someone who knows a client id (`warehouse`) cannot lock that client out from elsewhere; and a
+    ceiling of `spread` times as many from all addresses together, so that guessing a password from many
+    addresses stays slow. Behind a proxy the address is the one uvicorn takes from `X-Forwarded-For`
+    when the proxy is trusted (`--forwarded-allow-ips`)."""
+
+    def __init__(
+        self, limit: int, window: float = 60.0, *, spread: int = 10, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.from_one_address = SlidingWindow(limit, window, clock=clock)
+        self.from_all = SlidingWindow(limit * spread, window, clock=clock)
+
+    def attempt(self, key: str, address: str) -> int | None:
+        """Record an attempt for `key` from `address`: None when allowed, else seconds to wait (>= 1)."""
+        near, far = f"{key} from {address}", key
+        waits = [wait for wait in (self.from_one_address.wait(near), self.from_all.wait(far)) if wait is not None]
+        if waits:
+            return max(waits)
+        self.from_one_address.record(near)
+        self.from_all.record(far)
+        return None
 
 
 # -- Wishlist emails (CONTRACT section 7) --

@@ -66,7 +66,7 @@ def build_app(settings: Settings) -> FastAPI:
     runtime.on_stop.append(mailer.stop)
     runtime.reports["email"] = mailer.report
     runtime.metrics.watch_gauge("skuflow_emails_sent", "Wishlist emails this process sent", lambda: mailer.sent)
-    limiter = domain.SlidingWindow(settings.token_attempts_per_minute, RATE_WINDOW_SECONDS)
+    limiter = domain.TokenAttempts(settings.token_attempts_per_minute, RATE_WINDOW_SECONDS)
     app = create_app(
         runtime,
         [users_router(), auth_router(limiter), wishlist_router()],
