@@ -197,6 +197,7 @@ async def _system(mode: str, scratch: Path, broker_url: str, postgres_url: str |
             "warehouse_secret": SecretStr(PASSWORD),
             "admin_secret": SecretStr(PASSWORD),
             "token_attempts_per_minute": 10_000,
+            "sign_ups_per_minute": 10_000,
             **{f"{name}_url": url for name, url in urls.items()},
             **{f"{name}_database_url": url for name, url in database_urls.items()},
         }

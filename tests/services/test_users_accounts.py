@@ -391,6 +391,18 @@ async def test_token_requests_are_limited_per_client(start_users: StartUsers):
     assert (await users.client_token("admin", ADMIN_SECRET)).status == 200  # another client is not limited
 
 
+async def test_sign_ups_are_limited_per_address(start_users: StartUsers):
+    users = await start_users(sign_ups_per_minute=2)
+    for n in range(2):
+        assert (await users.sign_up(f"user{n}@example.com")).status == 201
+    refused = await users.sign_up("user2@example.com")
+    assert refused.status == 429, refused.body
+    assert refused.body["detail"].startswith("too many sign-ups from 127.0.0.1; retry in ")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as elsewhere:
+        assert (await Users(users.url, elsewhere, users.app).sign_up("user2@example.com")).status == 201
+
+
 async def test_a_client_limited_from_one_address_still_gets_tokens_from_another(start_users: StartUsers):
     users = await start_users(token_attempts_per_minute=2)
     for _ in range(2):  # someone who knows the client id, at 127.0.0.1

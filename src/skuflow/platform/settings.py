@@ -57,9 +57,10 @@ class Settings(BaseSettings):
     admin_secret: SecretStr | None = None
     auth_transport: Literal["rest", "grpc"] = "rest"
     auth_cache_seconds: float = Field(30, ge=0)
-    # Extensions of ours (docs/contract.md): token lifetime and the token endpoint's rate limit.
+    # Extensions of ours (docs/contract.md): token lifetime, the token endpoint's and sign-up's rate limits.
     token_ttl_seconds: int = Field(3600, ge=1)
     token_attempts_per_minute: int = Field(10, ge=1)
+    sign_ups_per_minute: int = Field(20, ge=1)  # per address
 
     flow_step_timeout_seconds: float = Field(10, gt=0)
     flow_step_attempts: int = Field(5, ge=1)

@@ -47,16 +47,27 @@ class UserOut(BaseModel):
     name: str
 
 
-def users_router() -> APIRouter:
+def users_router(sign_ups: domain.SlidingWindow) -> APIRouter:
+    """`sign_ups` limits sign-ups per address: each one costs an argon2 hash, and accounts are cheap to make."""
     router = APIRouter(prefix="/v1/users", tags=["users"])
 
     @router.post(
         "",
         status_code=status.HTTP_201_CREATED,
         summary="Sign up (public)",
-        responses={409: {"description": "an account with this e-mail address exists"}},
+        responses={
+            409: {"description": "an account with this e-mail address exists"},
+            429: {"description": "too many sign-ups from this address"},
+        },
     )
     async def sign_up(body: SignUp, request: Request) -> UserOut:
+        address = request.client.host if request.client else "unknown"
+        if (wait := sign_ups.attempt(address)) is not None:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"too many sign-ups from {address}; retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
         try:
             user = await accounts.sign_up(runtime_of(request).db, body.email, body.name, body.password)
         except accounts.EmailTaken:

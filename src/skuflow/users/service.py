@@ -67,9 +67,10 @@ def build_app(settings: Settings) -> FastAPI:
     runtime.reports["email"] = mailer.report
     runtime.metrics.watch_gauge("skuflow_emails_sent", "Wishlist emails this process sent", lambda: mailer.sent)
     limiter = domain.TokenAttempts(settings.token_attempts_per_minute, RATE_WINDOW_SECONDS)
+    sign_ups = domain.SlidingWindow(settings.sign_ups_per_minute, RATE_WINDOW_SECONDS)
     app = create_app(
         runtime,
-        [users_router(), auth_router(limiter), wishlist_router()],
+        [users_router(sign_ups), auth_router(limiter), wishlist_router()],
         title="skuflow users",
         description=DESCRIPTION,
     )
