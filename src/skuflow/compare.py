@@ -39,7 +39,7 @@ from sqlalchemy.engine import make_url
 from skuflow.bench.memory import peak_resident
 from skuflow.embedded.ftp import FtpServer
 from skuflow.embedded.smtp import SmtpSink
-from skuflow.messaging import SKUFLOW, BrokerOptions, create_broker
+from skuflow.messaging import SKUFLOW, BrokerOptions, create_broker, wait_queue
 from skuflow.platform.serving import bind, server_for, wait_started
 from skuflow.platform.settings import Settings
 from skuflow.system import SERVICES
@@ -142,11 +142,16 @@ class _System:
     http: aiohttp.ClientSession
 
     async def settled(self, within: float = SETUP_TIMEOUT) -> dict[str, Samples]:
-        """The services' metrics once nothing moves: every queue empty, every delivery settled, and the
-        deliveries the same in two looks in a row (converged is not yet quiet: a reply that changes nothing
-        anyone waits for may still be on its way)."""
+        """The services' metrics once nothing moves: every queue empty (their retry queues too), every
+        delivery settled, and the deliveries the same in two looks in a row (converged is not yet quiet: a
+        reply that changes nothing anyone waits for may still be on its way)."""
         deadline = time.monotonic() + within
         previous: dict[Any, float] | None = None
+        queues = [
+            name
+            for queue in SKUFLOW.queues
+            for name in (queue.name, *(wait_queue(queue.name, delay) for delay in self.settings.retry_delays))
+        ]
         async with create_broker(self.settings.broker_url, "compare-observer", BrokerOptions()) as broker:
             while True:
                 scraped = await self.scrape()
@@ -156,7 +161,7 @@ class _System:
                     for (name, labels), value in samples.items()
                     if name == "skuflow_queue_messages_total"
                 }
-                empty = [await broker.depth(queue.name) for queue in SKUFLOW.queues] == [0] * len(SKUFLOW.queues)
+                empty = all([await broker.depth(name) == 0 for name in queues])
                 if empty and deliveries == previous and _all_settled(deliveries):
                     return scraped
                 if time.monotonic() > deadline:

@@ -7,9 +7,10 @@ import dataclasses
 import time
 import urllib.parse
 
+import aio_pika
 import pytest
 
-from skuflow.messaging import SKUFLOW, PublishError, create_broker
+from skuflow.messaging import COMMANDS, SKUFLOW, Outgoing, PublishError, PublishRefused, create_broker
 from tests.conftest import TEST_OPTIONS
 from tests.support.proxy import TcpProxy
 
@@ -46,3 +47,36 @@ async def test_a_publish_waits_out_a_short_outage_and_raises_past_the_bound(amqp
     finally:
         await broker.close()
         await proxy.cut()
+
+
+async def test_an_exchange_deleted_under_a_publisher_refuses_its_messages_and_spares_the_others(amqp_url: str):
+    """A client that declared an exchange gets it back by itself (aio-pika's robust channel declares it again
+    when the broker closes the channel); one that only found it must learn that it is gone."""
+    declarer = create_broker(amqp_url, "catalog", TEST_OPTIONS)
+    publisher = create_broker(amqp_url, "inventory", dataclasses.replace(TEST_OPTIONS, publish_timeout=10))
+    try:
+        for broker in (declarer, publisher):
+            await broker.connect()
+        await declarer.declare(SKUFLOW)
+        await publisher.publish(publisher.envelope("sku_processed", {"sku": "SKU-1"}), "sku_processed")
+        connection = await aio_pika.connect(amqp_url)
+        async with connection, connection.channel() as channel:
+            await channel.exchange_delete("sku_processed")  # an operator's mistake, while inventory runs
+
+        gone = publisher.envelope("sku_processed", {"sku": "SKU-2"})
+        fine = [publisher.envelope("recalculate_sku", {"sku": f"SKU-{n}"}) for n in range(5)]
+        batch = [
+            Outgoing(gone, "sku_processed"),
+            *(Outgoing(c, COMMANDS.name, "inventory.recalculate_sku") for c in fine),
+        ]
+        started = time.monotonic()
+        with pytest.raises(PublishRefused) as refused:
+            await publisher.publish_many(batch)
+        assert time.monotonic() - started < 5, "refused at once, not after the publish timeout"
+        assert list(refused.value.refused) == [gone.message_id]
+        assert "'sku_processed' is not declared" in refused.value.refused[gone.message_id]
+        commands = await publisher.take("inventory.recalculate_sku", 10)
+        assert sorted(c.message_id for c in commands) == sorted(c.message_id for c in fine)
+    finally:
+        await publisher.close()
+        await declarer.close()

@@ -37,11 +37,19 @@ async def test_what_ended_before_the_retention_is_forgotten_and_nothing_else(sys
     await report(system, "SKU-OPEN", "open-1")
     await wait_until(lambda: flow_status_is(system, "open-1", "running"), what="the second flow")
     now = datetime.now(UTC)
-    async with runtime.db.transaction() as session:  # a snapshot's three versions and one delivered file
-        for path, content_hash in (("/snap.csv", "a"), ("/outbox/d1.csv", "b"), ("/snap.csv", "c"), ("/snap.csv", "d")):
-            await session.execute(warehouse_files.insert().values(**_ledger_entry(path, content_hash, now)))
+    ledger = [  # oldest first
+        ("/snap.csv", "a", "imported"),
+        ("/outbox/d1.csv", "b", "imported"),
+        ("/snap.csv", "c", "imported"),
+        ("/snap.csv", "d", "rejected"),  # after the newest import: kept, so that d is not examined again
+        ("/outbox/bad.csv", "e", "rejected"),
+        ("/outbox/bad.csv", "f", "rejected"),  # never imported: the newest entry is kept
+    ]
+    async with runtime.db.transaction() as session:
+        for path, content_hash, status in ledger:
+            await session.execute(warehouse_files.insert().values(**_ledger_entry(path, content_hash, status, now)))
 
-    retention = Retention(runtime)
+    retention = Retention(runtime, batch=1)  # every kind takes several batches
     assert await retention.purge() == {"idempotency_keys": 0, "flows": 0, "warehouse_files": 0}, "all is recent"
 
     later = now + timedelta(days=runtime.settings.retention_days, minutes=1)
@@ -50,7 +58,12 @@ async def test_what_ended_before_the_retention_is_forgotten_and_nothing_else(sys
     assert await flow_status_is(system, "open-1", "running"), "a running flow stays, however old"
     async with runtime.db.reading() as session:
         kept = (await session.execute(select(warehouse_files.c.path, warehouse_files.c.content_hash))).all()
-        assert sorted(kept) == [("/outbox/d1.csv", "b"), ("/snap.csv", "d")], "each path's newest entry stays"
+        assert sorted(kept) == [
+            ("/outbox/bad.csv", "f"),
+            ("/outbox/d1.csv", "b"),
+            ("/snap.csv", "c"),
+            ("/snap.csv", "d"),
+        ]
         assert await session.scalar(select(func.count()).select_from(idempotency_keys)) == 0
         assert sorted(await session.scalars(select(skus.c.sku))) == ["SKU-DONE", "SKU-OPEN"]
     assert await retention.purge(now=later) == {"idempotency_keys": 0, "flows": 0, "warehouse_files": 0}
@@ -62,12 +75,12 @@ async def test_what_ended_before_the_retention_is_forgotten_and_nothing_else(sys
     }, "the service's own retention found nothing yet; this test's purges were its own"
 
 
-def _ledger_entry(path: str, content_hash: str, at: datetime) -> dict[str, object]:
+def _ledger_entry(path: str, content_hash: str, status: str, at: datetime) -> dict[str, object]:
     return {
         "path": path,
         "content_hash": content_hash,
         "size": 10,
-        "status": "imported",
+        "status": status,
         "lines": 1,
         "accepted": 1,
         "stale": 0,

@@ -175,3 +175,24 @@ def test_token_attempts_are_limited_per_address_under_a_ceiling_from_all_address
     assert attempts.attempt("username:ada", "10.0.0.5") is None, "other principals are not affected"
     clock.now += 30
     assert attempts.attempt("client:warehouse", "10.0.0.5") is None
+
+
+def test_an_address_that_got_a_token_passes_the_ceiling_but_not_its_own_limit():
+    clock = Clock()
+    attempts = TokenAttempts(2, 60, spread=2, trusted_for=3600, clock=clock)
+    assert attempts.attempt("client:warehouse", "10.0.0.1") is None
+    attempts.succeeded("client:warehouse", "10.0.0.1")  # the warehouse got its token
+    for guesser in ("10.0.0.66", "10.0.0.67", "10.0.0.68"):  # the ceiling (2 x 2) fills up
+        attempts.attempt("client:warehouse", guesser)
+    assert attempts.attempt("client:warehouse", "10.0.0.69") == 60
+    assert attempts.attempt("client:warehouse", "10.0.0.1") is None, "the warehouse's address passes"
+    assert attempts.attempt("client:warehouse", "10.0.0.1") == 60, "but not its own limit"
+    clock.now += 3600
+    assert attempts.attempt("client:warehouse", "10.0.0.70") is None, "the ceiling's window has passed"
+
+
+def test_an_ipv6_host_counts_by_its_64():
+    attempts = TokenAttempts(1, 60, clock=Clock())
+    assert attempts.attempt("username:ada", "2001:db8:1:2::1") is None
+    assert attempts.attempt("username:ada", "2001:db8:1:2:ffff::9") is not None, "same /64"
+    assert attempts.attempt("username:ada", "2001:db8:1:3::1") is None, "another /64"

@@ -33,6 +33,7 @@ from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queue
 log = logging.getLogger("skuflow.messaging.amqp")
 
 _RECONNECT_BACKOFF_MAX = 2.0
+_MISSING_FOR = 1.0  # seconds an exchange found missing is believed missing
 _RECONNECT_INTERVAL = 1.0  # aio-pika's default of 5 s leaves consumers idle longer than needed
 
 
@@ -43,6 +44,7 @@ class AmqpBroker(Broker):
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
+        self._missing: dict[str, float] = {}  # exchanges found missing, until when (loop time) to believe it
         self._declared: set[str] = set()  # work queues this client declared, with their DLQ and wait queues
 
     async def connect(self) -> None:
@@ -98,18 +100,24 @@ class AmqpBroker(Broker):
             self._declared.add(queue.name)
 
     async def _exchange(self, outgoing: Outgoing) -> AbstractExchange:
-        """The exchange to publish to: declared by this client, or found on the broker (checked once)."""
+        """The exchange to publish to: declared by this client, or found on the broker (checked once, and a
+        missing one believed missing for a second, so that a batch to it does not probe once a message)."""
         name = outgoing.exchange
         if name == "":
             return self.channel.default_exchange
         if name not in self._exchanges:
             if self._connection is None:
                 raise RuntimeError("the broker is not connected: call connect() first")
+            now = asyncio.get_running_loop().time()
+            if self._missing.get(name, 0.0) > now:
+                raise PublishRefused.undeclared(outgoing)
             try:
                 async with self._connection.channel() as probe:  # a failed passive declare closes its channel
                     await probe.declare_exchange(name, passive=True)
             except aiormq.exceptions.ChannelNotFoundEntity:
+                self._missing[name] = now + _MISSING_FOR
                 raise PublishRefused.undeclared(outgoing) from None
+            self._missing.pop(name, None)
             self._exchanges[name] = await self.channel.get_exchange(name, ensure=False)
         return self._exchanges[name]
 
@@ -153,6 +161,12 @@ class AmqpBroker(Broker):
                 raise PublishRefused.one(outgoing, f"the broker refused (nack) {outgoing.envelope.type}") from None
             except PublishError:
                 raise
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                # An exchange was deleted under us (the broker closed the channel; it reopens by itself). Every
+                # publish in flight on the channel lands here: each looks its exchange up again, and only
+                # those whose exchange is gone are refused.
+                self._exchanges.pop(outgoing.exchange, None)
+                continue
             except Exception as error:  # connection or channel lost: the robust connection is recovering
                 remaining = deadline - loop.time()
                 if remaining <= 0:

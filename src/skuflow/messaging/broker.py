@@ -62,7 +62,7 @@ class PublishRefused(PublishError):
         if total == 1 and len(refusals) == 1:
             return refusals[0]
         refused = {message_id: reason for refusal in refusals for message_id, reason in refusal.refused.items()}
-        return cls(f"{len(refused)} of {total} messages refused; the first: {refusals[0]}", refused)
+        return cls(f"{len(refused)} of {total} messages refused, e.g. {refusals[0]}", refused)
 
 
 class Reject(Exception):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,12 +22,22 @@ from alembic.config import Config
 from sqlalchemy import Connection, Select, Table, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
-# SQLite: the locks `exclusive` holds in this process, by database URL and name; shared by every Database
+# SQLite: the locks `exclusive` holds in this process, by database file and name; shared by every Database
 # object, so that two services of one process on one file (as tests run them) see each other's locks.
 _SQLITE_HELD: set[tuple[str, str]] = set()
+
+
+def _sqlite_file(url: str) -> str:
+    """What names a SQLite database for the process-wide locks: its file, however the URL spells it; an
+    in-memory database is its own (each connection to `:memory:` is another database)."""
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return f":memory:{uuid.uuid4().hex}"
+    return os.path.realpath(database)
 
 
 class Database:
@@ -37,6 +49,7 @@ class Database:
         self.engine: AsyncEngine = _engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._lock_scope = _sqlite_file(url) if self.is_sqlite else url
 
     def for_update(self, query: Select[Any]) -> Select[Any]:
         """Lock the selected rows until the transaction ends (PostgreSQL; SQLite has one writer anyway)."""
@@ -91,7 +104,7 @@ class Database:
         has it. On PostgreSQL it is an advisory lock, held by a connection of its own, so every process of
         the service sees it, and a process that dies lets go of it. On SQLite (one process) it is local."""
         if self.is_sqlite:
-            key = (self.url, name)
+            key = (self._lock_scope, name)
             if key in _SQLITE_HELD:
                 yield False
                 return

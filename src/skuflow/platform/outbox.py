@@ -8,11 +8,12 @@ is safe with several processes: on PostgreSQL each batch is claimed with `FOR UP
 A crash between publishing and marking publishes a batch twice: consumers deduplicate by `message_id`.
 
 A message the broker refuses (no such exchange, no queue bound for it: a topology that is wrong, which an
-operator fixes) must not hold up the messages behind it: the relay marks what the broker took and holds
-the refused messages back, trying each again with backoff (1 s doubling to 5 min) for as long as it is
-refused. They stay pending, so nothing is lost; they are logged, counted in
-`/metrics` and listed in `/readyz`. Order is not kept past a refused message: consumers already tolerate
-any order (revisions and deduplication).
+operator fixes) must not hold up the messages behind it: the relay marks what the broker took and, in the
+same transaction, writes on each refused row when to try it again (1 s doubling to 5 min) and why, so that
+every process of the service honours the same backoff. Refused rows stay pending, so nothing is lost;
+they are logged, counted in `/metrics` (refusals this process met) and listed in `/readyz` (from the
+table). Order is not kept past a refused message: consumers already tolerate any order (revisions and
+deduplication).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,8 +37,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    and_,
     delete,
     func,
+    or_,
     select,
     update,
 )
@@ -87,6 +89,28 @@ def outbox_columns_v1() -> list[Any]:
     ]
 
 
+def outbox_refusal_columns_v2() -> list[Any]:
+    """What version 2 adds to the outbox: the broker's refusals of a row (also frozen, as migrations are)."""
+    return [
+        Column("refusals", Integer, nullable=False, server_default="0"),
+        Column("refused_at", DateTime(timezone=True)),
+        Column("next_attempt_at", DateTime(timezone=True)),  # not before then; NULL: at once
+        Column("refusal", String(500)),  # the broker's reason, the last time
+    ]
+
+
+def add_outbox_refusals_v2(op: Any) -> None:
+    """What each service's migration to outbox version 2 runs (`op` is Alembic's)."""
+    for column in outbox_refusal_columns_v2():
+        op.add_column(TABLE, column)
+
+
+def drop_outbox_refusals_v2(op: Any) -> None:
+    with op.batch_alter_table(TABLE) as batch:  # SQLite drops columns by copying the table
+        for column in outbox_refusal_columns_v2():
+            batch.drop_column(column.name)
+
+
 def create_outbox_v1(op: Any) -> None:
     """What each service's first migration runs to create its outbox (`op` is Alembic's)."""
     op.create_table(TABLE, *outbox_columns_v1())
@@ -99,7 +123,7 @@ def outbox_indexes(table: str = TABLE) -> list[tuple[str, list[str]]]:
 
 
 def outbox_table(metadata: MetaData, name: str = TABLE) -> Table:
-    table = Table(name, metadata, *outbox_columns_v1())
+    table = Table(name, metadata, *outbox_columns_v1(), *outbox_refusal_columns_v2())
     for index, columns in outbox_indexes(name):
         Index(index, *(table.c[column] for column in columns))
     return table
@@ -154,16 +178,6 @@ class Outbox:
             return int(count or 0)
 
 
-@dataclass
-class Refused:
-    """A message the broker refused, held back until its next try."""
-
-    message_id: str
-    attempts: int
-    error: str
-    retry_at: float  # on the event loop's clock
-
-
 class OutboxRelay:
     def __init__(
         self,
@@ -185,7 +199,7 @@ class OutboxRelay:
         self.refused_backoff = refused_backoff
         self.published = 0
         self.last_error: str | None = None
-        self.refused: dict[int, Refused] = {}  # by outbox row id
+        self.refusals_met = 0  # by this process: each time the broker refused a row
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -247,11 +261,8 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish the oldest pending messages (up to a batch) and mark them; returns how many were taken."""
         table, db = self.outbox.table, self.outbox.db
-        query = select(table).where(table.c.published_at.is_(None)).order_by(table.c.id).limit(self.batch_size)
-        now = asyncio.get_running_loop().time()
-        waiting = [row_id for row_id, refused in self.refused.items() if refused.retry_at > now]
-        if waiting:
-            query = query.where(table.c.id.not_in(waiting))
+        due = or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= datetime.now(UTC))
+        query = select(table).where(table.c.published_at.is_(None), due).order_by(table.c.id).limit(self.batch_size)
         if db.is_sqlite:
             # One process owns a SQLite database: read, publish, then mark in a short write transaction,
             # so that requests do not wait on the broker.
@@ -261,75 +272,89 @@ class OutboxRelay:
                 async with db.reading() as session:
                     rows = (await session.execute(query)).all()
                 if rows:
-                    sent = await self._publish(rows)
+                    refused = await self._publish(rows)
                     async with db.transaction() as session:
-                        await self._mark(session, sent)
+                        await self._mark(session, rows, refused)
                 return len(rows)
         async with db.transaction() as session:
             rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
             if rows:
-                await self._mark(session, await self._publish(rows))
+                await self._mark(session, rows, await self._publish(rows))
         return len(rows)
 
-    async def _publish(self, rows: Sequence[Any]) -> Sequence[Any]:
-        """Publish the rows; answers those the broker took (all of them, unless it refused some)."""
+    async def _publish(self, rows: Sequence[Any]) -> dict[str, str]:
+        """Publish the rows; answers the reasons of those the broker refused, by message id."""
         try:
             await self.broker.publish_many([_outgoing(row) for row in rows], window=self.window)
-            sent = rows
         except PublishRefused as error:
-            for row in rows:
-                if row.message_id in error.refused:
-                    self._refuse(row, error.refused[row.message_id])
-            sent = [row for row in rows if row.message_id not in error.refused]
-        for row in sent:
-            if (refused := self.refused.pop(row.id, None)) is not None:
-                log.info("outbox: %s went out after %d refusals", row.message_id, refused.attempts)
-        return sent
+            return error.refused
+        return {}
 
-    def _refuse(self, row: Any, error: str) -> None:
-        earlier = self.refused.get(row.id)
-        attempts = (earlier.attempts if earlier else 0) + 1
+    async def _mark(self, session: AsyncSession, rows: Sequence[Any], refused: dict[str, str]) -> None:
+        """Mark what the broker took as published; put off each refused row by its own backoff."""
+        table = self.outbox.table
+        now = datetime.now(UTC)
+        sent = [row.id for row in rows if row.message_id not in refused]
+        if sent:
+            await session.execute(update(table).where(table.c.id.in_(sent)).values(published_at=now))
+            self.published += len(sent)
+        for row in rows:
+            if row.message_id in refused:
+                refusal = self._refusal(row, refused[row.message_id], now)
+                await session.execute(update(table).where(table.c.id == row.id).values(**refusal))
+            elif row.refusals:
+                log.info("outbox: %s went out after %d refusals", row.message_id, row.refusals)
+
+    def _refusal(self, row: Any, reason: str, now: datetime) -> dict[str, Any]:
+        refusals = row.refusals + 1
         first, longest = self.refused_backoff
-        backoff = min(first * 2 ** (attempts - 1), longest)
-        retry_at = asyncio.get_running_loop().time() + backoff
-        self.refused[row.id] = Refused(row.message_id, attempts, error, retry_at)
+        backoff = min(first * 2 ** (refusals - 1), longest)
+        self.refusals_met += 1
         log.error(
-            "outbox: the broker refused %s %s to %r (routing key %r), attempt %d; the messages behind it go on, "
+            "outbox: the broker refused %s %s to %r (routing key %r), %d time(s); the messages behind it go on, "
             "this one is tried again in %.1fs: %s",
             row.type,
             row.message_id,
             row.exchange,
             row.routing_key,
-            attempts,
+            refusals,
             backoff,
-            error,
+            reason,
         )
-
-    async def _mark(self, session: AsyncSession, rows: Sequence[Any]) -> None:
-        if not rows:
-            return
-        table = self.outbox.table
-        await session.execute(
-            update(table).where(table.c.id.in_([row.id for row in rows])).values(published_at=datetime.now(UTC))
-        )
-        self.published += len(rows)
+        return {
+            "refusals": refusals,
+            "refused_at": now,
+            "next_attempt_at": now + timedelta(seconds=backoff),
+            "refusal": reason[:500],
+        }
 
     async def purge(self) -> None:
         table = self.outbox.table
         cutoff = datetime.now(UTC) - self.keep_published
         async with self.outbox.db.transaction() as session:
             await session.execute(delete(table).where(table.c.published_at < cutoff))
-            if self.refused:  # forget refusals of messages that went out since (through another process)
-                query = select(table.c.id).where(table.c.id.in_(self.refused), table.c.published_at.is_(None))
-                pending = set((await session.scalars(query)).all())
-                self.refused = {row_id: refused for row_id, refused in self.refused.items() if row_id in pending}
 
-    def refusals(self) -> dict[str, Any]:
-        """What `/readyz` shows of the messages held back: how many, and the latest few."""
-        latest = sorted(self.refused.values(), key=lambda refused: refused.retry_at)[-5:]
+    async def refusals(self) -> dict[str, Any]:
+        """What `/readyz` shows of the refused rows waiting to be tried again: how many, the latest few."""
+        table = self.outbox.table
+        held = and_(table.c.published_at.is_(None), table.c.refusals > 0)
+        columns = (table.c.message_id, table.c.refusals, table.c.refusal, table.c.next_attempt_at)
+        async with self.outbox.db.reading() as session:
+            count = await session.scalar(select(func.count()).select_from(table).where(held))
+            latest = (
+                await session.execute(select(*columns).where(held).order_by(table.c.refused_at.desc()).limit(5))
+            ).all()
         return {
-            "messages": len(self.refused),
-            "latest": [{"message_id": r.message_id, "attempts": r.attempts, "error": r.error} for r in latest],
+            "messages": int(count or 0),
+            "latest": [
+                {
+                    "message_id": row.message_id,
+                    "refusals": row.refusals,
+                    "reason": row.refusal,
+                    "next_attempt_at": utc(row.next_attempt_at).isoformat(),
+                }
+                for row in latest
+            ],
         }
 
 

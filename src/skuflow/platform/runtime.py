@@ -103,9 +103,9 @@ class ServiceRuntime:
                 "skuflow_outbox_relayed", "Outbox messages this process published", lambda: relay.published
             )
             self.metrics.watch_gauge(
-                "skuflow_outbox_refused",
-                "Outbox messages the broker refused, held back and tried again with backoff",
-                lambda: len(relay.refused),
+                "skuflow_outbox_refusals",
+                "Times the broker refused an outbox message in this process (each is tried again with backoff)",
+                lambda: relay.refusals_met,
             )
         for subscription in self.subscriptions:
             await self.broker.consume(subscription)
@@ -144,6 +144,13 @@ class ServiceRuntime:
         finally:
             await self.stop()
 
+    async def _refusals(self) -> dict[str, Any] | str:
+        assert self.relay is not None
+        try:
+            return await asyncio.wait_for(self.relay.refusals(), READINESS_TIMEOUT)
+        except Exception as error:
+            return f"unknown: {error!r}"
+
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, Any] = {}
         try:
@@ -158,7 +165,7 @@ class ServiceRuntime:
                 "published": self.relay.published,
                 "relay": "running" if self.relay.running else "stopped",
                 "last_error": self.relay.last_error,
-                "refused": self.relay.refusals(),
+                "refused": await self._refusals(),
             }
         for name, report in self.reports.items():
             checks[name] = report()

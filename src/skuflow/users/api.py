@@ -155,6 +155,8 @@ def auth_router(limiter: domain.TokenAttempts) -> APIRouter:
             issued = await accounts.grant_token(runtime.db, grant, runtime.settings.token_ttl_seconds)
         except domain.OAuthError as error:
             return _oauth_error(error)
+        if key is not None:
+            limiter.succeeded(key, address)
         body = TokenOut(access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope)
         return JSONResponse(body.model_dump())
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import math
 import re
 import secrets
@@ -278,27 +279,69 @@ class SlidingWindow:
 
 
 class TokenAttempts:
-    """The token endpoint's limit: `limit` attempts per client or username *from one address* in any window,
-    so that someone who knows a client id (`warehouse`) cannot lock that client out from elsewhere; and a
-    ceiling of `spread` times as many from all addresses together, so that guessing a password from many
-    addresses stays slow. Behind a proxy the address is the one uvicorn takes from `X-Forwarded-For`
-    when the proxy is trusted (`--forwarded-allow-ips`)."""
+    """The token endpoint's limit.
+
+    - `limit` attempts per client or username *from one address* in any window: someone who knows a client
+      id (`warehouse`) and guesses its secret locks out only their own address. An IPv6 address counts by
+      its /64, which one host can fill.
+    - A ceiling of `spread` times as many per client or username from all addresses together, so that
+      guessing from many addresses stays slow.
+    - An address that got a token for that client or username within `trusted_for` seconds passes the
+      ceiling (not its own limit): the warehouse, which asks from the same place every hour, is not shut
+      out by a guesser spread over many addresses. A user on a new address can be, while such an attack
+      lasts; that is the price of the ceiling.
+
+    Behind a proxy, the address is the one uvicorn takes from `X-Forwarded-For` when the proxy is trusted
+    (`--forwarded-allow-ips`)."""
 
     def __init__(
-        self, limit: int, window: float = 60.0, *, spread: int = 10, clock: Callable[[], float] = time.monotonic
+        self,
+        limit: int,
+        window: float = 60.0,
+        *,
+        spread: int = 10,
+        trusted_for: float = 24 * 3600.0,
+        max_trusted: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.from_one_address = SlidingWindow(limit, window, clock=clock)
         self.from_all = SlidingWindow(limit * spread, window, clock=clock)
+        self.trusted_for = trusted_for
+        self.max_trusted = max_trusted
+        self.clock = clock
+        self._trusted: dict[tuple[str, str], float] = {}  # (key, address) -> when it last got a token
 
     def attempt(self, key: str, address: str) -> int | None:
         """Record an attempt for `key` from `address`: None when allowed, else seconds to wait (>= 1)."""
-        near, far = f"{key} from {address}", key
-        waits = [wait for wait in (self.from_one_address.wait(near), self.from_all.wait(far)) if wait is not None]
-        if waits:
-            return max(waits)
+        near = f"{key} from {_network(address)}"
+        waits = [self.from_one_address.wait(near)]
+        trusted = self._trusted.get((key, _network(address)))
+        if trusted is None or trusted <= self.clock() - self.trusted_for:
+            waits.append(self.from_all.wait(key))
+        if any(wait is not None for wait in waits):
+            return max(wait for wait in waits if wait is not None)
         self.from_one_address.record(near)
-        self.from_all.record(far)
+        self.from_all.record(key)
         return None
+
+    def succeeded(self, key: str, address: str) -> None:
+        """`address` got a token for `key`: it passes the ceiling for a while."""
+        if len(self._trusted) >= self.max_trusted:  # the oldest go first (insertion order, refreshed below)
+            for stale in list(self._trusted)[: self.max_trusted // 10 or 1]:
+                del self._trusted[stale]
+        self._trusted.pop((key, _network(address)), None)
+        self._trusted[key, _network(address)] = self.clock()
+
+
+def _network(address: str) -> str:
+    """The unit an address is counted by: itself for IPv4, its /64 for IPv6."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 # -- Wishlist emails (CONTRACT section 7) --
