@@ -40,9 +40,9 @@ from skuflow.bench.memory import peak_resident
 from skuflow.embedded.ftp import FtpServer
 from skuflow.embedded.smtp import SmtpSink
 from skuflow.messaging import SKUFLOW, BrokerOptions, create_broker, wait_queue
-from skuflow.platform.serving import bind, server_for, wait_started
+from skuflow.platform.serving import bind
 from skuflow.platform.settings import Settings
-from skuflow.system import SERVICES
+from skuflow.system import SERVICES, serving
 
 MODES = ("choreography", "orchestration")
 PASSWORD = "compare-password"
@@ -209,21 +209,14 @@ async def _system(mode: str, scratch: Path, broker_url: str, postgres_url: str |
         settings = Settings(**values)
         if not broker.startswith("memory"):
             await _purge(broker)
-        servers = []
-        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         try:
-            for name, spec in SERVICES.items():
-                server = server_for(spec.build(settings))
-                task = asyncio.create_task(server.serve(sockets=[sockets[name]]))
-                servers.append((server, task))
-                await wait_started(server, task, within=60)
-            yield _System(settings, urls, smtp, ftp, http)
+            async with (
+                serving(list(SERVICES.values()), settings, [sockets[name] for name in SERVICES]),
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            ):
+                yield _System(settings, urls, smtp, ftp, http)
         finally:
-            await http.close()
-            for server, task in reversed(servers):
-                server.should_exit = True
-                await asyncio.gather(task, return_exceptions=True)
-            for sock in sockets.values():
+            for sock in sockets.values():  # closed already, unless the services never started
                 sock.close()
             ftp.stop()
             await smtp.stop()

@@ -8,10 +8,11 @@ broker. SIGINT/SIGTERM stop every server; each drains its consumers and closes i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -107,13 +108,32 @@ async def run_services(
 ) -> None:
     """Serve every service until SIGINT or SIGTERM; raise if one cannot start (ports are checked first).
     `sockets`: already listening ones, one per service (a supervisor's workers share theirs)."""
-    sockets = sockets or [bind(*spec.address(settings)) for spec in specs]
-    servers: list[SharedProcessServer] = []
-    tasks: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        async with serving(specs, settings, sockets) as tasks:
+            on_ready()
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    specs: list[ServiceSpec], settings: Settings, sockets: list[socket.socket] | None = None
+) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """Serve the services for the block: started in order, each answering before the next starts; stopped
+    in reverse order after it, so that a service still draining can reach those it depends on (users,
+    last). Yields the servers' tasks (one that ends has failed); raises a server's failure at the end."""
+    sockets = sockets or [bind(*spec.address(settings)) for spec in specs]
+    servers: list[SharedProcessServer] = []
+    tasks: list[asyncio.Task[None]] = []
+    results: list[BaseException | None] = []
     try:
         for spec, sock in zip(specs, sockets, strict=True):
             server = server_for(spec.build(settings))
@@ -121,20 +141,13 @@ async def run_services(
             servers.append(server)
             tasks.append(task)
             await wait_started(server, task)
-        on_ready()
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
+        yield tasks
     finally:
-        # In reverse start order: a service still draining can reach the ones it depends on (users, last).
-        results: list[BaseException | None] = []
         for server, task in reversed(list(zip(servers, tasks, strict=True))):
             server.should_exit = True
             results += await asyncio.gather(task, return_exceptions=True)
         for sock in sockets:
             sock.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             raise result

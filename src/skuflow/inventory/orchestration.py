@@ -15,7 +15,6 @@ of inventory resumes every flow where it was, in either mode.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -29,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.inventory.db import flow_steps, flows, outbox, skus
 from skuflow.messaging import COMMANDS, FLOW_ID, Message, Outgoing, current_flow, new_id
-from skuflow.platform.background import Background
+from skuflow.platform.background import Periodic
 from skuflow.platform.runtime import ServiceRuntime
 
 log = logging.getLogger("skuflow.inventory.flows")
@@ -220,21 +219,13 @@ class StepTimeouts:
         self.interval = min(1.0, runtime.settings.flow_step_timeout_seconds / 4)
         self.resent = 0
         self.failed = 0
-        self._background = Background("flow step timeouts")
+        self._periodic = Periodic("flow step timeouts", self.drain, self.interval)
 
     async def start(self) -> None:
-        self._background.start(self._run())
+        await self._periodic.start()
 
     async def stop(self) -> None:
-        await self._background.stop()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.drain()
-            except Exception:
-                log.exception("flow step timeouts: a sweep failed")
-            await asyncio.sleep(self.interval)
+        await self._periodic.stop()
 
     async def drain(self) -> None:
         """Sweep until no overdue step is left (a sweep handles at most SWEEP_BATCH)."""

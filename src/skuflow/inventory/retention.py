@@ -13,7 +13,6 @@ hour, in batches (short transactions, whatever the backlog), in one process of t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from skuflow.inventory.db import flow_steps, flows, idempotency_keys, warehouse_files
-from skuflow.platform.background import Background
+from skuflow.platform.background import Periodic
 from skuflow.platform.runtime import ServiceRuntime
 
 log = logging.getLogger("skuflow.inventory.retention")
@@ -38,26 +37,15 @@ class Retention:
     def __init__(self, runtime: ServiceRuntime, interval: float = INTERVAL_SECONDS, batch: int = BATCH) -> None:
         self.db = runtime.db
         self.keep = timedelta(days=runtime.settings.retention_days)
-        self.interval = interval
         self.batch = batch
         self.deleted: dict[str, int] = {"idempotency_keys": 0, "flows": 0, "warehouse_files": 0}
-        self._background = Background("retention")
+        self._periodic = Periodic("inventory retention", self.purge, interval, after_failure=AFTER_FAILURE_SECONDS)
 
     async def start(self) -> None:
-        self._background.start(self._run())
+        await self._periodic.start()
 
     async def stop(self) -> None:
-        await self._background.stop()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.purge()
-                wait = self.interval
-            except Exception:
-                wait = min(self.interval, AFTER_FAILURE_SECONDS)
-                log.exception("retention: a purge failed; trying again in %.0f s", wait)
-            await asyncio.sleep(wait)
+        await self._periodic.stop()
 
     async def purge(self, now: datetime | None = None) -> dict[str, int]:
         """Delete what is older than the retention; answers how many rows of each kind went."""

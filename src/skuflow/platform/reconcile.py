@@ -10,14 +10,13 @@ service says which SKUs to look at and how to repair them; the loop and the aski
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from skuflow.platform.background import Background
+from skuflow.platform.background import Periodic
 from skuflow.platform.http import call_json
 
 log = logging.getLogger("skuflow.reconcile")
@@ -48,21 +47,15 @@ class Reconciliation:
         self.every = timedelta(seconds=runtime.settings.reconcile_seconds)
         self.repaired = 0
         self.last: dict[str, Any] | None = None
-        self._background = Background(f"{service} reconciliation")
+        self._periodic = Periodic(
+            f"{service} reconciliation", self.run_once, self.every.total_seconds(), at_start=False
+        )
 
     async def start(self) -> None:
-        self._background.start(self._run())
+        await self._periodic.start()
 
     async def stop(self) -> None:
-        await self._background.stop()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.every.total_seconds())
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("%s: reconciliation failed; trying again in %s", self.service, self.every)
+        await self._periodic.stop()
 
     async def run_once(self, older_than: timedelta | None = None) -> dict[str, Any]:
         """Re-check every SKU last checked before `older_than` ago (default SKUFLOW_RECONCILE_SECONDS)."""
