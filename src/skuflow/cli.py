@@ -130,15 +130,20 @@ def up() -> None:
 def serve(
     service: Annotated[str, typer.Argument(help="inventory, catalog or users")],
     workers: Annotated[
-        int, typer.Option(min=1, max=64, help="Worker processes under one supervisor (needs PostgreSQL).")
-    ] = 1,
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes under one supervisor (needs PostgreSQL); without it, one plain process.",
+        ),
+    ] = None,
 ) -> None:
     """Run one service, against a real broker (SKUFLOW_BROKER_URL=amqp://...).
 
     It listens on the host and port of its URL setting (SKUFLOW_INVENTORY_URL, SKUFLOW_CATALOG_URL,
     SKUFLOW_USERS_URL). Several instances of one service share its queues as competing consumers.
-    With --workers N, N worker processes share the port under a supervisor that restarts a dead one with a
-    growing delay, drains them all on SIGTERM (exit 0) and replaces them one by one on SIGHUP.
+    With --workers N (1 too), N worker processes share the port under a supervisor that restarts a dead one
+    with a growing delay, drains them all on SIGTERM (exit 0) and replaces them one by one on SIGHUP.
     """
     from skuflow.platform.logging import configure_logging
     from skuflow.system import SERVICES, run_services
@@ -155,7 +160,7 @@ def serve(
         )
         raise typer.Exit(2)
     configure_logging()
-    if workers > 1:
+    if workers is not None:
         if settings.database_url(service).startswith("sqlite"):
             err_console.print(
                 f"[red]error:[/] --workers {workers} needs PostgreSQL: SQLite allows one process "

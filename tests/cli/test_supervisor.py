@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import os
 import signal
 import threading
 import time
@@ -12,7 +13,9 @@ import urllib.error
 import urllib.request
 
 import aio_pika
+import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.cli.test_feed_crash import Service, pid_in
 from tests.cli.test_system_commands import wait_ready
@@ -108,3 +111,67 @@ def signal_kill(pid: int) -> None:
     import os
 
     os.kill(pid, signal.SIGKILL)
+
+
+def test_a_failed_rolling_restart_keeps_the_old_worker_and_a_stop_during_a_roll_ends_them_all(
+    environment: dict[str, str], amqp_url: str, postgresql: PostgreSQL
+):
+    database = asyncio.run(postgresql.create_database())
+    environment |= {
+        "SKUFLOW_BROKER_URL": amqp_url,
+        "SKUFLOW_INVENTORY_DATABASE_URL": database,
+        "SKUFLOW_SHUTDOWN_GRACE_SECONDS": "5",
+    }
+    inventory = environment["SKUFLOW_INVENTORY_URL"]
+    service = Service(environment, "--workers", "1")
+    workers: list[int] = []
+    try:
+        workers.append(pid_in(service.wait_for_log("worker 1 started")))
+        wait_ready(service.process, inventory)
+
+        # A new worker cannot reach the database (the old one keeps the connections it has): it goes, the
+        # old one stays and answers.
+        asyncio.run(allow_connections(postgresql, database, False))
+        service.process.send_signal(signal.SIGHUP)
+        workers.append(pid_in(service.wait_for_log("worker 1 started")))
+        service.wait_for_log("worker 1: the new one did not become ready; the old one stays")
+        assert alive(workers[0]), "the old worker stays"
+        assert not alive(workers[1]), "the new one went"
+        with urllib.request.urlopen(f"{inventory}/healthz", timeout=10) as response:
+            assert response.status == 200
+
+        # Fixed, a roll goes through; a stop in the middle of the next one ends the old and the new worker.
+        asyncio.run(allow_connections(postgresql, database, True))
+        service.process.send_signal(signal.SIGHUP)
+        workers.append(pid_in(service.wait_for_log("worker 1 started")))
+        service.wait_for_log("worker 1 replaced")
+        service.process.send_signal(signal.SIGHUP)
+        workers.append(pid_in(service.wait_for_log("worker 1 started")))
+    finally:
+        code = service.terminate()
+        asyncio.run(allow_connections(postgresql, database, True))
+        asyncio.run(postgresql.drop_database(database))
+    assert code == 0, service.log()
+    assert "all inventory workers stopped" in service.log()
+    assert not any(alive(pid) for pid in workers), "no worker outlives the supervisor"
+
+
+async def allow_connections(postgresql: PostgreSQL, url: str, allowed: bool) -> None:
+    connection = await asyncpg.connect(postgresql.maintenance_dsn())
+    try:
+        name = make_url(url).database
+        await connection.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+    finally:
+        await connection.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a child the supervisor has not reaped yet is a zombie: not alive
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -20,6 +20,10 @@ class PostgreSQL:
     def from_env(cls) -> PostgreSQL:
         return cls(os.environ.get("SKUFLOW_TEST_POSTGRES_URL", DEFAULT_URL))
 
+    def maintenance_dsn(self) -> str:
+        """asyncpg's address of the maintenance database (to create, alter and drop others)."""
+        return self._dsn()
+
     def _dsn(self, database: str | None = None) -> str:
         url = make_url(self.url).set(drivername="postgresql")
         if database is not None:
