@@ -98,6 +98,7 @@ def up() -> None:
         table = Table(title="skuflow is up", show_header=False)
         for spec in SERVICES.values():
             table.add_row(spec.name, spec.url(running), f"{spec.url(running)}/docs")
+        table.add_row("mode", running.mode, "SKUFLOW_MODE: choreography (events) or orchestration (flows)")
         table.add_row("broker", without_password(running.broker_url), "")
         table.add_row("smtp", running.smtp_url or "", "embedded sink: emails are shown here" if embedded_smtp else "")
         assert running.warehouse_ftp_url is not None  # run_up starts an FTP server when none is configured
@@ -271,12 +272,12 @@ def flows_command(
     order = "oldest first" if correlation_id else "newest first"
     table = Table(title=f"flows ({len(found)}, {order})")
     for column in ("flow", "correlation id", "sku", "rev", "status", "steps (attempts)", "started", "error"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # whole ids, folded onto more lines when narrow
     marks = {"done": "[green]done[/]", "pending": "[yellow]pending[/]", "failed": "[red]failed[/]"}
     for flow in found:
         steps = ", ".join(f"{s['step']} {marks[s['status']]} ({s['attempts']})" for s in flow["steps"])
         table.add_row(
-            flow["flow_id"][-12:],
+            flow["flow_id"],
             flow["correlation_id"],
             flow["sku"],
             str(flow["revision"]),
@@ -286,6 +287,11 @@ def flows_command(
             flow["error"] or "",
         )
     console.print(table)
+    if not found:
+        console.print(
+            "No flows: inventory starts one per SKU a report changes, and only in SKUFLOW_MODE=orchestration "
+            "(choreography has none)."
+        )
 
 
 @app.command()

@@ -66,7 +66,7 @@ async def _ask_admin(settings: Settings, method: str, path: str) -> dict[str, An
 
 
 def _asked_up(settings: Settings) -> str:
-    return f"the running skuflow up at {settings.inventory_url} (with memory:// the dead letters live in its process)"
+    return f"the running skuflow up at {settings.inventory_url}: with memory:// the dead letters live in its process"
 
 
 async def reconcile(settings: Settings) -> list[dict[str, Any]]:

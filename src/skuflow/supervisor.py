@@ -5,7 +5,8 @@ they share one listening socket, opened by the supervisor and inherited, so the 
 connections. The supervisor:
 
 - restarts a worker that dies, after a delay that doubles while it keeps dying (1 s up to 30 s; back to
-  1 s once a worker has lived a minute);
+  1 s once a worker has lived a minute); but if no worker has ever started (a wrong setting, most likely,
+  which restarts cannot mend), it stops and exits 1, the worker's log naming the cause;
 - on SIGTERM or SIGINT, passes SIGTERM to every worker, which drains (no new messages; those in flight
   finish, or go back to their queue, within SKUFLOW_SHUTDOWN_GRACE_SECONDS), and exits 0 once they are all
   gone (any still there after the grace and a margin are killed, and their unacknowledged messages return
@@ -36,9 +37,8 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from skuflow.platform.serving import bind
 from skuflow.platform.settings import Settings
-from skuflow.system import ServiceSpec, run_services
+from skuflow.system import ServiceSpec, bind_service, run_services
 
 log = logging.getLogger("skuflow.supervisor")
 
@@ -65,14 +65,16 @@ class Supervisor:
         self.grace = settings.shutdown_grace_seconds
         self._stopping = False
         self._rolling = False
+        self._started = False  # a worker has been ready once: start-up works, later deaths are trouble to outlast
+        self._exit_code = 0
         self._socket: socket.socket | None = None
 
     def run(self) -> int:
-        self._socket = bind(*self.spec.address(self.settings))
+        self._socket = bind_service(self.spec, self.settings)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
-        log.info("supervising %d %s workers on %s", len(self.slots), self.spec.name, self.spec.url(self.settings))
+        log.info("supervising %d %s worker(s) on %s", len(self.slots), self.spec.name, self.spec.url(self.settings))
         for slot in self.slots:
             self._start(slot)
         try:
@@ -86,7 +88,7 @@ class Supervisor:
             self._stop_all()
             self._socket.close()
         log.info("all %s workers stopped", self.spec.name)
-        return 0
+        return self._exit_code
 
     def _on_stop(self, signum: int, _frame: Any) -> None:
         log.info("%s: stopping the workers (draining)", signal.Signals(signum).name)
@@ -112,9 +114,19 @@ class Supervisor:
 
     def _watch(self) -> None:
         now = time.monotonic()
+        # Read before deaths are: a worker killed once ready has its ready event set.
+        self._started = self._started or any(slot.ready is not None and slot.ready.is_set() for slot in self.slots)
         for slot in self.slots:
             process = slot.process
             if process is not None and not process.is_alive() and slot.restart_at is None:
+                if not self._started:  # no worker ever started: the configuration, most likely; retrying won't help
+                    log.error(
+                        "worker %d could not start (exit code %s; its log above says why): stopping, exit 1",
+                        slot.number,
+                        process.exitcode,
+                    )
+                    self._stopping, self._exit_code = True, 1
+                    return
                 lived = now - slot.started_at
                 if lived >= STABLE_AFTER:
                     slot.delay = FIRST_DELAY  # it had settled: this is a new trouble

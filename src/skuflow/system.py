@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,8 @@ from skuflow.embedded import ftp
 from skuflow.embedded.smtp import ReceivedMail, SmtpSink
 from skuflow.platform.serving import SharedProcessServer, bind, server_for, wait_started
 from skuflow.platform.settings import Settings
+
+log = logging.getLogger("skuflow")
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ async def run_up(
         except OSError as error:
             raise OSError(
                 f"cannot start the embedded FTP server on {ftp.ADDRESS[0]}:{ftp.ADDRESS[1]}: "
-                f"{error.strerror} (set SKUFLOW_WAREHOUSE_FTP_URL to use another server)"
+                f"{_reason(error)} (set SKUFLOW_WAREHOUSE_FTP_URL to use another server)"
             ) from None
         settings = settings.model_copy(update={"warehouse_ftp_url": ftp_server.url()})
     try:
@@ -90,7 +93,7 @@ async def _run_with_smtp(
         except OSError as error:
             raise OSError(
                 f"cannot start the embedded SMTP sink on {EMBEDDED_SMTP[0]}:{EMBEDDED_SMTP[1]}: "
-                f"{error.strerror} (set SKUFLOW_SMTP_URL to use another server)"
+                f"{_reason(error)} (set SKUFLOW_SMTP_URL to use another server)"
             ) from None
         settings = settings.model_copy(update={"smtp_url": sink.url})
     try:
@@ -112,6 +115,10 @@ async def run_services(
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # A hangup (the terminal closed) stops the services as SIGTERM does, draining, where the default would
+    # end the process at once; a supervisor's workers ignore it (rolling them is the supervisor's business).
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        loop.add_signal_handler(signal.SIGHUP, _hung_up, stop)
     try:
         async with serving(specs, settings, sockets) as tasks:
             on_ready()
@@ -119,8 +126,8 @@ async def run_services(
             await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)  # a no-op for one it did not add
 
 
 @contextlib.asynccontextmanager
@@ -130,7 +137,7 @@ async def serving(
     """Serve the services for the block: started in order, each answering before the next starts; stopped
     in reverse order after it, so that a service still draining can reach those it depends on (users,
     last). Yields the servers' tasks (one that ends has failed); raises a server's failure at the end."""
-    sockets = sockets or [bind(*spec.address(settings)) for spec in specs]
+    sockets = sockets or [bind_service(spec, settings) for spec in specs]
     servers: list[SharedProcessServer] = []
     tasks: list[asyncio.Task[None]] = []
     results: list[BaseException | None] = []
@@ -151,3 +158,21 @@ async def serving(
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             raise result
+
+
+def _hung_up(stop: asyncio.Event) -> None:
+    log.info("SIGHUP: stopping, draining as on SIGTERM (`skuflow serve --workers N` restarts workers instead)")
+    stop.set()
+
+
+def bind_service(spec: ServiceSpec, settings: Settings) -> socket.socket:
+    """A listening socket on the service's address; a busy one fails naming the setting to change."""
+    try:
+        return bind(*spec.address(settings))
+    except OSError as error:
+        raise OSError(f"{error} (set SKUFLOW_{spec.name.upper()}_URL to use another address)") from None
+
+
+def _reason(error: OSError) -> str:
+    """An OSError in words: its strerror ("Address already in use"), which some libraries leave unset."""
+    return error.strerror or str(error) or type(error).__name__

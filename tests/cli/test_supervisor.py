@@ -175,3 +175,21 @@ def alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_workers_that_cannot_start_stop_the_supervisor_naming_the_cause(environment: dict[str, str], amqp_url: str):
+    environment |= {
+        "SKUFLOW_BROKER_URL": amqp_url,
+        "SKUFLOW_INVENTORY_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:5432/skuflow_no_such_database",
+    }
+    service = Service(environment, "--workers", "2")
+    try:
+        code = service.process.wait(timeout=60)
+    finally:
+        service.terminate()
+    log = service.log()
+    assert code == 1, log
+    assert "inventory cannot start: its database (SKUFLOW_INVENTORY_DATABASE_URL=" in log
+    assert 'database \\"skuflow_no_such_database\\" does not exist' in log
+    assert "could not start" in log
+    assert "restarting in" not in log, "a start-up that cannot work is not retried for ever"

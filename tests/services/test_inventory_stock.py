@@ -156,6 +156,8 @@ async def test_a_bad_report_is_422_naming_the_item_and_records_nothing(system: S
 
     assert status == 422
     assert location in [error["loc"] for error in answer["detail"]], answer
+    if case == "sku with a space":  # the rule in words, not a regular expression
+        assert "must be 1-64 of A-Z a-z 0-9 . _ -" in answer["detail"][0]["msg"], answer
     status, _, _ = await system.call("GET", "/v1/skus/OK-1/availability")
     assert status == 404, "the valid item of a rejected report is not recorded"
     assert await system.published() == []

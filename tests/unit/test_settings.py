@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from skuflow.platform.settings import SettingsError, load_settings
+from skuflow.platform.settings import SettingsError, load_settings, without_password
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +50,14 @@ def test_a_toml_file_sets_values_and_variables_win(monkeypatch: pytest.MonkeyPat
     assert (settings.mode, settings.prefetch) == ("orchestration", 9)
 
 
+def test_a_misspelled_key_in_the_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    config = tmp_path / "skuflow.toml"
+    config.write_text('retry_delay = "1,2"\nmode = "orchestration"\n')
+    monkeypatch.setenv("SKUFLOW_CONFIG", str(config))
+    with pytest.raises(SettingsError, match=r"unknown setting\(s\) retry_delay "):
+        load_settings()
+
+
 def test_a_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path):
     monkeypatch.setenv("SKUFLOW_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(SettingsError, match="SKUFLOW_CONFIG: no such file"):
@@ -79,3 +87,26 @@ def test_each_service_defaults_to_its_own_sqlite_file_under_the_data_dir(monkeyp
     assert settings.database_url("inventory") == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'inventory.db'}"
     assert settings.database_url("users") == "postgresql+asyncpg://u@h/users"
     assert settings.shutdown_grace_seconds == 30
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("amqp://guest:secret@host/", "amqp://guest:***@host/"),
+        ("amqp:/guest:secret@host/", "amqp:/guest:***@host/"),  # malformed: that is when it is shown
+        ("guest:secret@host", "guest:***@host"),
+        ("amqp://guest:sec:ret@h@host", "amqp://guest:***@host"),
+        ("postgresql+asyncpg://postgres@host/db", "postgresql+asyncpg://postgres@host/db"),
+        ("memory://", "memory://"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str):
+    assert without_password(url) == shown
+
+
+def test_a_malformed_broker_url_is_named_without_its_password(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SKUFLOW_BROKER_URL", "amqp:/guest:TopSecret2@127.0.0.1/")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert "SKUFLOW_BROKER_URL" in str(error.value)
+    assert "TopSecret2" not in str(error.value)

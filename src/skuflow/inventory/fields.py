@@ -25,6 +25,15 @@ def not_in_the_future(moment: datetime) -> datetime:
     return moment
 
 
-Identifier = Annotated[str, Field(pattern=IDENTIFIER, description=IDENTIFIER_RULE)]
+def an_identifier(value: str) -> str:
+    """The rule in words, not the regular expression, in the error a client sees."""
+    if not is_identifier(value):
+        raise ValueError(f"must be {IDENTIFIER_RULE}")
+    return value
+
+
+Identifier = Annotated[
+    str, AfterValidator(an_identifier), Field(description=IDENTIFIER_RULE, json_schema_extra={"pattern": IDENTIFIER})
+]
 OnHand = Annotated[StrictInt, Field(ge=0, le=MAX_ON_HAND)]
 AsOf = Annotated[datetime, AfterValidator(not_in_the_future)]

@@ -26,7 +26,7 @@ from skuflow.platform.http import new_session
 from skuflow.platform.metrics import ServiceMetrics
 from skuflow.platform.outbox import Outbox, OutboxRelay
 from skuflow.platform.reconcile import Reconciliation
-from skuflow.platform.settings import Settings
+from skuflow.platform.settings import Settings, without_password
 
 log = logging.getLogger("skuflow.runtime")
 
@@ -87,9 +87,13 @@ class ServiceRuntime:
         return self._verifier
 
     async def start(self) -> None:
-        await self.db.migrate()
-        await self.broker.connect()
-        await self.broker.declare(SKUFLOW)
+        database = f"SKUFLOW_{self.name.upper()}_DATABASE_URL={without_password(self.db.url)}"
+        async with _naming(f"{self.name} cannot start: its database ({database})"):
+            await self.db.migrate()
+        broker = f"SKUFLOW_BROKER_URL={without_password(self.settings.broker_url)}"
+        async with _naming(f"{self.name} cannot start: the broker ({broker})"):
+            await self.broker.connect()
+            await self.broker.declare(SKUFLOW)
         services = {name: getattr(self.settings, f"{name}_url") for name in ("inventory", "catalog", "users")}
         targets = {f"{urlsplit(url).hostname}:{urlsplit(url).port}": name for name, url in services.items()}
         self._http = new_session(self.metrics.client_trace(targets))
@@ -170,3 +174,20 @@ class ServiceRuntime:
         for name, report in self.reports.items():
             checks[name] = report()
         return ready, checks
+
+
+@contextlib.asynccontextmanager
+async def _naming(what: str) -> AsyncIterator[None]:
+    """Log one line naming what failed and why, before the traceback uvicorn logs for a failed start-up."""
+    try:
+        yield
+    except Exception as error:
+        log.error("%s: %s", what, _in_words(error))
+        raise
+
+
+def _in_words(error: BaseException) -> str:
+    """The innermost cause of an error, in its own words ("database "x" does not exist")."""
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return f"{type(error).__name__}: {error}"

@@ -7,6 +7,8 @@ names without the prefix), then the defaults. A bad value stops start-up with a 
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -156,6 +158,8 @@ def load_settings(**overrides: Any) -> Settings:
     if config_file and not Path(config_file).is_file():
         raise SettingsError(f"{PREFIX}CONFIG: no such file {config_file!r}")
     try:
+        if config_file:
+            _no_unknown_keys(Path(config_file))
         return Settings(**overrides)
     except ValidationError as error:
         problems = [
@@ -167,13 +171,29 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(f"bad configuration file {config_file}: {error}") from None
 
 
+def _no_unknown_keys(config_file: Path) -> None:
+    """A key the settings do not have is a misspelling that would silently change nothing: name it. (The
+    environment may hold other SKUFLOW_ variables, of other tools; the file is ours alone.)"""
+    with config_file.open("rb") as source:
+        unknown = sorted(set(tomllib.load(source)) - set(Settings.model_fields))
+    if unknown:
+        raise SettingsError(
+            f"bad configuration file {config_file}: unknown setting(s) {', '.join(unknown)} "
+            "(names are the variables' without SKUFLOW_, in lower case: retry_delays, broker_url, ...)"
+        )
+
+
+_CREDENTIALS = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.-]*:/*)?(?P<user>[^:/@]*):(?P<password>.*)", re.DOTALL)
+
+
 def without_password(url: str) -> str:
-    """The URL with its password masked, to be logged or shown (the last `@` ends the credentials)."""
-    scheme, separator, rest = url.partition("://")
-    credentials, at, address = rest.rpartition("@")
-    if not separator or not at or ":" not in credentials:
+    """The URL with its password masked, to be logged or shown (the last `@` ends the credentials), also
+    when the URL is malformed (`amqp:/user:password@host`, `user:password@host`): that is when it is shown."""
+    credentials, at, address = url.rpartition("@")
+    found = _CREDENTIALS.fullmatch(credentials) if at else None
+    if found is None or (not found["prefix"] and found["password"].startswith("/")):  # "scheme://user@"
         return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{address}"
+    return f"{found['prefix'] or ''}{found['user']}:***@{address}"
 
 
 def _shown(value: Any) -> Any:

@@ -226,7 +226,7 @@ class FeedWatcher:
             assert outcome.errors_report is not None
             report = posixpath.join(target, f"{kept}.errors.txt")
             await ftp.upload(outcome.errors_report, report)
-            log.warning("%s rejected: %d bad lines, see %s", path, outcome.bad_lines, report)
+            log.warning("%s rejected: %d bad line(s), see %s", path, outcome.bad_lines, report)
         if self.location.is_snapshot:
             return
         now = (await self._listing(ftp)).get(name)
