@@ -188,6 +188,9 @@ async def _naming(what: str) -> AsyncIterator[None]:
 
 def _in_words(error: BaseException) -> str:
     """The innermost cause of an error, in its own words ("database "x" does not exist")."""
-    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    for _ in range(20):  # a chain is short; the bound guards against a cycle
+        inner = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+        if inner is None:
+            break
+        error = inner
     return f"{type(error).__name__}: {error}"
