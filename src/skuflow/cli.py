@@ -144,7 +144,8 @@ def serve(
     It listens on the host and port of its URL setting (SKUFLOW_INVENTORY_URL, SKUFLOW_CATALOG_URL,
     SKUFLOW_USERS_URL). Several instances of one service share its queues as competing consumers.
     With --workers N (1 too), N worker processes share the port under a supervisor that restarts a dead one
-    with a growing delay, drains them all on SIGTERM (exit 0) and replaces them one by one on SIGHUP.
+    with a growing delay, drains them all on SIGTERM (exit 0) and replaces them one by one on SIGHUP; if
+    every worker fails before any has started, it exits 1 (their log says why).
     """
     from skuflow.platform.logging import configure_logging
     from skuflow.system import SERVICES, run_services

@@ -5,8 +5,8 @@ they share one listening socket, opened by the supervisor and inherited, so the 
 connections. The supervisor:
 
 - restarts a worker that dies, after a delay that doubles while it keeps dying (1 s up to 30 s; back to
-  1 s once a worker has lived a minute); but if no worker has ever started (a wrong setting, most likely,
-  which restarts cannot mend), it stops and exits 1, the worker's log naming the cause;
+  1 s once a worker has lived a minute); but if every worker fails before any has started (a wrong
+  setting, most likely, which restarts cannot mend), it stops and exits 1, the workers' log naming the cause;
 - on SIGTERM or SIGINT, passes SIGTERM to every worker, which drains (no new messages; those in flight
   finish, or go back to their queue, within SKUFLOW_SHUTDOWN_GRACE_SECONDS), and exits 0 once they are all
   gone (any still there after the grace and a margin are killed, and their unacknowledged messages return
@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -54,7 +55,7 @@ class _Slot:
     ready: Event | None = None
     started_at: float = 0.0
     delay: float = FIRST_DELAY
-    restart_at: float | None = None  # when a dead worker is due to be started again
+    restart_at: float | None = None  # when a dead worker is due to be started again (inf: undecided)
 
 
 class Supervisor:
@@ -119,14 +120,20 @@ class Supervisor:
         for slot in self.slots:
             process = slot.process
             if process is not None and not process.is_alive() and slot.restart_at is None:
-                if not self._started:  # no worker ever started: the configuration, most likely; retrying won't help
+                if not self._started and not (slot.ready is not None and slot.ready.is_set()):
+                    # Not one worker has started yet: wait for the others before deciding (see below).
                     log.error(
-                        "worker %d could not start (exit code %s; its log above says why): stopping, exit 1",
+                        "worker %d could not start (exit code %s; its log above says why)",
                         slot.number,
                         process.exitcode,
                     )
-                    self._stopping, self._exit_code = True, 1
-                    return
+                    slot.restart_at = math.inf
+                    if all(other.restart_at == math.inf for other in self.slots):
+                        # None could start: the configuration, most likely, which restarts cannot mend.
+                        log.error("no %s worker could start: stopping, exit 1", self.spec.name)
+                        self._stopping, self._exit_code = True, 1
+                        return
+                    continue
                 lived = now - slot.started_at
                 if lived >= STABLE_AFTER:
                     slot.delay = FIRST_DELAY  # it had settled: this is a new trouble
@@ -140,6 +147,9 @@ class Supervisor:
                     lived,
                     slot.restart_at - now,
                 )
+            if slot.restart_at == math.inf and self._started:  # another worker started: restart this one too
+                slot.restart_at = now + slot.delay
+                slot.delay = min(MAX_DELAY, slot.delay * 2)
             if slot.restart_at is not None and now >= slot.restart_at and not self._stopping:
                 self._start(slot)
 

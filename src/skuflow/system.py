@@ -2,7 +2,8 @@
 
 Each service is its FastAPI app under its own uvicorn server, on the host and port of its URL setting
 (`SKUFLOW_INVENTORY_URL`, ...). All servers share one event loop, and with `memory://` one in-process
-broker. SIGINT/SIGTERM stop every server; each drains its consumers and closes its connections.
+broker. SIGINT, SIGTERM and SIGHUP (unless ignored, as a supervisor's workers do) stop every server; each
+drains its consumers and closes its connections.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ async def run_services(
     on_ready: Callable[[], None],
     sockets: list[socket.socket] | None = None,
 ) -> None:
-    """Serve every service until SIGINT or SIGTERM; raise if one cannot start (ports are checked first).
+    """Serve every service until SIGINT, SIGTERM or SIGHUP; raise if one cannot start (ports checked first).
     `sockets`: already listening ones, one per service (a supervisor's workers share theirs)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -1,5 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from skuflow.inventory.domain import (
     RecordedLevel,
     ReportedLevel,
@@ -60,3 +62,12 @@ def test_a_warehouse_naming_a_sku_twice_is_pointed_at():
     assert duplicate_items([("W", "A"), ("W", "B"), ("W", "A"), ("V", "A")]) == {
         2: "warehouse W reports A twice (items 0 and 2)"
     }
+
+
+def test_an_identifier_is_the_whole_string():
+    from skuflow.inventory.fields import an_identifier
+
+    assert an_identifier("SKU-1") == "SKU-1"
+    for bad in ("SKU-1\n", "SKU 1", "-SKU", "x" * 65, ""):
+        with pytest.raises(ValueError, match="must be 1-64 of"):
+            an_identifier(bad)

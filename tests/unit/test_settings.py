@@ -58,6 +58,13 @@ def test_a_misspelled_key_in_the_config_file_is_named(monkeypatch: pytest.Monkey
         load_settings()
 
 
+def test_config_file_keys_are_read_in_any_case(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    config = tmp_path / "skuflow.toml"
+    config.write_text('MODE = "orchestration"\n')
+    monkeypatch.setenv("SKUFLOW_CONFIG", str(config))
+    assert load_settings().mode == "orchestration"
+
+
 def test_a_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path):
     monkeypatch.setenv("SKUFLOW_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(SettingsError, match="SKUFLOW_CONFIG: no such file"):
@@ -96,6 +103,9 @@ def test_each_service_defaults_to_its_own_sqlite_file_under_the_data_dir(monkeyp
         ("amqp:/guest:secret@host/", "amqp:/guest:***@host/"),  # malformed: that is when it is shown
         ("guest:secret@host", "guest:***@host"),
         ("amqp://guest:sec:ret@h@host", "amqp://guest:***@host"),
+        ('"amqp://guest:secret@host"', '"amqp://guest:***@host"'),  # quoted, as from an env file
+        ("postgresql://me@corp:secret@host/db", "postgresql://me@corp:***@host/db"),
+        ("postgresql://host/db?user=me&password=secret", "postgresql://host/db?user=me&password=***"),
         ("postgresql+asyncpg://postgres@host/db", "postgresql+asyncpg://postgres@host/db"),
         ("memory://", "memory://"),
     ],

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, StrictInt
+from pydantic_core import PydanticCustomError
 
 from skuflow.platform.db import utc
 
@@ -15,7 +16,7 @@ IDENTIFIER_RULE = "1-64 of A-Z a-z 0-9 . _ -, not starting with . _ -"
 MAX_ON_HAND = 1_000_000_000
 FUTURE_TOLERANCE = timedelta(minutes=5)  # clocks drift; a report from further ahead is a mistake
 
-is_identifier = re.compile(IDENTIFIER).match
+is_identifier = re.compile(IDENTIFIER).fullmatch  # fullmatch: `$` alone would let a final newline through
 
 
 def not_in_the_future(moment: datetime) -> datetime:
@@ -28,7 +29,7 @@ def not_in_the_future(moment: datetime) -> datetime:
 def an_identifier(value: str) -> str:
     """The rule in words, not the regular expression, in the error a client sees."""
     if not is_identifier(value):
-        raise ValueError(f"must be {IDENTIFIER_RULE}")
+        raise PydanticCustomError("identifier", "must be {rule}", {"rule": IDENTIFIER_RULE})
     return value
 
 

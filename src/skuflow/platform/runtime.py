@@ -187,10 +187,12 @@ async def _naming(what: str) -> AsyncIterator[None]:
 
 
 def _in_words(error: BaseException) -> str:
-    """The innermost cause of an error, in its own words ("database "x" does not exist")."""
+    """The error, and its innermost cause that says something ("database "x" does not exist"): a timeout's
+    cause is a bare cancellation, which says nothing."""
+    outer, inner = f"{type(error).__name__}: {error}", None
     for _ in range(20):  # a chain is short; the bound guards against a cycle
-        inner = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
-        if inner is None:
+        cause = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+        if cause is None or isinstance(cause, asyncio.CancelledError) or not str(cause):
             break
-        error = inner
-    return f"{type(error).__name__}: {error}"
+        error = inner = cause
+    return outer if inner is None else f"{outer} (cause: {type(inner).__name__}: {inner})"

@@ -175,7 +175,7 @@ def _no_unknown_keys(config_file: Path) -> None:
     """A key the settings do not have is a misspelling that would silently change nothing: name it. (The
     environment may hold other SKUFLOW_ variables, of other tools; the file is ours alone.)"""
     with config_file.open("rb") as source:
-        unknown = sorted(set(tomllib.load(source)) - set(Settings.model_fields))
+        unknown = sorted(key for key in tomllib.load(source) if key.lower() not in Settings.model_fields)
     if unknown:
         raise SettingsError(
             f"bad configuration file {config_file}: unknown setting(s) {', '.join(unknown)} "
@@ -183,16 +183,24 @@ def _no_unknown_keys(config_file: Path) -> None:
         )
 
 
-_CREDENTIALS = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.-]*:/*)?(?P<user>[^:/@]*):(?P<password>.*)", re.DOTALL)
+_CREDENTIALS = re.compile(
+    r"(?P<prefix>[^A-Za-z]*[A-Za-z][A-Za-z0-9+.-]*:/*)?(?P<user>[^:]*):(?P<password>.*)", re.DOTALL
+)
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
 
 def without_password(url: str) -> str:
     """The URL with its password masked, to be logged or shown (the last `@` ends the credentials), also
     when the URL is malformed (`amqp:/user:password@host`, `user:password@host`): that is when it is shown."""
+    url = _PASSWORD_PARAMETER.sub(r"\1***", url)  # postgresql://host/db?password=...
     credentials, at, address = url.rpartition("@")
-    found = _CREDENTIALS.fullmatch(credentials) if at else None
-    if found is None or (not found["prefix"] and found["password"].startswith("/")):  # "scheme://user@"
+    if not at:
         return url
+    found = _CREDENTIALS.fullmatch(credentials)
+    if found is not None and not found["prefix"] and found["password"].startswith("/"):  # "scheme://user@"
+        return url
+    if found is None:
+        return f"***@{address}"  # credentials of a shape we do not know: hide them all
     return f"{found['prefix'] or ''}{found['user']}:***@{address}"
 
 
