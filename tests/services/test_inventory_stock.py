@@ -218,8 +218,10 @@ async def test_an_idempotent_replay_answers_the_same_and_changes_nothing(system:
 async def test_unknown_sku_is_404_and_bad_sku_422(system: System):
     status, body, _ = await system.call("GET", "/v1/skus/NOPE-1/availability")
     assert (status, body["detail"]) == (404, "unknown SKU 'NOPE-1'")
-    status, _, _ = await system.call("GET", "/v1/skus/bad%20sku/availability")
+    status, body, _ = await system.call("GET", "/v1/skus/bad%20sku/availability")
     assert status == 422
+    assert body["detail"][0]["loc"] == ["path", "sku"]
+    assert body["detail"][0]["msg"] == "must be 1-64 of A-Z a-z 0-9 . _ -, not starting with . _ -"
 
 
 async def test_low_stock_lists_page_by_page(system: System, warehouse: str):

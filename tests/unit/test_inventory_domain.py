@@ -65,7 +65,7 @@ def test_a_warehouse_naming_a_sku_twice_is_pointed_at():
 
 
 def test_an_identifier_is_the_whole_string():
-    from skuflow.inventory.fields import an_identifier
+    from skuflow.platform.identifiers import an_identifier
 
     assert an_identifier("SKU-1") == "SKU-1"
     for bad in ("SKU-1\n", "SKU 1", "-SKU", "x" * 65, ""):

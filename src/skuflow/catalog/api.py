@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, StringConstraints
 from sqlalchemy import select
 
@@ -13,12 +13,9 @@ from skuflow.catalog import domain
 from skuflow.catalog.db import products
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
+from skuflow.platform.identifiers import SkuInPath
 from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page
 from skuflow.platform.web import runtime_of
-
-SkuPath = Annotated[
-    str, Path(pattern=domain.SKU_PATTERN, description="The SKU id: 1-64 of A-Z a-z 0-9 . _ -, not starting with . _ -")
-]
 
 
 def _valid_price(text: str) -> str:
@@ -59,7 +56,7 @@ CatalogWriter = Annotated[Principal, Depends(require_scope("catalog:write"))]
 
 
 @router.put("/products/{sku}", response_model=Product, summary="Create or replace a product's name and price")
-async def put_product(sku: SkuPath, body: ProductIn, request: Request, _: CatalogWriter) -> dict[str, Any]:
+async def put_product(sku: SkuInPath, body: ProductIn, request: Request, _: CatalogWriter) -> dict[str, Any]:
     """Sets the name and price; never touches the availability, which comes from inventory."""
     db = runtime_of(request).db
     statement = db.insert(products).values(
@@ -85,7 +82,7 @@ async def put_product(sku: SkuPath, body: ProductIn, request: Request, _: Catalo
     summary="A product and whether it is available",
     responses={404: {"description": "no product with this SKU"}},
 )
-async def get_product(sku: SkuPath, request: Request) -> dict[str, Any]:
+async def get_product(sku: SkuInPath, request: Request) -> dict[str, Any]:
     """Public."""
     async with runtime_of(request).db.reading() as session:
         row = (await session.execute(select(products).where(products.c.sku == sku))).first()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -13,15 +13,14 @@ from sqlalchemy import case, select
 
 from skuflow.inventory import domain
 from skuflow.inventory.db import skus
-from skuflow.inventory.fields import IDENTIFIER, AsOf, Identifier, OnHand
+from skuflow.inventory.fields import AsOf, OnHand
 from skuflow.inventory.recording import IdempotencyConflict, record_report, set_safety_stock
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
+from skuflow.platform.identifiers import Identifier, SkuInPath
 from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.web import runtime_of
-
-SkuPath = Annotated[str, Path(pattern=IDENTIFIER, description="The SKU id")]
 
 
 class StockItem(BaseModel):
@@ -111,7 +110,7 @@ async def report_stock(
 
 
 @router.put("/skus/{sku}", response_model=Availability, summary="Set a SKU's safety stock")
-async def put_sku(sku: SkuPath, body: SafetyStock, request: Request, _: StockWriter) -> dict[str, Any]:
+async def put_sku(sku: SkuInPath, body: SafetyStock, request: Request, _: StockWriter) -> dict[str, Any]:
     runtime = runtime_of(request)
     await set_safety_stock(runtime, sku, body.safety_stock)
     view = await _availability(runtime, sku)
@@ -120,7 +119,7 @@ async def put_sku(sku: SkuPath, body: SafetyStock, request: Request, _: StockWri
 
 
 @router.get("/skus/{sku}/availability", response_model=Availability, summary="A SKU's availability for sale")
-async def get_availability(sku: SkuPath, request: Request) -> dict[str, Any]:
+async def get_availability(sku: SkuInPath, request: Request) -> dict[str, Any]:
     """Public. Reflects every number already recorded, even while recalculation is still in flight."""
     view = await _availability(runtime_of(request), sku)
     if view is None:

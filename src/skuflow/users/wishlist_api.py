@@ -12,14 +12,13 @@ from sqlalchemy import select
 
 from skuflow.platform.auth import Principal, authenticated
 from skuflow.platform.db import utc
+from skuflow.platform.identifiers import SkuInPath
 from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page
 from skuflow.platform.web import runtime_of
 from skuflow.users import wishlists
 from skuflow.users.db import notifications, users
 
-IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 UserId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The user's id")]
-Sku = Annotated[str, Path(pattern=IDENTIFIER, description="The SKU id")]
 Caller = Annotated[Principal, Depends(authenticated)]
 
 
@@ -83,14 +82,14 @@ def wishlist_router() -> APIRouter:
         summary="Put a SKU on the wishlist",
         responses={201: {"description": "added"}, 200: {"description": "already there"}},
     )
-    async def put_item(user_id: UserId, sku: Sku, request: Request, response: Response, caller: Caller) -> Any:
+    async def put_item(user_id: UserId, sku: SkuInPath, request: Request, response: Response, caller: Caller) -> Any:
         _own(caller, user_id)
         item, created = await wishlists.add_item(runtime_of(request), user_id, sku)
         response.status_code = 201 if created else 200
         return item
 
     @router.delete("/wishlist/{sku}", status_code=204, summary="Take a SKU off the wishlist")
-    async def delete_item(user_id: UserId, sku: Sku, request: Request, caller: Caller) -> Response:
+    async def delete_item(user_id: UserId, sku: SkuInPath, request: Request, caller: Caller) -> Response:
         _own(caller, user_id)
         if not await wishlists.remove_item(runtime_of(request), user_id, sku):
             raise HTTPException(404, f"{sku!r} is not on this wishlist")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from skuflow.inventory.fields import IDENTIFIER_RULE, MAX_ON_HAND, AsOf, is_identifier
+from skuflow.inventory.fields import MAX_ON_HAND, AsOf
+from skuflow.platform.identifiers import IDENTIFIER_RULE, is_identifier
 
 REQUIRED = ("warehouse_id", "sku", "on_hand")
 OPTIONAL = ("as_of",)
