@@ -38,7 +38,7 @@ class Retention:
         self.db = runtime.db
         self.keep = timedelta(days=runtime.settings.retention_days)
         self.batch = batch
-        self.deleted: dict[str, int] = {"idempotency_keys": 0, "flows": 0, "warehouse_files": 0}
+        self.deleted = dict.fromkeys(PURGES, 0)
         self._periodic = Periodic("inventory retention", self.purge, interval, after_failure=AFTER_FAILURE_SECONDS)
 
     async def start(self) -> None:
@@ -53,14 +53,7 @@ class Retention:
         async with self.db.exclusive("skuflow-inventory-retention") as mine:
             if not mine:
                 return {}  # another process of inventory is at it
-            deleted = {
-                kind: await self._in_batches(purge, cutoff)
-                for kind, purge in (
-                    ("idempotency_keys", _old_keys),
-                    ("flows", _ended_flows),
-                    ("warehouse_files", _superseded_files),
-                )
-            }
+            deleted = {kind: await self._in_batches(purge, cutoff) for kind, purge in PURGES.items()}
         for kind, count in deleted.items():
             self.deleted[kind] += count
         if any(deleted.values()):
@@ -114,3 +107,11 @@ async def _superseded_files(session: AsyncSession, cutoff: datetime, batch: int)
 def _count(result: Any) -> int:
     """Rows a DELETE removed: what stops the batches (a batch that deletes nothing ends them)."""
     return int(result.rowcount)
+
+
+# What retention deletes, by the name it reports (`/readyz`, the log) under.
+PURGES: dict[str, Purge] = {
+    "idempotency_keys": _old_keys,
+    "flows": _ended_flows,
+    "warehouse_files": _superseded_files,
+}

@@ -198,34 +198,29 @@ class AmqpBroker(Broker):
         return consumer
 
     async def take(self, queue: str, limit: int) -> list[Envelope]:
-        if self._connection is None:
-            raise RuntimeError("the broker is not connected: call connect() first")
-        taken: list[Envelope] = []
-        await self.depth(queue)  # raises LookupError for a queue that does not exist
-        async with self._connection.channel() as channel:
-            source = await channel.get_queue(queue, ensure=False)
-            while len(taken) < limit:
-                message = await source.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                taken.append(_from_amqp(message))
-                await message.ack()
-        return taken
+        return await self._get(queue, limit, settle=True)
 
     async def peek(self, queue: str, limit: int = 1000) -> list[Envelope]:
+        # Taken without acknowledging: closing the channel hands every one back, in its place.
+        return await self._get(queue, limit, settle=False)
+
+    async def _get(self, queue: str, limit: int, *, settle: bool) -> list[Envelope]:
+        """Up to `limit` messages from `queue`, one basic.get each, on a channel of their own; acked if
+        `settle`, else handed back when that channel closes."""
         if self._connection is None:
             raise RuntimeError("the broker is not connected: call connect() first")
         await self.depth(queue)  # raises LookupError for a queue that does not exist
-        seen: list[Envelope] = []
-        # Taken without acknowledging: closing the channel hands every one back, in its place.
+        got: list[Envelope] = []
         async with self._connection.channel() as channel:
             source = await channel.get_queue(queue, ensure=False)
-            while len(seen) < limit:
+            while len(got) < limit:
                 message = await source.get(no_ack=False, fail=False)
                 if message is None:
                     break
-                seen.append(_from_amqp(message))
-        return seen
+                got.append(_from_amqp(message))
+                if settle:
+                    await message.ack()
+        return got
 
     async def replay(self, queue: str, message_id: str | None = None) -> int:
         if self._connection is None:
