@@ -17,6 +17,7 @@ and in `/readyz` (the service stays ready), and tries again with a growing delay
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import posixpath
 import tempfile
@@ -225,7 +226,11 @@ class FeedWatcher:
         if outcome.status == "rejected":
             assert outcome.errors_report is not None
             report = posixpath.join(target, f"{kept}.errors.txt")
-            await ftp.upload(outcome.errors_report, report)
+            # Under a temporary name, then renamed: whoever reads rejected/ never sees half a report.
+            await ftp.upload(outcome.errors_report, f"{report}.partial")
+            with contextlib.suppress(FtpError):  # an earlier version's report: not every server renames over it
+                await ftp.delete(report)
+            await ftp.rename(f"{report}.partial", report)
             log.warning("%s rejected: %d bad line(s), see %s", path, outcome.bad_lines, report)
         if self.location.is_snapshot:
             return
