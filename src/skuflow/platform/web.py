@@ -5,27 +5,32 @@
   their `causation_id`).
 - A body over 1 MiB is refused with 413 before the endpoint sees it.
 - Errors are `{"detail": ...}`; invalid input is 422 with one entry per problem, naming its location.
-- `/healthz` (alive), `/readyz` (database and broker, 503 otherwise), `/metrics` (Prometheus).
+- `/healthz` (alive), `/readyz` (database and broker, 503 otherwise), `/metrics` (Prometheus). `/readyz`
+  tells anyone each check's state; its details (counts, errors, hosts) only the admin client's token.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skuflow.messaging import flow_scope, new_id
 from skuflow.platform import admin
-from skuflow.platform.runtime import ServiceRuntime
+from skuflow.platform.auth import principal_if_any, require_scope
+from skuflow.platform.runtime import ServiceRuntime, State
 
+log = logging.getLogger("skuflow.web")
 MAX_BODY_BYTES = 1024 * 1024
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ID_HEADERS = (("x-correlation-id", "X-Correlation-ID"), ("x-request-id", "X-Request-ID"))
@@ -72,17 +77,64 @@ def _probes(runtime: ServiceRuntime) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": runtime.name}
 
-    @router.get("/readyz", summary="The database and the broker are reachable", responses={503: {}})
-    async def readyz() -> JSONResponse:
+    @router.get(
+        "/readyz",
+        summary="The database and the broker are reachable",
+        response_model=Readiness,
+        responses={
+            503: {"model": Readiness, "description": "the database or the broker is unreachable"},
+            401: {"description": "a bearer token was sent and it is not valid"},
+            403: {"description": "a bearer token was sent and it lacks the scope 'admin'"},
+        },
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        """Anyone: the overall status and each check's state. With the admin client's token, also `details`
+        (counts, errors, hosts), which would tell an attacker too much. 503 only when the database or the
+        broker is unreachable; any other trouble is `degraded`, and the service stays ready."""
+        admin = await _admin_asks(request)
         ready, checks = await runtime.readiness()
-        body = {"status": "ready" if ready else "unready", "service": runtime.name, "checks": checks}
-        return JSONResponse(body, status_code=200 if ready else 503)
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "unready",
+            "service": runtime.name,
+            "checks": {name: check.state for name, check in checks.items()},
+        }
+        if admin:
+            body["details"] = {name: check.details for name, check in checks.items()}
+        return JSONResponse(jsonable_encoder(body), status_code=200 if ready else 503)
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unready"]
+    service: str
+    checks: dict[str, State] = Field(description="Each check's state: ok, degraded (the service stays ready) or down")
+    details: dict[str, dict[str, Any]] | None = Field(
+        None, description="Each check's counts, errors and hosts: only with a token of scope 'admin'"
+    )
+
+
+async def _admin_asks(request: Request) -> bool:
+    """Whether the request carries a valid token of scope `admin` (401 or 403 for a token that is not one).
+    When the token cannot be checked now (users unreachable, or its own database down), the answer is what
+    anyone sees: /readyz's status code must keep saying only whether the database and broker are reachable."""
+    try:
+        principal = await principal_if_any(request)
+    except HTTPException as error:
+        if error.status_code != 503:
+            raise
+        return False
+    except Exception as error:  # the users service's own verifier reads its database, which may be down
+        log.warning("/readyz cannot verify a token: %r", error)
+        return False
+    if principal is None:
+        return False
+    await require_scope("admin")(principal)
+    return True
 
 
 class _Flow:
