@@ -18,7 +18,7 @@ from skuflow.inventory.recording import IdempotencyConflict, record_report, set_
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
 from skuflow.platform.identifiers import Identifier, SkuInPath
-from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page
+from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.web import runtime_of
 
@@ -138,7 +138,7 @@ async def list_skus(
         ),
     ] = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> dict[str, Any]:
     runtime = runtime_of(request)
     after = decode_cursor(cursor)

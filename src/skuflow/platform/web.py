@@ -32,7 +32,10 @@ from skuflow.platform.runtime import ServiceRuntime, State
 
 log = logging.getLogger("skuflow.web")
 MAX_BODY_BYTES = 1024 * 1024
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# What a correlation or request id may be (headers, and a correlation id in a path).
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+ID_RULE = "1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'"
+_is_id = re.compile(ID_PATTERN).fullmatch
 _ID_HEADERS = (("x-correlation-id", "X-Correlation-ID"), ("x-request-id", "X-Request-ID"))
 
 
@@ -152,8 +155,8 @@ class _Flow:
         ids: dict[str, str] = {}
         for key, label in _ID_HEADERS:
             given = headers.get(key.encode(), b"").decode("latin-1")
-            if given and not _ID_PATTERN.match(given):
-                response = _error(422, f"{label} must be 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'")
+            if given and not _is_id(given):
+                response = _error(422, f"{label} must be {ID_RULE}")
                 await response(scope, receive, send)
                 return
             ids[label] = given or new_id()

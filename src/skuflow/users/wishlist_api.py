@@ -6,14 +6,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from skuflow.platform.auth import Principal, authenticated
 from skuflow.platform.db import utc
 from skuflow.platform.identifiers import SkuInPath
-from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page
+from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, decode_number_cursor, page
 from skuflow.platform.web import runtime_of
 from skuflow.users import wishlists
 from skuflow.users.db import notifications, users
@@ -70,7 +69,7 @@ def wishlist_router() -> APIRouter:
         request: Request,
         caller: Caller,
         limit: Limit = DEFAULT_LIMIT,
-        cursor: str | None = None,
+        cursor: Cursor = None,
     ) -> dict[str, Any]:
         await _readable(request, caller, user_id)
         items = await wishlists.get_items(runtime_of(request), user_id, after=decode_cursor(cursor), limit=limit + 1)
@@ -101,10 +100,10 @@ def wishlist_router() -> APIRouter:
         request: Request,
         caller: Caller,
         limit: Limit = DEFAULT_LIMIT,
-        cursor: str | None = None,
+        cursor: Cursor = None,
     ) -> dict[str, Any]:
         await _readable(request, caller, user_id)
-        after = decode_cursor(cursor)
+        after = decode_number_cursor(cursor)
         query = (
             select(notifications)
             .where(notifications.c.user_id == user_id, notifications.c.sent_at.is_not(None))
@@ -112,11 +111,7 @@ def wishlist_router() -> APIRouter:
             .limit(limit + 1)
         )
         if after is not None:
-            if not after.isdigit():
-                raise RequestValidationError(
-                    [{"loc": ("query", "cursor"), "msg": "not a cursor this service returned", "type": "value_error"}]
-                )
-            query = query.where(notifications.c.id > int(after))
+            query = query.where(notifications.c.id > after)
         async with runtime_of(request).db.reading() as session:
             rows = (await session.execute(query)).all()
         items = [
