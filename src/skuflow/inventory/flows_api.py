@@ -15,6 +15,7 @@ from skuflow.inventory.orchestration import STEPS
 from skuflow.platform.auth import require_scope
 from skuflow.platform.db import utc
 from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
+from skuflow.platform.responses import problem
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.web import ID_PATTERN, ID_RULE, runtime_of
 
@@ -53,7 +54,12 @@ class FlowPage(BaseModel):
 router = APIRouter(prefix="/v1", tags=["flows"], dependencies=[Depends(require_scope("stock:write"))])
 
 
-@router.get("/flows/{correlation_id}", response_model=FlowPage, summary="The flows a request started, one per SKU")
+@router.get(
+    "/flows/{correlation_id}",
+    response_model=FlowPage,
+    summary="The flows a request started, one per SKU",
+    responses={404: problem("no flow has this correlation id")},
+)
 async def flows_of_request(
     correlation_id: CorrelationId, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> dict[str, Any]:

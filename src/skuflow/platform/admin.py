@@ -14,12 +14,17 @@ from fastapi.exceptions import RequestValidationError
 from skuflow.messaging import Broker
 from skuflow.messaging.dead_letters import WORK_QUEUES, check_queue, dead_letters
 from skuflow.platform.auth import require_scope
+from skuflow.platform.responses import problem
 
 MAX_AGE_SECONDS = 100 * 365 * 24 * 3600
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_scope("admin"))])
 
 
-@router.post("/reconcile", summary="Re-check availability against inventory now, and repair drift")
+@router.post(
+    "/reconcile",
+    summary="Re-check availability against inventory now, and repair drift",
+    responses={404: problem("this service holds nothing of inventory's to reconcile (inventory itself)")},
+)
 async def reconcile_now(
     request: Request,
     older_than_seconds: Annotated[
@@ -69,7 +74,11 @@ async def list_dead_letters(
     return {"queues": await dead_letters(_broker(request), queues)}
 
 
-@router.post("/dead-letters/{queue}/replay", summary="Put dead letters back on their work queue, attempts afresh")
+@router.post(
+    "/dead-letters/{queue}/replay",
+    summary="Put dead letters back on their work queue, attempts afresh",
+    responses={404: problem("no such work queue, or no dead letter with this message_id")},
+)
 async def replay_dead_letters(
     queue: str,
     request: Request,

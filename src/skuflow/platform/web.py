@@ -18,16 +18,22 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skuflow.messaging import flow_scope, new_id
 from skuflow.platform import admin
-from skuflow.platform.auth import principal_if_any, require_scope
+from skuflow.platform.auth import authenticated, principal_if_any, require_scope
+from skuflow.platform.responses import EVERY_OPERATION, WITH_A_TOKEN
 from skuflow.platform.runtime import ServiceRuntime, State
 
 log = logging.getLogger("skuflow.web")
@@ -42,14 +48,32 @@ _ID_HEADERS = (("x-correlation-id", "X-Correlation-ID"), ("x-request-id", "X-Req
 def create_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *, title: str, description: str) -> FastAPI:
     app = FastAPI(title=title, description=description, version="1", lifespan=runtime.lifespan)
     app.state.runtime = runtime
-    for router in routers:
+    for router in [*routers, admin.router, _probes(runtime)]:
+        _document_errors(router)
         app.include_router(router)
-    app.include_router(admin.router)
-    app.include_router(_probes(runtime))
     app.add_middleware(_BodyLimit)
     app.add_middleware(_Flow, runtime=runtime)
     app.add_exception_handler(RequestValidationError, _invalid_input)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _unstorable_text)
     return app
+
+
+def _document_errors(router: APIRouter) -> None:
+    """Declare in each operation the errors that every operation, or every one that needs a token, may
+    answer, unless it declares them itself: found from its dependencies, so never forgotten."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        common = {**EVERY_OPERATION, **(WITH_A_TOKEN if _needs_token(route.dependant) else {})}
+        declared = {str(code) for code in route.responses}
+        for code, response in common.items():
+            if str(code) not in declared:
+                route.responses[code] = response
+
+
+def _needs_token(dependant: Dependant) -> bool:
+    return any(d.call is authenticated or _needs_token(d) for d in dependant.dependencies)
 
 
 async def _invalid_input(_request: Request, error: Exception) -> JSONResponse:
@@ -65,6 +89,31 @@ async def _invalid_input(_request: Request, error: Exception) -> JSONResponse:
             problem["msg"] = "expected a JSON object in the body (Content-Type: application/json)"
         problems.append(problem)
     return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=422)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """FastAPI's answer, but for a JSON body that is not UTF-8 text: FastAPI says 400, and invalid input is
+    422 everywhere else (found by the API fuzzer)."""
+    assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 400 and isinstance(error.__cause__, UnicodeDecodeError):
+        problem = {"type": "json_invalid", "loc": ["body"], "msg": "body is not valid JSON: it is not UTF-8 text"}
+        return JSONResponse({"detail": [problem]}, status_code=422)
+    return await http_exception_handler(request, error)
+
+
+# PostgreSQL's "character not in repertoire": text holding NUL (U+0000), which it cannot store (SQLite can).
+_NOT_IN_REPERTOIRE = "22021"
+
+
+async def _unstorable_text(_request: Request, error: Exception) -> JSONResponse:
+    """A last line behind the input models: text that PostgreSQL refuses to store is the client's invalid
+    input (422), not a 500 (found by the API fuzzer). Its transaction was rolled back: nothing is recorded.
+    Any other database error stays a 500."""
+    assert isinstance(error, DBAPIError)
+    if getattr(error.orig, "sqlstate", None) != _NOT_IN_REPERTOIRE:
+        raise error
+    problem = {"type": "string_nul", "loc": ["body"], "msg": "text must not contain the NUL character (U+0000)"}
+    return JSONResponse({"detail": [problem]}, status_code=422)
 
 
 def runtime_of(request: Request) -> ServiceRuntime:

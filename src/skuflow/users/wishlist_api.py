@@ -13,6 +13,7 @@ from skuflow.platform.auth import Principal, authenticated
 from skuflow.platform.db import utc
 from skuflow.platform.identifiers import SkuInPath
 from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, decode_number_cursor, page
+from skuflow.platform.responses import problem
 from skuflow.platform.web import runtime_of
 from skuflow.users import wishlists
 from skuflow.users.db import notifications, users
@@ -60,10 +61,15 @@ async def _readable(request: Request, caller: Principal, user_id: str) -> None:
             raise HTTPException(404, f"unknown user {user_id!r}")
 
 
+_UNKNOWN_USER: dict[int | str, dict[str, Any]] = {
+    404: problem("the admin client asked about a user that does not exist")
+}
+
+
 def wishlist_router() -> APIRouter:
     router = APIRouter(prefix="/v1/users/{user_id}", tags=["wishlists"])
 
-    @router.get("/wishlist", response_model=WishlistPage, summary="A user's wishlist")
+    @router.get("/wishlist", response_model=WishlistPage, summary="A user's wishlist", responses=_UNKNOWN_USER)
     async def get_wishlist(
         user_id: UserId,
         request: Request,
@@ -87,14 +93,21 @@ def wishlist_router() -> APIRouter:
         response.status_code = 201 if created else 200
         return item
 
-    @router.delete("/wishlist/{sku}", status_code=204, summary="Take a SKU off the wishlist")
+    @router.delete(
+        "/wishlist/{sku}",
+        status_code=204,
+        summary="Take a SKU off the wishlist",
+        responses={404: problem("the SKU is not on this wishlist")},
+    )
     async def delete_item(user_id: UserId, sku: SkuInPath, request: Request, caller: Caller) -> Response:
         _own(caller, user_id)
         if not await wishlists.remove_item(runtime_of(request), user_id, sku):
             raise HTTPException(404, f"{sku!r} is not on this wishlist")
         return Response(status_code=204)
 
-    @router.get("/notifications", response_model=NotificationPage, summary="The emails sent to a user")
+    @router.get(
+        "/notifications", response_model=NotificationPage, summary="The emails sent to a user", responses=_UNKNOWN_USER
+    )
     async def get_notifications(
         user_id: UserId,
         request: Request,
