@@ -26,6 +26,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -41,7 +42,13 @@ from tests.support.waiting import wait_until
 
 T = TypeVar("T")
 EXAMPLES = int(os.environ.get("SKUFLOW_FUZZ_EXAMPLES", "4"))  # per operation, token variant and mode
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 TABLES: dict[str, MetaData] = {"inventory": inventory_tables, "catalog": catalog_tables, "users": users_tables}
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
@@ -84,6 +91,12 @@ class Fuzzer:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
 
     def run(self) -> Figures:
+        try:
+            return self._run()
+        finally:
+            self.session.close()
+
+    def _run(self) -> Figures:
         started = time.monotonic()
         schema = schemathesis.openapi.from_url(f"{self.base_url}/openapi.json")
         self.rows = self.on_loop(quiet_row_counts(self.system))
