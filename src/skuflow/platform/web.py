@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skuflow.messaging import flow_scope, new_id
-from skuflow.platform import admin
+from skuflow.platform import admin, responses
 from skuflow.platform.auth import authenticated, principal_if_any, require_scope
 from skuflow.platform.responses import EVERY_OPERATION, WITH_A_TOKEN
 from skuflow.platform.runtime import ServiceRuntime, State
@@ -135,8 +135,8 @@ def _probes(runtime: ServiceRuntime) -> APIRouter:
         response_model=Readiness,
         responses={
             503: {"model": Readiness, "description": "the database or the broker is unreachable"},
-            401: {"description": "a bearer token was sent and it is not valid"},
-            403: {"description": "a bearer token was sent and it lacks the scope 'admin'"},
+            401: responses.problem("a bearer token was sent and it is not valid"),
+            403: responses.problem("a bearer token was sent and it lacks the scope 'admin'"),
         },
     )
     async def readyz(request: Request) -> JSONResponse:
