@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from skuflow.messaging import BrokerOptions
 from skuflow.platform.ftp import FtpLocation
+from skuflow.platform.smtp import SmtpTarget
 
 PREFIX = "SKUFLOW_"
 
@@ -63,6 +64,7 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = Field(3600, ge=1)
     token_attempts_per_minute: int = Field(10, ge=1)
     sign_ups_per_minute: int = Field(20, ge=1)  # per address
+    wishlist_max_items: int = Field(500, ge=1)  # per user: bounds the emails one SKU's change can cause
 
     flow_step_timeout_seconds: float = Field(10, gt=0)
     flow_step_attempts: int = Field(5, ge=1)
@@ -80,8 +82,8 @@ class Settings(BaseSettings):
     @field_validator("smtp_url")
     @classmethod
     def _smtp_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("smtp://"):
-            raise ValueError("must be smtp://host:port")
+        if value is not None:
+            SmtpTarget.parse(value)  # raises ValueError naming the problem
         return value
 
     @field_validator("warehouse_ftp_url")

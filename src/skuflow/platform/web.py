@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Sequence
@@ -56,7 +57,9 @@ async def _invalid_input(_request: Request, error: Exception) -> JSONResponse:
         elif problem.get("type") == "model_attributes_type" and tuple(problem.get("loc", ())) == ("body",):
             problem["msg"] = "expected a JSON object in the body (Content-Type: application/json)"
         problems.append(problem)
-    return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=422)
+    # ASCII-escaped: an input echoed back may hold a lone surrogate (JSON's "\ud800"), which UTF-8 cannot encode.
+    body = json.dumps({"detail": jsonable_encoder(problems)}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
 
 
 def runtime_of(request: Request) -> ServiceRuntime:

@@ -19,9 +19,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from skuflow.platform.text import a_plain_text, a_unicode_text
 from skuflow.platform.web import runtime_of
 from skuflow.users import accounts, domain
 
@@ -31,9 +32,13 @@ from skuflow.users import accounts, domain
 class SignUp(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(description="an e-mail address; stored and compared lower-cased")
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-    password: Annotated[str, StringConstraints(min_length=8, max_length=128)]
+    email: str = Field(
+        description="one e-mail address (an RFC 5321 mailbox, e.g. ada@example.com); stored and compared lower-cased"
+    )
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(a_plain_text)
+    ]
+    password: Annotated[str, StringConstraints(min_length=8, max_length=128), AfterValidator(a_unicode_text)]
 
     @field_validator("email")
     @classmethod

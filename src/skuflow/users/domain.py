@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote_plus
 
+import email_validator
+
 from skuflow.platform.auth import SCOPES
 
 # -- Scopes --
@@ -82,15 +84,23 @@ def looks_like_token(text: str) -> bool:
 # -- Users --
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a path
-# The shape only (local part, @, a domain with a dot): delivery is the real proof of an address.
-_EMAIL_SHAPE = re.compile(r"^[^@\s]+@(?:[^@\s.]+\.)+[^@\s.]+$")
 
 
 def normalize_email(text: str) -> str:
-    """The address as stored and compared: trimmed and lower-cased, so that one person has one account."""
-    email = text.strip().lower()
-    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL_SHAPE.match(email):
-        raise ValueError("not an e-mail address (expected name@example.com)")
+    """The address as stored and compared: one RFC 5321 mailbox, trimmed and lower-cased, so that one person
+    has one account. Checked by email-validator (the library pydantic's EmailStr uses) without a DNS look-up:
+    delivery is the real proof. Refused: anything that is not exactly one mailbox (`a,b@example.com`, a
+    display name, a domain literal such as `a@[127.0.0.1]`, a quoted local part) and local parts that need
+    SMTPUTF8; a domain in Unicode is kept in its ASCII (IDNA) form, so every stored address is plain ASCII."""
+    try:
+        checked = email_validator.validate_email(
+            text.strip(), check_deliverability=False, allow_smtputf8=False, allow_quoted_local=False, strict=True
+        )
+    except email_validator.EmailNotValidError as error:
+        raise ValueError(f"not one e-mail address (expected name@example.com): {error}") from None
+    email = (checked.ascii_email or checked.normalized).lower()
+    if len(email) > MAX_EMAIL_LENGTH:
+        raise ValueError(f"an e-mail address has at most {MAX_EMAIL_LENGTH} characters")
     return email
 
 
@@ -356,6 +366,18 @@ def is_news(incoming_revision: int, known_revision: int | None) -> bool:
 def email_due(was_available: bool | None, now_available: bool) -> bool:
     """An email goes out when a SKU users recorded as not available (or had not heard of) becomes available."""
     return now_available and not was_available
+
+
+PERMANENT_FAILURES_ALLOWED = 3  # an email refused for good this often is `failed` (CONTRACT section 8)
+
+
+def smtp_refused_for_good(code: int) -> bool:
+    """An SMTP reply code that refuses for good (RFC 5321 section 4.2.1: 5yz); 4yz asks to try again later."""
+    return 500 <= code <= 599
+
+
+def email_given_up(permanent_failures: int) -> bool:
+    return permanent_failures >= PERMANENT_FAILURES_ALLOWED
 
 
 def next_attempt_delay(attempts: int) -> float:
