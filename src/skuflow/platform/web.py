@@ -45,7 +45,7 @@ def create_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *, title: 
     return app
 
 
-async def _invalid_input(_request: Request, error: Exception) -> JSONResponse:
+async def _invalid_input(_request: Request, error: Exception) -> Response:
     """422 with one entry per problem (FastAPI's shape), worded for the two cases its wording confuses."""
     assert isinstance(error, RequestValidationError)
     problems = []
