@@ -169,14 +169,15 @@ class Mailer:
                 done += 1
         finally:
             if not self.db.is_sqlite and done < len(rows) and not self._stopping:
-                # Cut short (an unexpected error): the rest are due again now, not when the claim runs out.
+                # Cut short (the deadline, or an unexpected error): the rest are due again now, not when the
+                # claim runs out.
                 with contextlib.suppress(Exception):
                     ids = [row.id for row in rows[done:]]
                     async with self.db.transaction() as session:
                         released = update(notifications).where(notifications.c.id.in_(ids))
                         await session.execute(released.values(next_attempt_at=datetime.now(UTC)))
-            if given_up:
-                await self._count_given_up()
+        if given_up:
+            await self._count_given_up()
         return len(rows)
 
     async def _count_given_up(self) -> None:
