@@ -302,7 +302,7 @@ class TokenAttempts:
       lasts; that is the price of the ceiling.
 
     Behind a proxy, the address is the one uvicorn takes from `X-Forwarded-For` when the proxy is trusted
-    (`--forwarded-allow-ips`)."""
+    (named in SKUFLOW_FORWARDED_ALLOW_IPS; no peer is, by default)."""
 
     def __init__(
         self,
