@@ -123,7 +123,7 @@ class Database:
         if self.is_sqlite:
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data directory: private
                 self._take_file()
         async with self.engine.begin() as connection:
             if not self.is_sqlite:
