@@ -205,8 +205,9 @@ def _oauth_error(error: domain.OAuthError) -> JSONResponse:
 
 
 def _busy(busy: passwords.Busy) -> JSONResponse:
-    """RFC 6749's own code for an overloaded authorization server (section 5.2 has it for the authorization
-    endpoint; it is the one that says "try later", and the status and `Retry-After` say when)."""
+    """RFC 6749's own code for a server too loaded to answer now (section 4.1.2.1 defines it for the
+    authorization endpoint; section 5.2 has no such code, and this one says "try later" in words a client of
+    RFC 6749 knows); the status and `Retry-After` say when."""
     description = f"{busy.reason}; retry in {busy.retry_after} s"
     body = {"error": "temporarily_unavailable", "error_description": description}
     headers = {"Retry-After": str(busy.retry_after)}
