@@ -6,6 +6,7 @@ names without the prefix), then the defaults. A bad value stops start-up with a 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     token_attempts_per_minute: int = Field(10, ge=1)
     sign_ups_per_minute: int = Field(20, ge=1)  # per address
     wishlist_max_items: int = Field(500, ge=1)  # per user: bounds the emails one SKU's change can cause
+    # The peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated addresses or
+    # networks, `*` for any); none by default, so a client cannot choose the address it is counted by.
+    forwarded_allow_ips: Annotated[tuple[str, ...], NoDecode] = ()
 
     flow_step_timeout_seconds: float = Field(10, gt=0)
     flow_step_attempts: int = Field(5, ge=1)
@@ -112,6 +116,24 @@ class Settings(BaseSettings):
     def _known_scheme(cls, value: str) -> str:
         if not value.startswith(("amqp://", "amqps://", "memory://")):
             raise ValueError("must start with amqp://, amqps:// or memory://")
+        return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _peer_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _peers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for peer in value:
+            if peer != "*":
+                try:
+                    ipaddress.ip_network(peer, strict=False)
+                except ValueError:
+                    raise ValueError(f"{peer!r} is not an IP address or network (e.g. 10.0.0.5,10.1.0.0/16)") from None
         return value
 
     @field_validator("retry_delays", mode="before")
