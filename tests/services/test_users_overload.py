@@ -129,6 +129,10 @@ async def test_a_flood_from_one_address_gets_prompt_503s_and_a_login_from_elsewh
     # one round of them.
     assert seconds < 2.0, f"a login took {seconds:.2f} s during the flood"
     assert statistics.median(one.seconds for one in busy) < 1.0, "the 503s are answered at once, not queued"
+    async with aiohttp.ClientSession() as http, http.get(f"{users.url}/metrics") as response:
+        metrics = await response.text()
+    [refused] = [line for line in metrics.splitlines() if line.startswith("skuflow_argon2_refused{")]
+    assert float(refused.split()[-1]) >= len(busy), "counted (since the process started: the queue is per process)"
 
 
 @pytest.mark.usefixtures("dear_argon2")
