@@ -58,7 +58,10 @@ def test_any_environment_is_read_or_refused_naming_each_bad_variable(values: dic
     if isinstance(outcome, SettingsError):
         message = str(outcome)
         assert any(variable in message for variable in environment), message
-        assert SECRET not in message
+        # A URL's password is masked; the same text given as a plain value (hypothesis tries the module's own
+        # strings too) is no password, and is shown like any other bad value.
+        if all(value.count(SECRET) == value.count(f":{SECRET}@") for value in environment.values()):
+            assert SECRET not in message
     else:
         assert isinstance(outcome, Settings)
 

@@ -133,7 +133,9 @@ class Settings(BaseSettings):
                 try:
                     ipaddress.ip_network(peer, strict=False)
                 except ValueError:
-                    raise ValueError(f"{peer!r} is not an IP address or network (e.g. 10.0.0.5,10.1.0.0/16)") from None
+                    # Masked like every value shown: someone may paste a URL with its password here by mistake.
+                    shown = without_password(peer)
+                    raise ValueError(f"{shown!r} is not an IP address or network (e.g. 10.0.0.5,10.1.0.0/16)") from None
         return value
 
     @field_validator("retry_delays", mode="before")
