@@ -109,3 +109,24 @@ async def test_a_command_whose_flow_id_header_is_no_flow_id_is_dead_lettered_and
         assert reason.startswith("rejected: the flow_id header"), reason
         assert IDENTIFIER_RULE in reason, reason
     assert await take_dead_letters(system.observer, FLOW_REPLIES) == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-death": [{"count": "x", "reason": "expired", "queue": "catalog.sku_processed.retry.200ms"}]},
+        {"x-death": [{"count": 1, "reason": b"\xff", "queue": b"\xfe"}]},
+        {"x-death": ["nonsense"], "skuflow-retries": "many"},
+    ],
+)
+async def test_garbled_retry_headers_do_not_stop_a_valid_message_from_being_handled(
+    system: System, headers: dict[str, Any]
+):
+    """The retry count is read from headers a publisher can set: unreadable ones count as no retry. They
+    used to raise while settling, and the valid message went to the DLQ without a word of why."""
+    tally = Tally.now(system)
+    envelope = raw_envelope("sku_processed", b'{"sku": "GHOST-1"}', headers=headers)
+    await publish_raw(system.observer, "catalog.sku_processed", envelope)
+    counts = await tally.settled({"catalog.sku_processed": 1})
+    assert counts["catalog.sku_processed"] == {"acked": 1, "retried": 0, "dead_lettered": 0}
+    assert await take_dead_letters(system.observer, "catalog.sku_processed") == []

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from skuflow.messaging import FLOW_REPLIES, SKUFLOW, Broker, Envelope, dead_letter_queue, new_id
 from skuflow.messaging.envelope import ATTEMPTS, REASON, text
+from skuflow.messaging.memory import MemoryBroker
 from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -56,8 +57,23 @@ def raw_envelope(
 
 
 async def publish_raw(broker: Broker, queue: str, envelope: Envelope) -> None:
-    """Straight onto `queue` (the default exchange routes by the queue's name, on both brokers)."""
+    """Straight onto `queue` (the default exchange routes by the queue's name, on both brokers).
+
+    aio-pika (pamqp) writes no `bytes` in a header table, only a `bytearray` (an AMQP byte array, which comes
+    back as one): header bytes go to RabbitMQ as that, and to the in-process broker as they are."""
+    if not isinstance(broker, MemoryBroker):
+        envelope = replace(envelope, headers=MappingProxyType(_as_byte_arrays(dict(envelope.headers))))
     await broker.publish(envelope, "", queue)
+
+
+def _as_byte_arrays(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {key: _as_byte_arrays(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_byte_arrays(item) for item in value]
+    return value
 
 
 def counted(system: System, queue: str) -> Counter[str]:
@@ -101,6 +117,7 @@ class DeadLetter:
     correlation_id: str
     reason: str
     attempts: int
+    headers: Mapping[str, Any]
 
 
 async def take_dead_letters(broker: Broker, queue: str) -> list[DeadLetter]:
@@ -112,6 +129,7 @@ async def take_dead_letters(broker: Broker, queue: str) -> list[DeadLetter]:
             letter.correlation_id,
             text(letter.headers.get(REASON)),
             int(letter.headers.get(ATTEMPTS) or 0),
+            letter.headers,
         )
         for letter in letters
     ]

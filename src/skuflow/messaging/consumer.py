@@ -43,19 +43,24 @@ class Outcome(enum.Enum):
 
 def retries_so_far(headers: Mapping[str, Any], queue: str) -> int:
     """How many times the message has been put aside in one of `queue`'s wait queues."""
-    deaths = headers.get(DEATHS) or []
+    deaths = headers.get(DEATHS)
+    # Any publisher can set these headers: what cannot be read counts as no retry, never as an error.
     counted_by_broker = sum(
-        int(death.get("count", 0))
-        for death in deaths
+        _count(death.get("count"))
+        for death in (deaths if isinstance(deaths, list | tuple) else ())
         if isinstance(death, Mapping)
         and text(death.get("reason")) == "expired"
         and is_wait_queue_of(queue, text(death.get("queue")))
     )
     try:
         counted_by_us = int(headers.get(RETRIES) or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         counted_by_us = 0
     return max(counted_by_broker, counted_by_us)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 async def handle_delivery(
