@@ -92,6 +92,7 @@ async def test_a_step_finished_reply_is_held_to_the_contract(system: System):
         ("ok", "true"),
         ("ok", 1),
         ("error", "e" * 1001),
+        ("error", "a NUL\x00 PostgreSQL cannot store"),
         ("error", 42),
     ]:
         reason = await dead_lettered_at_once(system, FLOW_REPLIES, {**A_REPLY, field: value})

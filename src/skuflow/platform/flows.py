@@ -32,6 +32,8 @@ REVISION_MAX = 2**31 - 1
 Revision = Annotated[int, pydantic.Field(ge=1, le=REVISION_MAX)]
 AvailableForSale = Annotated[int, pydantic.Field(ge=0, le=2**63 - 1)]
 ERROR_MAX_CHARS = 1000  # an owner's reason in words (stored in the flow as it is)
+# ... in a text column, where PostgreSQL holds any character but NUL.
+StepError = Annotated[str, pydantic.Field(max_length=ERROR_MAX_CHARS, pattern=r"^[^\x00]*$")]
 
 
 class StepFinished(pydantic.BaseModel):
@@ -43,7 +45,7 @@ class StepFinished(pydantic.BaseModel):
     step: Step
     revision: Annotated[int, pydantic.Field(ge=0, le=REVISION_MAX)]  # 0: failed before any revision was known
     ok: bool
-    error: Annotated[str, pydantic.Field(max_length=ERROR_MAX_CHARS)] | None = None
+    error: StepError | None = None
 
 
 async def finish_step(
@@ -68,6 +70,6 @@ async def finish_step(
         flow_id = ""
     if not is_identifier(flow_id):
         raise Reject(f"the {FLOW_ID} header {header!r:.80} is not a flow id ({IDENTIFIER_RULE}): no reply sent")
-    error = error[:ERROR_MAX_CHARS] if error is not None else None
+    error = error[:ERROR_MAX_CHARS].replace("\x00", "\ufffd") if error is not None else None
     reply = StepFinished(flow_id=flow_id, sku=sku, step=step, revision=revision, ok=error is None, error=error)
     await runtime.broker.publish(runtime.broker.envelope(STEP_FINISHED, reply), COMMANDS.name, FLOW_REPLIES)
