@@ -131,3 +131,22 @@ async def test_garbled_retry_headers_do_not_stop_a_valid_message_from_being_hand
     counts = await tally.settled({"catalog.sku_processed": 1})
     assert counts["catalog.sku_processed"] == {"acked": 1, "retried": 0, "dead_lettered": 0}
     assert await take_dead_letters(system.observer, "catalog.sku_processed") == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "shown"),
+    [
+        ({f"field{n}": None for n in range(2000)}, "and 1995 more"),
+        ({"K" * 100_000: None}, "(100000 characters)"),
+    ],
+)
+async def test_the_reason_for_a_body_of_many_or_long_unknown_fields_stays_short(
+    system: System, extra: dict[str, Any], shown: str
+):
+    """The reason used to list every problem in full: 2,000 unknown fields, or one with a name of 100,000
+    characters, made a header of as many characters in every dead letter."""
+    reason = await dead_lettered_at_once(system, "catalog.sku_processed", {"sku": "GHOST-1", **extra})
+    assert reason.startswith("invalid sku_processed body: ")
+    assert "Extra inputs are not permitted" in reason
+    assert shown in reason
+    assert len(reason) < 1000, len(reason)

@@ -166,11 +166,25 @@ def _envelope_problem(envelope: Envelope, subscription: Subscription[Any]) -> st
     return None
 
 
+_PROBLEMS_SHOWN = 5  # a body of 2,000 unknown fields makes 2,000 problems: the reason names a few
+_NAME_SHOWN = 64  # characters of a field's name (the body chose it, and may have made it 100,000 long)
+
+
 def _describe(error: pydantic.ValidationError) -> str:
-    """One line per problem, naming the field: `sku: Field required`."""
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or 'body'}: {item['msg']}" for item in error.errors()
-    )
+    """One line per problem, naming the field: `sku: Field required`; bounded, since the reason travels as a
+    header (RabbitMQ takes one frame of headers: 128 KiB by default) and is shown by `skuflow dlq list`."""
+    problems = error.errors(include_url=False, include_input=False)
+    shown = [
+        f"{'.'.join(_shortened(str(part)) for part in item['loc']) or 'body'}: {item['msg']}"
+        for item in problems[:_PROBLEMS_SHOWN]
+    ]
+    if len(problems) > _PROBLEMS_SHOWN:
+        shown.append(f"and {len(problems) - _PROBLEMS_SHOWN} more")
+    return "; ".join(shown)
+
+
+def _shortened(name: str) -> str:
+    return name if len(name) <= _NAME_SHOWN else f"{name[:_NAME_SHOWN]}...({len(name)} characters)"
 
 
 class RepublishingDelivery(abc.ABC):
