@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from skuflow.messaging import FLOW_REPLIES, SKUFLOW, Broker, Envelope, dead_letter_queue, new_id
 from skuflow.messaging.envelope import ATTEMPTS, REASON, text
-from skuflow.messaging.memory import MemoryBroker
 from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -57,23 +56,8 @@ def raw_envelope(
 
 
 async def publish_raw(broker: Broker, queue: str, envelope: Envelope) -> None:
-    """Straight onto `queue` (the default exchange routes by the queue's name, on both brokers).
-
-    aio-pika (pamqp) writes no `bytes` in a header table, only a `bytearray` (an AMQP byte array, which comes
-    back as one): header bytes go to RabbitMQ as that, and to the in-process broker as they are."""
-    if not isinstance(broker, MemoryBroker):
-        envelope = replace(envelope, headers=MappingProxyType(_as_byte_arrays(dict(envelope.headers))))
+    """Straight onto `queue` (the default exchange routes by the queue's name, on both brokers)."""
     await broker.publish(envelope, "", queue)
-
-
-def _as_byte_arrays(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return bytearray(value)
-    if isinstance(value, dict):
-        return {key: _as_byte_arrays(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_as_byte_arrays(item) for item in value]
-    return value
 
 
 def counted(system: System, queue: str) -> Counter[str]:
