@@ -146,3 +146,18 @@ async def test_memory_does_not_grow_with_the_size_of_the_file(inventory: Service
             tracemalloc.stop()
         assert (outcome.status, outcome.lines, outcome.changed_skus) == ("imported", lines, lines)
     assert peaks[50_000] < 2 * peaks[5_000], f"peak bytes by lines: {peaks}"
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+async def test_an_as_of_out_of_range_once_its_offset_is_applied_rejects_the_file(
+    inventory: ServiceRuntime, tmp_path: Path, as_of: str
+):
+    """Issue 14, defect 4: these raised OverflowError out of the import (the file was downloaded again at
+    every poll); now the file is rejected with a report line naming the rule."""
+    outcome = await import_text(inventory, tmp_path, f"warehouse_id,sku,on_hand,as_of\nWH-1,SKU-1,1,{as_of}\n")
+    assert outcome.status == "rejected"
+    assert outcome.errors_report is not None
+    assert outcome.errors_report.read_text() == (
+        f"line 2: as_of '{as_of}': as_of must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z once its offset "
+        "is applied\n"
+    )

@@ -426,3 +426,14 @@ async def test_an_empty_file_is_rejected_not_left_waiting(feed: Feed):
     report = feed.outbox / "rejected" / "empty.csv.errors.txt"
     await wait_until(report.exists, what="empty.csv rejected")
     assert report.read_text().startswith("line 1: the file is empty")
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+async def test_an_as_of_out_of_range_rejects_the_file_once(feed: Feed, as_of: str):
+    """Issue 14, defect 4: the file was neither imported nor rejected, and downloaded again at every poll."""
+    _drop_in(feed.outbox, "far.csv", f"warehouse_id,sku,on_hand,as_of\nWH-1,SKU-F,1,{as_of}\n")
+    report = feed.outbox / "rejected" / "far.csv.errors.txt"
+    await wait_until(report.exists, what="far.csv rejected")
+    assert report.read_text().startswith(f"line 2: as_of '{as_of}': as_of must be from 1970-01-01T00:00:00Z")
+    assert [(entry.status, entry.bad_lines) for entry in await feed.ledger()] == [("rejected", 1)]
+    assert (await feed.watcher())["status"] == "ok"

@@ -56,6 +56,10 @@ def test_a_time_without_offset_is_utc(tmp_path: Path):
         ("WH-1,SKU-1,3,2999-01-01T00:00:00Z", "as_of is in the future"),
         ("WH-1,SKU-1,3", "expected 4 fields, found 3"),
         ("WH-1,SKU-1,3,,extra", "expected 4 fields, found 5"),
+        # Issue 14, defect 4: years 1970 to 9999 once the offset is applied (these raised OverflowError).
+        ("WH-1,SKU-1,3,0001-01-01T00:00:00+05:00", "as_of must be from 1970-01-01T00:00:00Z to 9999"),
+        ("WH-1,SKU-1,3,9999-12-31T23:59:59-05:00", "as_of must be from 1970-01-01T00:00:00Z to 9999"),
+        ("WH-1,SKU-1,3,1970-01-01T00:30:00+01:00", "as_of must be from 1970-01-01T00:00:00Z to 9999"),
     ],
 )
 def test_a_bad_line_is_named_with_its_number_and_reason(tmp_path: Path, line: str, reason: str):
@@ -123,3 +127,8 @@ def test_the_future_limit_is_the_http_apis(tmp_path: Path):
     soon = (datetime.now(UTC) + timedelta(minutes=4)).isoformat()
     rows, bad = read(tmp_path, f"warehouse_id,sku,on_hand,as_of\nWH-1,SKU-1,1,{soon}\n")
     assert (len(rows), bad) == (1, [])
+
+
+def test_the_earliest_as_of_is_1970_in_utc(tmp_path: Path):
+    rows, bad = read(tmp_path, "warehouse_id,sku,on_hand,as_of\nWH-1,SKU-1,1,1969-12-31T23:30:00-01:00\n")
+    assert (rows[0][4], bad) == (datetime(1970, 1, 1, 0, 30, tzinfo=UTC), [])
