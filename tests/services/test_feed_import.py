@@ -41,11 +41,11 @@ async def inventory(stack: Stack) -> AsyncIterator[ServiceRuntime]:
         await runtime.stop()
 
 
-def delivery_of(folder: Path, content: str) -> tuple[Delivery, Path]:
+def delivery_of(folder: Path, content: str | bytes) -> tuple[Delivery, Path]:
     """A file as the watcher hands it over (downloaded, hashed), and a work folder of its own."""
     number = next(_files)
     local = folder / f"file-{number}.csv"
-    local.write_text(content)
+    local.write_bytes(content if isinstance(content, bytes) else content.encode())
     workdir = folder / f"work-{number}"
     workdir.mkdir()
     digest = hashlib.sha256(local.read_bytes()).hexdigest()
@@ -146,6 +146,25 @@ async def test_memory_does_not_grow_with_the_size_of_the_file(inventory: Service
             tracemalloc.stop()
         assert (outcome.status, outcome.lines, outcome.changed_skus) == ("imported", lines, lines)
     assert peaks[50_000] < 2 * peaks[5_000], f"peak bytes by lines: {peaks}"
+
+
+async def test_one_huge_line_of_tiny_fields_is_rejected_in_bounded_memory(inventory: ServiceRuntime, tmp_path: Path):
+    """Issue 14, defect 3: a line of seven million one-letter fields became seven million strings (a 20 MB
+    line raised the service's peak by 470 MB). Now it is measured as it is read and refused unsplit."""
+    await import_text(inventory, tmp_path, "warehouse_id,sku,on_hand\nWH-1,WARM-UP,1\n")  # first-use allocations
+    delivery, workdir = delivery_of(tmp_path, "warehouse_id,sku,on_hand\n" + "a," * 7_000_000 + "\nWH-1,SKU-H,1\n")
+    tracemalloc.start()
+    try:
+        outcome = await import_delivery(inventory, delivery, workdir)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (outcome.status, outcome.lines, outcome.bad_lines) == ("rejected", 2, 1)
+    assert outcome.errors_report is not None
+    assert outcome.errors_report.read_text() == "line 2: 14,000,000 bytes, over the 65,536-byte limit of a line\n"
+    assert peak < 8 * 1024 * 1024, f"peak {peak:,} bytes"
+    async with inventory.db.reading() as session:
+        assert (await session.execute(select(skus.c.sku).where(skus.c.sku == "SKU-H"))).first() is None
 
 
 @pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ftplib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,9 +20,10 @@ from sqlalchemy import func, select
 
 from skuflow.embedded.ftp import FtpServer
 from skuflow.inventory.db import warehouse_files
+from skuflow.inventory.feed import watcher as watcher_module
 from skuflow.messaging import Broker, Envelope, Queue, Topology, create_broker
 from skuflow.messaging.topology import SKU_PROCESSED
-from skuflow.platform.ftp import FtpLocation
+from skuflow.platform.ftp import FtpFileTooLarge, FtpLocation, connect
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import Settings
 from skuflow.warehouse import WarehouseError, upload
@@ -125,11 +127,17 @@ async def make_feed(stack: Stack, tmp_path: Path) -> AsyncIterator[FeedFactory]:
 
     started: list[Feed] = []
 
-    async def start(path: str = "/outbox", password: str = "secret-ftp", poll: float = POLL) -> Feed:
+    async def start(
+        path: str = "/outbox", password: str = "secret-ftp", poll: float = POLL, max_file_bytes: int = 1024**3
+    ) -> Feed:
         ftp = FtpServer(tmp_path / "ftp", "warehouse", "secret-ftp")
         ftp.start()
         location = FtpLocation(ftp.host, ftp.port, "warehouse", password, path)
-        settings = stack.settings(warehouse_ftp_url=location.url(), warehouse_ftp_poll_seconds=poll)
+        settings = stack.settings(
+            warehouse_ftp_url=location.url(),
+            warehouse_ftp_poll_seconds=poll,
+            warehouse_max_file_bytes=max_file_bytes,
+        )
         observer = create_broker(stack.broker_url, "test-observer", TEST_OPTIONS)
         await observer.connect()
         await observer.declare(Topology((SKU_PROCESSED,), (Queue("test.observer.sku_processed", SKU_PROCESSED),)))
@@ -309,10 +317,10 @@ async def test_a_file_whose_move_failed_after_the_commit_is_moved_later_not_impo
     assert sorted(event.json()["sku"] for event in await feed.published()) == ["SKU-A", "SKU-B"]
 
 
-def _drop_in(folder: Path, name: str, content: str) -> None:
+def _drop_in(folder: Path, name: str, content: str | bytes) -> None:
     """A file appearing whole in the server's folder, as a rename on its disk makes it."""
     partial = folder.parent / f"{name}.partial"
-    partial.write_text(content)
+    partial.write_bytes(content if isinstance(content, bytes) else content.encode())
     partial.replace(folder / name)
 
 
@@ -426,6 +434,80 @@ async def test_an_empty_file_is_rejected_not_left_waiting(feed: Feed):
     report = feed.outbox / "rejected" / "empty.csv.errors.txt"
     await wait_until(report.exists, what="empty.csv rejected")
     assert report.read_text().startswith("line 1: the file is empty")
+
+
+def downloads(caplog: pytest.LogCaptureFixture, name: str) -> int:
+    """How many times the FTP server sent (a part of) the file: it logs each RETR."""
+    return sum(1 for record in caplog.records if record.name == "pyftpdlib" and f"RETR {name}" in record.getMessage())
+
+
+async def test_a_delivery_over_the_size_limit_is_rejected_unread(
+    make_feed: FeedFactory, caplog: pytest.LogCaptureFixture
+):
+    """Issue 14, defect 3: the size comes from the listing; a file over the limit is never downloaded."""
+    caplog.set_level(logging.INFO, logger="pyftpdlib")
+    feed = await make_feed(max_file_bytes=1000)
+    big = HEADER + "".join(f"WH-1,SKU-{n:03d},1\n" for n in range(80))  # 1,224 bytes
+    _drop_in(feed.outbox, "big.csv", big)
+    _drop_in(feed.outbox, "small.csv", HEADER + "WH-1,SKU-S,1\n")
+
+    report = feed.outbox / "rejected" / "big.csv.errors.txt"
+    await wait_until(lambda: (feed.outbox / "rejected" / "big.csv").exists(), what="big.csv rejected")
+    await wait_until(lambda: (feed.outbox / "processed" / "small.csv").exists(), what="small.csv imported")
+    limit = "the 1,000-byte limit of a file (SKUFLOW_WAREHOUSE_MAX_FILE_BYTES)"
+    assert report.read_text() == f"line 1: {len(big):,} bytes, over {limit}; not read\n"
+    assert downloads(caplog, str(feed.outbox / "big.csv")) == 0
+    assert downloads(caplog, str(feed.outbox / "small.csv")) == 1
+    assert sorted((entry.path, entry.status) for entry in await feed.ledger()) == [
+        ("/outbox/big.csv", "rejected"),
+        ("/outbox/small.csv", "imported"),
+    ]
+    assert await feed.availability("SKU-000") is None
+    assert (await feed.watcher())["status"] == "ok"
+
+
+async def test_a_snapshot_over_the_size_limit_is_reported_once_and_not_downloaded_again(
+    make_feed: FeedFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    """A snapshot is never moved: its over-limit version is remembered by size and time, and neither
+    downloaded nor reported again, even when the watcher looks at it anew (here at every poll), until it
+    changes."""
+    monkeypatch.setattr(watcher_module, "SNAPSHOT_RECHECK", 0.0)
+    caplog.set_level(logging.INFO, logger="pyftpdlib")
+    feed = await make_feed("/outbox/stock.csv", max_file_bytes=1000)
+    await feed.upload("stock.csv", HEADER + "WH-1,SKU-A,1\n")
+    await wait_until(lambda: _imports(feed, 1), what="the first version imported")
+    await feed.upload("stock.csv", HEADER + "".join(f"WH-1,SKU-{n:03d},1\n" for n in range(80)))
+    report = feed.outbox / "rejected" / "stock.csv.errors.txt"
+    await wait_until(report.exists, what="the report")
+    written = report.stat().st_mtime_ns
+    retrieved = downloads(caplog, str(feed.outbox / "stock.csv"))
+
+    await feed.wait_polls(5)
+    assert [entry.status for entry in await feed.ledger()] == ["imported", "rejected"]
+    assert report.stat().st_mtime_ns == written
+    assert downloads(caplog, str(feed.outbox / "stock.csv")) == retrieved
+    watcher = await feed.watcher()
+    assert (watcher["status"], watcher["files"]["rejected"]) == ("ok", 1)
+
+    await feed.upload("stock.csv", HEADER + "WH-1,SKU-A,2\n")  # it changes: news again
+    await wait_until(lambda: _imports(feed, 2), what="the next version imported")
+    sku = await feed.availability("SKU-A")
+    assert sku is not None
+    assert sku["on_hand"] == 2
+
+
+async def test_a_download_stops_at_the_limit_and_the_connection_goes_on(feed: Feed, tmp_path: Path):
+    """While downloading too: a file bigger than its listing said (or grown since) is read no further."""
+    (feed.outbox / "long.csv").write_bytes(b"x" * (5 * 1024 * 1024))
+    (feed.outbox / "short.csv").write_bytes(b"y" * 10)
+    async with connect(feed.location) as ftp:
+        with pytest.raises(FtpFileTooLarge, match="over the 1,000-byte limit: download stopped there"):
+            await ftp.download("/outbox/long.csv", tmp_path / "long.csv", max_bytes=1000)
+        assert (tmp_path / "long.csv").stat().st_size <= 1000
+        await ftp.download("/outbox/short.csv", tmp_path / "short.csv", max_bytes=1000)  # the next reply is its own
+        assert (tmp_path / "short.csv").read_bytes() == b"y" * 10
+        assert {file.name for file in await ftp.list_files("/outbox")} >= {"long.csv", "short.csv"}
 
 
 @pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
