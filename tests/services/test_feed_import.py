@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from skuflow.inventory import domain
-from skuflow.inventory.db import outbox, skus, stock_levels
+from skuflow.inventory.db import outbox, skus, stock_levels, warehouse_files
 from skuflow.inventory.feed.importer import Delivery, Outcome, import_delivery
 from skuflow.platform.db import utc
 from skuflow.platform.runtime import ServiceRuntime
 from tests.conftest import Stack
+from tests.support.feed_files import check_report, feed_files
 
 EXAMPLES = int(os.environ.get("SKUFLOW_PROPERTY_EXAMPLES", "10"))
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -180,3 +181,43 @@ async def test_an_as_of_out_of_range_once_its_offset_is_applied_rejects_the_file
         f"line 2: as_of '{as_of}': as_of must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z once its offset "
         "is applied\n"
     )
+
+
+async def _counts(runtime: ServiceRuntime) -> dict[str, int]:
+    async with runtime.db.reading() as session:
+        return {
+            table.name: int(await session.scalar(select(func.count()).select_from(table)) or 0)
+            for table in (skus, stock_levels, outbox)
+        }
+
+
+@settings(
+    max_examples=5 * EXAMPLES,
+    deadline=None,
+    derandomize=EXAMPLES <= 20,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(content=feed_files())
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+async def test_any_file_is_imported_whole_or_rejected_whole_with_its_report(
+    inventory: ServiceRuntime, tmp_path: Path, content: bytes
+):
+    """Fuzzed files (tests/support/feed_files.py) into the importer: an outcome every time, never an
+    exception (which the watcher would retry for ever); a rejected file records nothing and is reported
+    line by line; the ledger has the file once."""
+    before = await _counts(inventory)
+    delivery, workdir = delivery_of(tmp_path, content)
+    outcome = await import_delivery(inventory, delivery, workdir)
+
+    assert outcome.status in ("imported", "rejected")
+    if outcome.status == "rejected":
+        assert outcome.errors_report is not None
+        check_report(outcome.errors_report.read_bytes().decode("utf-8"), outcome.bad_lines)
+        assert await _counts(inventory) == before
+    else:
+        assert outcome.bad_lines == 0
+    async with inventory.db.reading() as session:
+        ledger = (
+            await session.execute(select(warehouse_files.c.status).where(warehouse_files.c.path == delivery.path))
+        ).all()
+    assert [entry.status for entry in ledger] == [outcome.status]

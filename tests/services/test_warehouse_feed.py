@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ftplib
+import itertools
 import logging
 import os
 import time
@@ -16,6 +17,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from skuflow.embedded.ftp import FtpServer
@@ -28,10 +31,13 @@ from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import Settings
 from skuflow.warehouse import WarehouseError, upload
 from tests.conftest import TEST_OPTIONS, Stack
+from tests.support.feed_files import check_report, feed_files
 from tests.support.servers import RunningServer, serve
 from tests.support.waiting import wait_until
 
 POLL = 0.1
+FUZZ_EXAMPLES = int(os.environ.get("SKUFLOW_PROPERTY_EXAMPLES", "5"))
+_fuzz_examples = itertools.count()
 HEADER = "warehouse_id,sku,on_hand\n"
 
 
@@ -519,3 +525,50 @@ async def test_an_as_of_out_of_range_rejects_the_file_once(feed: Feed, as_of: st
     assert report.read_text().startswith(f"line 2: as_of '{as_of}': as_of must be from 1970-01-01T00:00:00Z")
     assert [(entry.status, entry.bad_lines) for entry in await feed.ledger()] == [("rejected", 1)]
     assert (await feed.watcher())["status"] == "ok"
+
+
+@pytest.fixture
+async def limited_feed(make_feed: FeedFactory) -> Feed:
+    return await make_feed(max_file_bytes=60_000)  # a few of the fuzzed files are bigger
+
+
+@settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    derandomize=FUZZ_EXAMPLES <= 20,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(files=st.lists(feed_files(), min_size=1, max_size=8))
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+async def test_fuzzed_files_are_each_imported_or_rejected_once_through_the_watcher(
+    limited_feed: Feed, files: list[bytes]
+):
+    """Fuzzed files (tests/support/feed_files.py) dropped together into the real server's folder, under a
+    size limit that some of them pass: each ends in processed/ or in rejected/ beside its report, is in the
+    ledger once, and the watcher stays untroubled (no file tried again). The examples share one feed."""
+    feed = limited_feed
+    example = next(_fuzz_examples)
+    names = [f"fuzz-{example}-{n}.csv" for n in range(len(files))]
+    for name, content in zip(names, files, strict=True):
+        _drop_in(feed.outbox, name, content)
+
+    for name in names:
+        await wait_until(lambda name=name: _filed(feed, name), timeout=30, what=f"{name} filed")
+    await feed.wait_polls(2)
+    entries = [entry for entry in await feed.ledger() if entry.path.startswith(f"/outbox/fuzz-{example}-")]
+    assert sorted(entry.path for entry in entries) == sorted(f"/outbox/{name}" for name in names), "each once"
+    for entry in entries:
+        name = entry.path.rsplit("/", 1)[1]
+        if entry.status == "rejected":
+            assert (feed.outbox / "rejected" / name).exists()
+            report = (feed.outbox / "rejected" / f"{name}.errors.txt").read_bytes().decode("utf-8")
+            check_report(report, entry.bad_lines)
+        else:
+            assert entry.status == "imported"
+            assert (feed.outbox / "processed" / name).exists()
+    watcher = await feed.watcher()
+    assert (watcher["status"], watcher["problem"]) == ("ok", None)
+
+
+def _filed(feed: Feed, name: str) -> bool:
+    return (feed.outbox / "processed" / name).exists() or (feed.outbox / "rejected" / name).exists()
