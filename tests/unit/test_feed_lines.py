@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from skuflow.inventory.feed import lines
 from skuflow.inventory.feed.lines import BadLine, read_batches
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -194,3 +195,20 @@ def test_many_long_distinct_as_of_values_do_not_fill_memory(tmp_path: Path):
         tracemalloc.stop()
     assert bad == 10_000
     assert peak < 8 * 1024 * 1024, f"peak {peak:,} bytes"
+
+
+def test_a_fault_of_the_checks_themselves_is_a_bad_line_not_an_exception(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A bug of ours in a check (injected here) must not escape: the importer would fail the same way at
+    every poll. The line is reported and the rest of the file is still read."""
+
+    def broken(text: str) -> int | None:
+        if text == "7":
+            raise ArithmeticError("injected")
+        return int(text)
+
+    monkeypatch.setattr(lines, "_on_hand", broken)
+    rows, bad = read(tmp_path, "warehouse_id,sku,on_hand\nWH-1,SKU-1,7\nWH-1,SKU-2,2\n")
+    assert bad == ["line 2: could not be checked (ArithmeticError); please report this"]
+    assert [row[2] for row in rows] == ["SKU-2"]

@@ -84,7 +84,7 @@ def read_batches(path: Path, now: datetime, size: int = BATCH) -> Generator[Batc
             else:
                 if not fields:
                     continue
-                row = _checked(check, number, fields, batch.bad)
+                row = check.guarded(number, fields, batch.bad)
                 if row is not None:
                     batch.rows.append(row)
             if len(batch.rows) + len(batch.bad) >= size:  # bad lines count too: a batch of them is bounded
@@ -129,6 +129,18 @@ class _LineChecker:
         self.as_of_at = header.index("as_of") if "as_of" in header else None
         self.now = now
         self._times: dict[str, datetime | str] = {}  # as_of text -> its time, or why it is not one
+        self._faulted = False
+
+    def guarded(self, number: int, fields: list[str], bad: list[BadLine]) -> Row | None:
+        """The line checked; a fault of the checks themselves is a bad line too, not a file retried for ever."""
+        try:
+            return self(number, fields, bad)
+        except Exception as error:  # a bug of ours: the line is reported, the first trace logged for us
+            if not self._faulted:
+                log.exception("line %d could not be checked", number)
+                self._faulted = True
+            bad.append(BadLine(number, f"could not be checked ({type(error).__name__}); please report this"))
+            return None
 
     def __call__(self, number: int, fields: list[str], bad: list[BadLine]) -> Row | None:
         if len(fields) != self.width:
@@ -216,16 +228,6 @@ class _MeasuredLines:
             if content != piece:
                 break
         return skipped
-
-
-def _checked(check: _LineChecker, number: int, fields: list[str], bad: list[BadLine]) -> Row | None:
-    """The line checked; a fault of the checks themselves is a bad line too, not a file retried forever."""
-    try:
-        return check(number, fields, bad)
-    except Exception as error:  # a bug in a check: report it with the line, and log it for us
-        log.exception("line %d could not be checked", number)
-        bad.append(BadLine(number, f"could not be checked ({type(error).__name__}); please report this"))
-        return None
 
 
 def _shown(value: str) -> str:
