@@ -505,15 +505,18 @@ async def test_a_snapshot_over_the_size_limit_is_reported_once_and_not_downloade
 
 async def test_a_download_stops_at_the_limit_and_the_connection_goes_on(feed: Feed, tmp_path: Path):
     """While downloading too: a file bigger than its listing said (or grown since) is read no further."""
+    # Stopped mid-transfer (the server answers 426), and after the server sent it all (226).
     (feed.outbox / "long.csv").write_bytes(b"x" * (5 * 1024 * 1024))
+    (feed.outbox / "little.csv").write_bytes(b"x" * 1001)
     (feed.outbox / "short.csv").write_bytes(b"y" * 10)
     async with connect(feed.location) as ftp:
-        with pytest.raises(FtpFileTooLarge, match="over the 1,000-byte limit: download stopped there"):
-            await ftp.download("/outbox/long.csv", tmp_path / "long.csv", max_bytes=1000)
-        assert (tmp_path / "long.csv").stat().st_size <= 1000
-        await ftp.download("/outbox/short.csv", tmp_path / "short.csv", max_bytes=1000)  # the next reply is its own
-        assert (tmp_path / "short.csv").read_bytes() == b"y" * 10
-        assert {file.name for file in await ftp.list_files("/outbox")} >= {"long.csv", "short.csv"}
+        for name in ("long.csv", "little.csv"):
+            with pytest.raises(FtpFileTooLarge, match="over the 1,000-byte limit: download stopped there"):
+                await ftp.download(f"/outbox/{name}", tmp_path / name, max_bytes=1000)
+            assert (tmp_path / name).stat().st_size <= 1000
+            await ftp.download("/outbox/short.csv", tmp_path / "short.csv", max_bytes=1000)  # its own reply
+            assert (tmp_path / "short.csv").read_bytes() == b"y" * 10
+        assert {file.name for file in await ftp.list_files("/outbox")} >= {"long.csv", "little.csv", "short.csv"}
 
 
 @pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
