@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     warehouse_ftp_url: str | None = None
     warehouse_ftp_poll_seconds: float = Field(5, gt=0)
+    warehouse_max_file_bytes: int = Field(1024**3, ge=1)  # a bigger file is rejected unread
 
     warehouse_secret: SecretStr | None = None
     admin_secret: SecretStr | None = None
