@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     warehouse_ftp_url: str | None = None
     warehouse_ftp_poll_seconds: float = Field(5, gt=0)
-    warehouse_max_file_bytes: int = Field(1024**3, ge=1)  # a bigger file is rejected unread
+    # A bigger file is rejected unread. At most 2^31 - 1: a file's line numbers, staged in a 32-bit column,
+    # then always fit.
+    warehouse_max_file_bytes: int = Field(1024**3, ge=1, le=2**31 - 1)
 
     warehouse_secret: SecretStr | None = None
     admin_secret: SecretStr | None = None
