@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import hypothesis
 import pytest
 
 from skuflow.messaging import SKUFLOW, Broker, BrokerOptions, create_broker, new_id
@@ -18,6 +19,13 @@ from tests.support.postgres import PostgreSQL
 from tests.support.rabbitmq import RabbitMQ
 
 T = TypeVar("T")
+
+# Property tests explore new examples on a developer's machine (where a new failure is a find) and replay the
+# same ones in CI (where it would be a flaky run); a test that sets `derandomize` itself keeps its choice.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+hypothesis.settings.register_profile("ci", derandomize=True, database=None)
+if IN_CI:
+    hypothesis.settings.load_profile("ci")
 
 # Short retry delays keep the retry tests quick; the mechanism is the same as with the defaults.
 TEST_OPTIONS = BrokerOptions(retry_delays=(0.2, 0.4), prefetch=8, publish_timeout=20, shutdown_grace=5)

@@ -100,7 +100,8 @@ def up() -> None:
             table.add_row(spec.name, spec.url(running), f"{spec.url(running)}/docs")
         table.add_row("mode", running.mode, "SKUFLOW_MODE: choreography (events) or orchestration (flows)")
         table.add_row("broker", without_password(running.broker_url), "")
-        table.add_row("smtp", running.smtp_url or "", "embedded sink: emails are shown here" if embedded_smtp else "")
+        sink_note = "embedded sink: emails are shown here" if embedded_smtp else ""
+        table.add_row("smtp", without_password(running.smtp_url or ""), sink_note)
         assert running.warehouse_ftp_url is not None  # run_up starts an FTP server when none is configured
         ftp = FtpLocation.parse(running.warehouse_ftp_url)
         if embedded_ftp:

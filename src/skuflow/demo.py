@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pydantic
 
 from skuflow.messaging import SKUFLOW, Broker, Handler, Message, Subscription, create_broker, flow_scope, new_id
-from skuflow.platform.settings import Settings
+from skuflow.platform.settings import Settings, without_password
 
 
 class SkuProcessed(pydantic.BaseModel):
@@ -75,7 +75,8 @@ async def round_trip(settings: Settings, sku: str, say: Callable[[str], None]) -
         with flow_scope(correlation_id):
             event = inventory.envelope("sku_processed", SkuProcessed(sku=sku))
             await inventory.publish(event, "sku_processed")
-        say(f"published sku_processed {{'sku': {sku!r}}} via {settings.broker_url} (correlation_id={correlation_id})")
+        broker_shown = without_password(settings.broker_url)
+        say(f"published sku_processed {{'sku': {sku!r}}} via {broker_shown} (correlation_id={correlation_id})")
 
         received = 0
         async with asyncio.timeout(ROUND_TRIP_SECONDS):

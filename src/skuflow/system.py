@@ -144,7 +144,7 @@ async def serving(
     results: list[BaseException | None] = []
     try:
         for spec, sock in zip(specs, sockets, strict=True):
-            server = server_for(spec.build(settings))
+            server = server_for(spec.build(settings), settings.forwarded_allow_ips)
             task = asyncio.create_task(server.serve(sockets=[sock]), name=f"serve {spec.name}")
             servers.append(server)
             tasks.append(task)

@@ -127,13 +127,19 @@ MODES = ["choreography", "orchestration"]
 
 
 @pytest.fixture
-async def system(stack: Stack, mode: str) -> AsyncIterator[System]:
+def smtp_sink() -> SmtpSink:
+    """The SMTP server the system sends to (not started yet); a test module may ask for one with AUTH or TLS."""
+    return SmtpSink()
+
+
+@pytest.fixture
+async def system(stack: Stack, mode: str, smtp_sink: SmtpSink) -> AsyncIterator[System]:
     """Users, inventory and catalog on real ports of 127.0.0.1, on the test's stack, with an SMTP sink."""
     from skuflow.catalog.service import build_app as catalog_app
     from skuflow.inventory.service import build_app as inventory_app
     from skuflow.users.service import build_app as users_app
 
-    smtp = SmtpSink()
+    smtp = smtp_sink
     await smtp.start()
     sockets = {name: free_socket() for name in ("users", "inventory", "catalog")}
     settings = stack.settings(

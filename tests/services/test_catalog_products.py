@@ -109,6 +109,10 @@ BAD_PRODUCTS = {
     "no price": ({"name": "Mug"}, ["body", "price"]),
     "blank name": ({"name": "   ", "price": "1.00"}, ["body", "name"]),
     "name too long": ({"name": "x" * 201, "price": "1.00"}, ["body", "name"]),
+    **{
+        f"name with {character!r}": ({"name": f"Blue{character}mug", "price": "1.00"}, ["body", "name"])
+        for character in ("\n", "\r", "\v", "\x85", "\u2028", "\u2029", "\x00", "\ud800")
+    },
     "an unknown field": ({"name": "Mug", "price": "1.00", "colour": "blue"}, ["body", "colour"]),
 }
 

@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from skuflow.inventory import domain
-from skuflow.inventory.db import outbox, skus, stock_levels
+from skuflow.inventory.db import outbox, skus, stock_levels, warehouse_files
 from skuflow.inventory.feed.importer import Delivery, Outcome, import_delivery
 from skuflow.platform.db import utc
 from skuflow.platform.runtime import ServiceRuntime
 from tests.conftest import Stack
+from tests.support.feed_files import check_report, feed_files
 
 EXAMPLES = int(os.environ.get("SKUFLOW_PROPERTY_EXAMPLES", "10"))
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -41,11 +42,11 @@ async def inventory(stack: Stack) -> AsyncIterator[ServiceRuntime]:
         await runtime.stop()
 
 
-def delivery_of(folder: Path, content: str) -> tuple[Delivery, Path]:
+def delivery_of(folder: Path, content: str | bytes) -> tuple[Delivery, Path]:
     """A file as the watcher hands it over (downloaded, hashed), and a work folder of its own."""
     number = next(_files)
     local = folder / f"file-{number}.csv"
-    local.write_text(content)
+    local.write_bytes(content if isinstance(content, bytes) else content.encode())
     workdir = folder / f"work-{number}"
     workdir.mkdir()
     digest = hashlib.sha256(local.read_bytes()).hexdigest()
@@ -146,3 +147,77 @@ async def test_memory_does_not_grow_with_the_size_of_the_file(inventory: Service
             tracemalloc.stop()
         assert (outcome.status, outcome.lines, outcome.changed_skus) == ("imported", lines, lines)
     assert peaks[50_000] < 2 * peaks[5_000], f"peak bytes by lines: {peaks}"
+
+
+async def test_one_huge_line_of_tiny_fields_is_rejected_in_bounded_memory(inventory: ServiceRuntime, tmp_path: Path):
+    """Issue 14, defect 3: a line of seven million one-letter fields became seven million strings (a 20 MB
+    line raised the service's peak by 470 MB). Now it is measured as it is read and refused unsplit."""
+    await import_text(inventory, tmp_path, "warehouse_id,sku,on_hand\nWH-1,WARM-UP,1\n")  # first-use allocations
+    delivery, workdir = delivery_of(tmp_path, "warehouse_id,sku,on_hand\n" + "a," * 7_000_000 + "\nWH-1,SKU-H,1\n")
+    tracemalloc.start()
+    try:
+        outcome = await import_delivery(inventory, delivery, workdir)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (outcome.status, outcome.lines, outcome.bad_lines) == ("rejected", 2, 1)
+    assert outcome.errors_report is not None
+    assert outcome.errors_report.read_text() == "line 2: 14,000,000 bytes, over the 65,536-byte limit of a line\n"
+    assert peak < 8 * 1024 * 1024, f"peak {peak:,} bytes"
+    async with inventory.db.reading() as session:
+        assert (await session.execute(select(skus.c.sku).where(skus.c.sku == "SKU-H"))).first() is None
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+async def test_an_as_of_out_of_range_once_its_offset_is_applied_rejects_the_file(
+    inventory: ServiceRuntime, tmp_path: Path, as_of: str
+):
+    """Issue 14, defect 4: these raised OverflowError out of the import (the file was downloaded again at
+    every poll); now the file is rejected with a report line naming the rule."""
+    outcome = await import_text(inventory, tmp_path, f"warehouse_id,sku,on_hand,as_of\nWH-1,SKU-1,1,{as_of}\n")
+    assert outcome.status == "rejected"
+    assert outcome.errors_report is not None
+    assert outcome.errors_report.read_text() == (
+        f"line 2: as_of '{as_of}': as_of must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z once its offset "
+        "is applied\n"
+    )
+
+
+async def _counts(runtime: ServiceRuntime) -> dict[str, int]:
+    async with runtime.db.reading() as session:
+        return {
+            table.name: int(await session.scalar(select(func.count()).select_from(table)) or 0)
+            for table in (skus, stock_levels, outbox)
+        }
+
+
+@settings(
+    max_examples=5 * EXAMPLES,
+    deadline=None,
+    derandomize=EXAMPLES <= 20,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(content=feed_files())
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+async def test_any_file_is_imported_whole_or_rejected_whole_with_its_report(
+    inventory: ServiceRuntime, tmp_path: Path, content: bytes
+):
+    """Fuzzed files (tests/support/feed_files.py) into the importer: an outcome every time, never an
+    exception (which the watcher would retry for ever); a rejected file records nothing and is reported
+    line by line; the ledger has the file once."""
+    before = await _counts(inventory)
+    delivery, workdir = delivery_of(tmp_path, content)
+    outcome = await import_delivery(inventory, delivery, workdir)
+
+    assert outcome.status in ("imported", "rejected")
+    if outcome.status == "rejected":
+        assert outcome.errors_report is not None
+        check_report(outcome.errors_report.read_bytes().decode("utf-8"), outcome.bad_lines)
+        assert await _counts(inventory) == before
+    else:
+        assert outcome.bad_lines == 0
+    async with inventory.db.reading() as session:
+        ledger = (
+            await session.execute(select(warehouse_files.c.status).where(warehouse_files.c.path == delivery.path))
+        ).all()
+    assert [entry.status for entry in ledger] == [outcome.status]

@@ -141,6 +141,19 @@ BAD_REPORTS = {
         {"warehouse_id": "WH-1", "as_of": "2999-01-01T00:00:00Z", "items": [{"sku": "OK-1", "on_hand": 1}]},
         ["body", "as_of"],
     ),
+    # Issue 14, defect 4: these raised OverflowError (500); the rule is years 1970 to 9999 in UTC.
+    "as_of before year 1 once its offset is applied": (
+        {"warehouse_id": "WH-1", "as_of": "0001-01-01T00:00:00+05:00", "items": [{"sku": "OK-1", "on_hand": 1}]},
+        ["body", "as_of"],
+    ),
+    "as_of after 9999 once its offset is applied": (
+        {"warehouse_id": "WH-1", "as_of": "9999-12-31T23:59:59-05:00", "items": [{"sku": "OK-1", "on_hand": 1}]},
+        ["body", "as_of"],
+    ),
+    "as_of before 1970": (
+        {"warehouse_id": "WH-1", "as_of": "1969-12-31T23:59:59Z", "items": [{"sku": "OK-1", "on_hand": 1}]},
+        ["body", "as_of"],
+    ),
     "an unknown field": (
         {"warehouse_id": "WH-1", "items": [{"sku": "OK-1", "on_hand": 1}], "note": "x"},
         ["body", "note"],

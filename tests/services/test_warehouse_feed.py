@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import ftplib
+import itertools
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,21 +17,27 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from skuflow.embedded.ftp import FtpServer
 from skuflow.inventory.db import warehouse_files
+from skuflow.inventory.feed import watcher as watcher_module
 from skuflow.messaging import Broker, Envelope, Queue, Topology, create_broker
 from skuflow.messaging.topology import SKU_PROCESSED
-from skuflow.platform.ftp import FtpLocation
+from skuflow.platform.ftp import FtpFileTooLarge, FtpLocation, connect
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import Settings
 from skuflow.warehouse import WarehouseError, upload
 from tests.conftest import ADMIN_SECRET, TEST_OPTIONS, Stack
+from tests.support.feed_files import check_report, feed_files
 from tests.support.servers import RunningServer, free_socket, serve, url_of
 from tests.support.waiting import wait_until
 
 POLL = 0.1
+FUZZ_EXAMPLES = int(os.environ.get("SKUFLOW_PROPERTY_EXAMPLES", "5"))
+_fuzz_examples = itertools.count()
 HEADER = "warehouse_id,sku,on_hand\n"
 
 
@@ -136,13 +144,18 @@ async def make_feed(stack: Stack, tmp_path: Path) -> AsyncIterator[FeedFactory]:
 
     started: list[Feed] = []
 
-    async def start(path: str = "/outbox", password: str = "secret-ftp", poll: float = POLL) -> Feed:
+    async def start(
+        path: str = "/outbox", password: str = "secret-ftp", poll: float = POLL, max_file_bytes: int = 1024**3
+    ) -> Feed:
         ftp = FtpServer(tmp_path / "ftp", "warehouse", "secret-ftp")
         ftp.start()
         location = FtpLocation(ftp.host, ftp.port, "warehouse", password, path)
         users_socket = free_socket()
         settings = stack.settings(
-            warehouse_ftp_url=location.url(), warehouse_ftp_poll_seconds=poll, users_url=url_of(users_socket)
+            warehouse_ftp_url=location.url(),
+            warehouse_ftp_poll_seconds=poll,
+            warehouse_max_file_bytes=max_file_bytes,
+            users_url=url_of(users_socket),
         )
         users = await serve(users_app(settings), users_socket)
         observer = create_broker(stack.broker_url, "test-observer", TEST_OPTIONS)
@@ -324,10 +337,10 @@ async def test_a_file_whose_move_failed_after_the_commit_is_moved_later_not_impo
     assert sorted(event.json()["sku"] for event in await feed.published()) == ["SKU-A", "SKU-B"]
 
 
-def _drop_in(folder: Path, name: str, content: str) -> None:
+def _drop_in(folder: Path, name: str, content: str | bytes) -> None:
     """A file appearing whole in the server's folder, as a rename on its disk makes it."""
     partial = folder.parent / f"{name}.partial"
-    partial.write_text(content)
+    partial.write_bytes(content if isinstance(content, bytes) else content.encode())
     partial.replace(folder / name)
 
 
@@ -441,3 +454,138 @@ async def test_an_empty_file_is_rejected_not_left_waiting(feed: Feed):
     report = feed.outbox / "rejected" / "empty.csv.errors.txt"
     await wait_until(report.exists, what="empty.csv rejected")
     assert report.read_text().startswith("line 1: the file is empty")
+
+
+def downloads(caplog: pytest.LogCaptureFixture, name: str) -> int:
+    """How many times the FTP server sent (a part of) the file: it logs each RETR."""
+    return sum(1 for record in caplog.records if record.name == "pyftpdlib" and f"RETR {name}" in record.getMessage())
+
+
+async def test_a_delivery_over_the_size_limit_is_rejected_unread(
+    make_feed: FeedFactory, caplog: pytest.LogCaptureFixture
+):
+    """Issue 14, defect 3: the size comes from the listing; a file over the limit is never downloaded."""
+    caplog.set_level(logging.INFO, logger="pyftpdlib")
+    feed = await make_feed(max_file_bytes=1000)
+    big = HEADER + "".join(f"WH-1,SKU-{n:03d},1\n" for n in range(80))  # 1,224 bytes
+    _drop_in(feed.outbox, "big.csv", big)
+    _drop_in(feed.outbox, "small.csv", HEADER + "WH-1,SKU-S,1\n")
+
+    report = feed.outbox / "rejected" / "big.csv.errors.txt"
+    await wait_until(lambda: (feed.outbox / "rejected" / "big.csv").exists(), what="big.csv rejected")
+    await wait_until(lambda: (feed.outbox / "processed" / "small.csv").exists(), what="small.csv imported")
+    limit = "the 1,000-byte limit of a file (SKUFLOW_WAREHOUSE_MAX_FILE_BYTES)"
+    assert report.read_text() == f"line 1: {len(big):,} bytes, over {limit}; not read\n"
+    assert downloads(caplog, str(feed.outbox / "big.csv")) == 0
+    assert downloads(caplog, str(feed.outbox / "small.csv")) == 1
+    assert sorted((entry.path, entry.status) for entry in await feed.ledger()) == [
+        ("/outbox/big.csv", "rejected"),
+        ("/outbox/small.csv", "imported"),
+    ]
+    assert await feed.availability("SKU-000") is None
+    assert (await feed.watcher())["status"] == "ok"
+
+
+async def test_a_snapshot_over_the_size_limit_is_reported_once_and_not_downloaded_again(
+    make_feed: FeedFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    """A snapshot is never moved: its over-limit version is remembered by size and time, and neither
+    downloaded nor reported again, even when the watcher looks at it anew (here at every poll), until it
+    changes."""
+    monkeypatch.setattr(watcher_module, "SNAPSHOT_RECHECK", 0.0)
+    caplog.set_level(logging.INFO, logger="pyftpdlib")
+    feed = await make_feed("/outbox/stock.csv", max_file_bytes=1000)
+    await feed.upload("stock.csv", HEADER + "WH-1,SKU-A,1\n")
+    await wait_until(lambda: _imports(feed, 1), what="the first version imported")
+    await feed.upload("stock.csv", HEADER + "".join(f"WH-1,SKU-{n:03d},1\n" for n in range(80)))
+    report = feed.outbox / "rejected" / "stock.csv.errors.txt"
+    await wait_until(report.exists, what="the report")
+    written = report.stat().st_mtime_ns
+    retrieved = downloads(caplog, str(feed.outbox / "stock.csv"))
+
+    await feed.wait_polls(5)
+    assert [entry.status for entry in await feed.ledger()] == ["imported", "rejected"]
+    assert report.stat().st_mtime_ns == written
+    assert downloads(caplog, str(feed.outbox / "stock.csv")) == retrieved
+    watcher = await feed.watcher()
+    assert (watcher["status"], watcher["files"]["rejected"]) == ("ok", 1)
+
+    await feed.upload("stock.csv", HEADER + "WH-1,SKU-A,2\n")  # it changes: news again
+    await wait_until(lambda: _imports(feed, 2), what="the next version imported")
+    sku = await feed.availability("SKU-A")
+    assert sku is not None
+    assert sku["on_hand"] == 2
+
+
+async def test_a_download_stops_at_the_limit_and_the_connection_goes_on(feed: Feed, tmp_path: Path):
+    """While downloading too: a file bigger than its listing said (or grown since) is read no further."""
+    # Stopped mid-transfer (the server answers 426), and after the server sent it all (226).
+    (feed.outbox / "long.csv").write_bytes(b"x" * (5 * 1024 * 1024))
+    (feed.outbox / "little.csv").write_bytes(b"x" * 1001)
+    (feed.outbox / "short.csv").write_bytes(b"y" * 10)
+    async with connect(feed.location) as ftp:
+        for name in ("long.csv", "little.csv"):
+            with pytest.raises(FtpFileTooLarge, match="over the 1,000-byte limit: download stopped there"):
+                await ftp.download(f"/outbox/{name}", tmp_path / name, max_bytes=1000)
+            assert (tmp_path / name).stat().st_size <= 1000
+            await ftp.download("/outbox/short.csv", tmp_path / "short.csv", max_bytes=1000)  # its own reply
+            assert (tmp_path / "short.csv").read_bytes() == b"y" * 10
+        assert {file.name for file in await ftp.list_files("/outbox")} >= {"long.csv", "little.csv", "short.csv"}
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+async def test_an_as_of_out_of_range_rejects_the_file_once(feed: Feed, as_of: str):
+    """Issue 14, defect 4: the file was neither imported nor rejected, and downloaded again at every poll."""
+    _drop_in(feed.outbox, "far.csv", f"warehouse_id,sku,on_hand,as_of\nWH-1,SKU-F,1,{as_of}\n")
+    report = feed.outbox / "rejected" / "far.csv.errors.txt"
+    await wait_until(report.exists, what="far.csv rejected")
+    assert report.read_text().startswith(f"line 2: as_of '{as_of}': as_of must be from 1970-01-01T00:00:00Z")
+    assert [(entry.status, entry.bad_lines) for entry in await feed.ledger()] == [("rejected", 1)]
+    assert (await feed.watcher())["status"] == "ok"
+
+
+@pytest.fixture
+async def limited_feed(make_feed: FeedFactory) -> Feed:
+    return await make_feed(max_file_bytes=60_000)  # a few of the fuzzed files are bigger
+
+
+@settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    derandomize=FUZZ_EXAMPLES <= 20,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(files=st.lists(feed_files(), min_size=1, max_size=8))
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+async def test_fuzzed_files_are_each_imported_or_rejected_once_through_the_watcher(
+    limited_feed: Feed, files: list[bytes]
+):
+    """Fuzzed files (tests/support/feed_files.py) dropped together into the real server's folder, under a
+    size limit that some of them pass: each ends in processed/ or in rejected/ beside its report, is in the
+    ledger once, and the watcher stays untroubled (no file tried again). The examples share one feed."""
+    feed = limited_feed
+    example = next(_fuzz_examples)
+    names = [f"fuzz-{example}-{n}.csv" for n in range(len(files))]
+    for name, content in zip(names, files, strict=True):
+        _drop_in(feed.outbox, name, content)
+
+    for name in names:
+        await wait_until(lambda name=name: _filed(feed, name), timeout=30, what=f"{name} filed")
+    await feed.wait_polls(2)
+    entries = [entry for entry in await feed.ledger() if entry.path.startswith(f"/outbox/fuzz-{example}-")]
+    assert sorted(entry.path for entry in entries) == sorted(f"/outbox/{name}" for name in names), "each once"
+    for entry in entries:
+        name = entry.path.rsplit("/", 1)[1]
+        if entry.status == "rejected":
+            assert (feed.outbox / "rejected" / name).exists()
+            report = (feed.outbox / "rejected" / f"{name}.errors.txt").read_bytes().decode("utf-8")
+            check_report(report, entry.bad_lines)
+        else:
+            assert entry.status == "imported"
+            assert (feed.outbox / "processed" / name).exists()
+    watcher = await feed.watcher()
+    assert (watcher["status"], watcher["problem"]) == ("ok", None)
+
+
+def _filed(feed: Feed, name: str) -> bool:
+    return (feed.outbox / "processed" / name).exists() or (feed.outbox / "rejected" / name).exists()

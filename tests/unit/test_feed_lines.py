@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from skuflow.inventory.feed import lines
 from skuflow.inventory.feed.lines import BadLine, read_batches
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -56,6 +58,10 @@ def test_a_time_without_offset_is_utc(tmp_path: Path):
         ("WH-1,SKU-1,3,2999-01-01T00:00:00Z", "as_of is in the future"),
         ("WH-1,SKU-1,3", "expected 4 fields, found 3"),
         ("WH-1,SKU-1,3,,extra", "expected 4 fields, found 5"),
+        # Issue 14, defect 4: years 1970 to 9999 once the offset is applied (these raised OverflowError).
+        ("WH-1,SKU-1,3,0001-01-01T00:00:00+05:00", "as_of must be from 1970-01-01T00:00:00Z to 9999"),
+        ("WH-1,SKU-1,3,9999-12-31T23:59:59-05:00", "as_of must be from 1970-01-01T00:00:00Z to 9999"),
+        ("WH-1,SKU-1,3,1970-01-01T00:30:00+01:00", "as_of must be from 1970-01-01T00:00:00Z to 9999"),
     ],
 )
 def test_a_bad_line_is_named_with_its_number_and_reason(tmp_path: Path, line: str, reason: str):
@@ -123,3 +129,86 @@ def test_the_future_limit_is_the_http_apis(tmp_path: Path):
     soon = (datetime.now(UTC) + timedelta(minutes=4)).isoformat()
     rows, bad = read(tmp_path, f"warehouse_id,sku,on_hand,as_of\nWH-1,SKU-1,1,{soon}\n")
     assert (len(rows), bad) == (1, [])
+
+
+def test_the_earliest_as_of_is_1970_in_utc(tmp_path: Path):
+    rows, bad = read(tmp_path, "warehouse_id,sku,on_hand,as_of\nWH-1,SKU-1,1,1969-12-31T23:30:00-01:00\n")
+    assert (rows[0][4], bad) == (datetime(1970, 1, 1, 0, 30, tzinfo=UTC), [])
+
+
+def test_a_line_over_64_kib_is_named_with_its_size_and_the_lines_after_it_are_still_read(tmp_path: Path):
+    long = "WH-1,SKU-1,1," + "x" * (70_001 - 13)
+    rows, bad = read(tmp_path, f"warehouse_id,sku,on_hand,as_of\n{long}\nWH-1,SKU-2,2,\nWH-1,SKU 3,3,\n")
+    assert bad[0] == "line 2: 70,001 bytes, over the 65,536-byte limit of a line"
+    assert bad[1:] == ["line 4: sku 'SKU 3' is not an identifier (1-64 of A-Z a-z 0-9 . _ -, not starting with . _ -)"]
+    assert rows == [(3, "WH-1", "SKU-2", 2, NOW)]
+
+
+def test_the_byte_limit_counts_bytes_not_characters_and_a_record_spanning_lines_counts_whole(tmp_path: Path):
+    wide = "é" * 32_769  # 65,538 bytes in 32,769 characters
+    spanning = '"' + "\n".join(["y" * 30_000] * 3) + '",SKU-1,1'  # three lines of 30,000 bytes, one record
+    rows, bad = read(tmp_path, f"warehouse_id,sku,on_hand\n{wide}\n{spanning}\nWH-1,SKU-2,2\n")
+    assert bad[0] == "line 2: 65,538 bytes, over the 65,536-byte limit of a line"
+    assert bad[1].startswith("line 3: ")
+    assert bad[1].endswith("over the 65,536-byte limit of a line")
+    assert rows[-1][1:3] == ("WH-1", "SKU-2")
+
+
+def test_a_line_of_too_many_fields_is_refused_before_it_is_split(tmp_path: Path):
+    rows, bad = read(tmp_path, "warehouse_id,sku,on_hand\n" + "," * 5000 + "\nWH-1,SKU-1,1\n")
+    assert bad == ["line 2: 5,001 fields, over the limit of 100 fields in a line"]
+    assert len(rows) == 1
+
+
+def test_a_header_of_too_many_fields_rejects_the_file_at_line_1(tmp_path: Path):
+    rows, bad = read(tmp_path, "sku," * 1000 + "\nWH-1,SKU-1,1\n")
+    assert (rows, bad) == ([], ["line 1: 1,001 fields, over the limit of 100 fields in a line"])
+    rows, bad = read(tmp_path, "sku," * 100_000 + "\nWH-1,SKU-1,1\n")  # its columns once took minutes to check
+    assert (rows, bad) == ([], ["line 1: 400,000 bytes, over the 65,536-byte limit of a line"])
+
+
+def test_every_reason_can_be_written_to_the_utf8_report_and_shows_long_values_shortened(tmp_path: Path):
+    # A header repeating a column whose name is not UTF-8 once crashed the import while writing the report.
+    _, bad = read(tmp_path, b"warehouse_id,sku,on_hand,\xff,\xff\n")
+    assert bad[0].startswith("line 1: bad header")
+    for line in bad:
+        line.encode("utf-8")
+    _, bad = read(tmp_path, "warehouse_id,sku,on_hand\nWH-1," + "s" * 60_000 + ",1\n")
+    assert len(bad[0]) < 300, bad[0][:300]
+    assert "'sssss" in bad[0]
+    assert "(60,000 characters)" in bad[0]
+
+
+def test_many_long_distinct_as_of_values_do_not_fill_memory(tmp_path: Path):
+    """Each line's as_of a different 3,000 characters: the reader's cache of times and the bad lines'
+    reasons once kept them all (10,000 of them) and the batch's reasons whole."""
+    path = tmp_path / "stock.csv"
+    with path.open("w") as out:
+        out.write("warehouse_id,sku,on_hand,as_of\n")
+        for n in range(10_000):
+            out.write(f"WH-1,SKU-{n},1,{n:05d}{'x' * 3000}\n")
+    tracemalloc.start()
+    try:
+        bad = sum(len(batch.bad) for batch in read_batches(path, NOW, 5000))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert bad == 10_000
+    assert peak < 8 * 1024 * 1024, f"peak {peak:,} bytes"
+
+
+def test_a_fault_of_the_checks_themselves_is_a_bad_line_not_an_exception(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A bug of ours in a check (injected here) must not escape: the importer would fail the same way at
+    every poll. The line is reported and the rest of the file is still read."""
+
+    def broken(text: str) -> int | None:
+        if text == "7":
+            raise ArithmeticError("injected")
+        return int(text)
+
+    monkeypatch.setattr(lines, "_on_hand", broken)
+    rows, bad = read(tmp_path, "warehouse_id,sku,on_hand\nWH-1,SKU-1,7\nWH-1,SKU-2,2\n")
+    assert bad == ["line 2: could not be checked (ArithmeticError); please report this"]
+    assert [row[2] for row in rows] == ["SKU-2"]

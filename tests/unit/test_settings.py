@@ -120,3 +120,9 @@ def test_a_malformed_broker_url_is_named_without_its_password(monkeypatch: pytes
         load_settings()
     assert "SKUFLOW_BROKER_URL" in str(error.value)
     assert "TopSecret2" not in str(error.value)
+
+
+def test_the_file_size_limit_stays_within_what_line_numbers_can_count(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SKUFLOW_WAREHOUSE_MAX_FILE_BYTES", str(2**31))
+    with pytest.raises(SettingsError, match="SKUFLOW_WAREHOUSE_MAX_FILE_BYTES"):
+        load_settings()

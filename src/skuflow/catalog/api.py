@@ -15,6 +15,7 @@ from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
 from skuflow.platform.identifiers import SkuInPath
 from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
+from skuflow.platform.text import a_plain_text
 from skuflow.platform.web import runtime_of
 
 
@@ -25,8 +26,11 @@ def _valid_price(text: str) -> str:
 
 class ProductIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"name": "Blue mug", "price": "19.90"}})
-    # Surrounding blanks are dropped, so a name of blanks only is refused as empty.
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    # Surrounding blanks are dropped, so a name of blanks only is refused as empty. The name goes into email
+    # subjects: no line breaks or control characters (platform/text.py).
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(a_plain_text)
+    ]
     price: Annotated[
         StrictStr,  # a JSON number is refused: money does not pass through a float
         AfterValidator(_valid_price),

@@ -11,9 +11,6 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-# The same identifiers as inventory's (CONTRACT section 3): 1-64 of A-Z a-z 0-9 . _ -, not starting with . _ -
-SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-
 PRICE_INTEGER_DIGITS = 10
 PRICE_DECIMAL_PLACES = 2
 _PLAIN_DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")  # no exponent, sign only to say "negative" clearly

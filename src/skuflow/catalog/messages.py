@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pydantic
 
-from skuflow.catalog.domain import SKU_PATTERN
+from skuflow.platform.flows import MESSAGE_MODEL, AvailableForSale, Revision
+from skuflow.platform.identifiers import Identifier
 
 SKU_PROCESSED = "sku_processed"
 UPDATE_SKU_AVAILABILITY = "update_sku_availability"
@@ -13,14 +14,14 @@ UPDATE_SKU_AVAILABILITY = "update_sku_availability"
 class SkuProcessed(pydantic.BaseModel):
     """Inventory changed a SKU's numbers: `{"sku"}`, nothing else (ask inventory for the rest)."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
-    sku: str = pydantic.Field(pattern=SKU_PATTERN)
+    model_config = MESSAGE_MODEL
+    sku: Identifier
 
 
 class UpdateSkuAvailability(pydantic.BaseModel):
     """Orchestration's command: inventory's recalculated availability, so that catalog need not ask."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
-    sku: str = pydantic.Field(pattern=SKU_PATTERN)
-    available_for_sale: int = pydantic.Field(ge=0)
-    revision: int = pydantic.Field(ge=1)
+    model_config = MESSAGE_MODEL
+    sku: Identifier
+    available_for_sale: AvailableForSale
+    revision: Revision

@@ -1,7 +1,10 @@
 """An SMTP sink (aiosmtpd) that accepts every email and keeps it in memory, for `skuflow up` and the tests.
 
-It speaks real SMTP on a real port; it just delivers nowhere. `refuse_next` makes it answer the next N
-emails with a temporary failure (451), as a mail server under trouble would.
+It speaks real SMTP on a real port; it just delivers nowhere. Like a real server it refuses a recipient
+that is not one mailbox with a permanent 553, and keeps bounded memory: the newest KEEP_MAILS emails, each
+at most MAX_MAIL_BYTES. For the tests it can act as a server in trouble: `refuse_next` answers the next N
+emails with a temporary failure (451), `refuse_recipients` answers those addresses with a permanent one
+(550); and as a server with AUTH (`credentials`) and TLS (`tls`: STARTTLS, or `implicit_tls`).
 """
 
 from __future__ import annotations
@@ -9,12 +12,18 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+import email_validator
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+KEEP_MAILS = 10_000
+MAX_MAIL_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,22 +37,70 @@ class ReceivedMail:
 
 
 class SmtpSink:
-    def __init__(self, on_mail: Callable[[ReceivedMail], None] | None = None) -> None:
-        self.mails: list[ReceivedMail] = []
+    def __init__(
+        self,
+        on_mail: Callable[[ReceivedMail], None] | None = None,
+        *,
+        credentials: tuple[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+    ) -> None:
+        self.mails: deque[ReceivedMail] = deque(maxlen=KEEP_MAILS)
         self.refuse_next = 0
         self.refused = 0
+        self.refuse_recipients: set[str] = set()
         self.on_mail = on_mail
+        self.credentials = credentials
+        self.tls = tls
+        self.implicit_tls = implicit_tls
         self._server: asyncio.Server | None = None
         self.port = 0
 
     @property
     def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
+        scheme = "smtps" if self.implicit_tls else "smtp"
+        user = f"{self.credentials[0]}:{self.credentials[1]}@" if self.credentials else ""
+        query = "?starttls=true" if self.tls and not self.implicit_tls else ""
+        return f"{scheme}://{user}127.0.0.1:{self.port}{query}"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: SMTP(self, hostname="skuflow-sink"), host, port)
+        self._server = await loop.create_server(self._session, host, port, ssl=self.tls if self.implicit_tls else None)
         self.port = self._server.sockets[0].getsockname()[1]
+
+    def _session(self) -> SMTP:
+        starttls = self.tls if not self.implicit_tls else None
+        return SMTP(
+            self,
+            hostname="skuflow-sink",
+            data_size_limit=MAX_MAIL_BYTES,
+            tls_context=starttls,
+            require_starttls=starttls is not None,
+            authenticator=self._authenticate if self.credentials else None,
+            auth_required=self.credentials is not None,
+            # aiosmtpd counts only STARTTLS as TLS: over implicit TLS it would hide AUTH unless told not to.
+            auth_require_tls=self.tls is not None and not self.implicit_tls,
+        )
+
+    def _authenticate(
+        self, _server: SMTP, _session: Session, _envelope: Envelope, _mechanism: str, data: Any
+    ) -> AuthResult:
+        expected = self.credentials
+        given = (data.login.decode(), data.password.decode()) if isinstance(data, LoginPassword) else None
+        # handled=False: aiosmtpd then answers (235, or 535 on a failure) instead of leaving the client waiting.
+        return AuthResult(success=expected is not None and given == expected, handled=False)
+
+    async def handle_RCPT(
+        self, _server: SMTP, _session: Session, envelope: Envelope, address: str, _options: list[str]
+    ) -> str:
+        try:
+            email_validator.validate_email(address, check_deliverability=False)
+        except email_validator.EmailNotValidError as error:
+            return f"553 5.1.3 {address!r} is not one mailbox: {error}"
+        if address.lower() in self.refuse_recipients:
+            return "550 5.1.1 No such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def stop(self) -> None:
         if self._server is not None:

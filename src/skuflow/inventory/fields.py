@@ -12,14 +12,22 @@ from skuflow.platform.db import utc
 
 MAX_ON_HAND = 1_000_000_000
 FUTURE_TOLERANCE = timedelta(minutes=5)  # clocks drift; a report from further ahead is a mistake
+EARLIEST_AS_OF = datetime(1970, 1, 1, tzinfo=UTC)
+AS_OF_RANGE = "as_of must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z once its offset is applied"
 
 
-def not_in_the_future(moment: datetime) -> datetime:
-    moment = utc(moment)  # a time without an offset is taken as UTC
+def as_of_rule(moment: datetime) -> datetime:
+    """A time in UTC from 1970 up to a few minutes from now (CONTRACT 8). A time without an offset is UTC."""
+    try:
+        moment = utc(moment)
+    except OverflowError:  # the offset moves it before year 1 or after 9999: no datetime holds it
+        raise ValueError(AS_OF_RANGE) from None
+    if moment < EARLIEST_AS_OF:
+        raise ValueError(AS_OF_RANGE)
     if moment > datetime.now(UTC) + FUTURE_TOLERANCE:
         raise ValueError("as_of is in the future")
     return moment
 
 
 OnHand = Annotated[StrictInt, Field(ge=0, le=MAX_ON_HAND)]
-AsOf = Annotated[datetime, AfterValidator(not_in_the_future)]
+AsOf = Annotated[datetime, AfterValidator(as_of_rule)]

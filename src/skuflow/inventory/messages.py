@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import pydantic
 
+from skuflow.platform.flows import MESSAGE_MODEL
+from skuflow.platform.identifiers import Identifier
+
 SKU_PROCESSED = "sku_processed"
 RECALCULATE_SKU = "recalculate_sku"
 
 
 class SkuProcessed(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    sku: str = pydantic.Field(min_length=1, max_length=64)
+    model_config = MESSAGE_MODEL
+    sku: Identifier
 
 
 class RecalculateSku(pydantic.BaseModel):
     """Orchestration's first command: recalculate a SKU's availability, then reply."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
-    sku: str = pydantic.Field(min_length=1, max_length=64)
+    model_config = MESSAGE_MODEL
+    sku: Identifier

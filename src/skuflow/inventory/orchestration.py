@@ -20,15 +20,15 @@ import secrets
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-import pydantic
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.inventory.db import flow_steps, flows, outbox, skus
 from skuflow.messaging import COMMANDS, FLOW_ID, Message, Outgoing, current_flow, new_id
 from skuflow.platform.background import Periodic
+from skuflow.platform.flows import StepFinished
 from skuflow.platform.runtime import ServiceRuntime
 
 log = logging.getLogger("skuflow.inventory.flows")
@@ -40,19 +40,6 @@ STEPS = (RECALCULATE, UPDATE_CATALOG, UPDATE_WISHLISTS)
 OWNERS = {RECALCULATE: "inventory", UPDATE_CATALOG: "catalog", UPDATE_WISHLISTS: "users"}
 STEP_FINISHED = "step_finished"
 SWEEP_BATCH = 500
-
-
-class StepFinished(pydantic.BaseModel):
-    """A step owner's reply, as inventory validates it: its own model of the message, as every consumer has
-    (the owners build theirs with `skuflow.platform.flows`)."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-    flow_id: str = pydantic.Field(min_length=1, max_length=64)
-    sku: str
-    step: Literal["recalculate_sku", "update_sku_availability", "update_wishlists_for_sku"]
-    revision: int
-    ok: bool
-    error: str | None = None
 
 
 _last_microsecond = 0

@@ -12,11 +12,12 @@ from skuflow.inventory import api, flows_api
 from skuflow.inventory.db import outbox
 from skuflow.inventory.feed.watcher import FeedWatcher
 from skuflow.inventory.messages import RECALCULATE_SKU, SKU_PROCESSED, RecalculateSku, SkuProcessed
-from skuflow.inventory.orchestration import STEP_FINISHED, StepFinished, StepTimeouts, on_step_finished
+from skuflow.inventory.orchestration import STEP_FINISHED, StepTimeouts, on_step_finished
 from skuflow.inventory.recalculation import recalculate_availability, recalculate_for_flow
 from skuflow.inventory.retention import Retention
 from skuflow.messaging import FLOW_REPLIES, Subscription
 from skuflow.platform.db import Database
+from skuflow.platform.flows import StepFinished
 from skuflow.platform.ftp import FtpLocation
 from skuflow.platform.runtime import Check, ServiceRuntime
 from skuflow.platform.settings import Settings

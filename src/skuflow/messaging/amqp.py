@@ -345,7 +345,7 @@ class _AmqpConsumer:
 
 
 def _to_amqp(envelope: Envelope) -> aio_pika.Message:
-    headers: dict[str, Any] = dict(envelope.headers)
+    headers: dict[str, Any] = _writable(dict(envelope.headers))
     if envelope.causation_id is not None:
         headers[CAUSATION_ID] = envelope.causation_id
     return aio_pika.Message(
@@ -359,6 +359,19 @@ def _to_amqp(envelope: Envelope) -> aio_pika.Message:
         app_id=envelope.app_id,
         headers=headers,
     )
+
+
+def _writable(value: Any) -> Any:
+    """A header value pamqp can write. It reads a long string that is not UTF-8 (another client's) as `bytes`,
+    which it cannot write back: a retry's or dead letter's copy of such a message would never publish. Bytes
+    go out as an AMQP byte array instead."""
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {key: _writable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_writable(item) for item in value]
+    return value
 
 
 def _from_amqp(message: AbstractIncomingMessage) -> Envelope:

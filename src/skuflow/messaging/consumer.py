@@ -43,19 +43,24 @@ class Outcome(enum.Enum):
 
 def retries_so_far(headers: Mapping[str, Any], queue: str) -> int:
     """How many times the message has been put aside in one of `queue`'s wait queues."""
-    deaths = headers.get(DEATHS) or []
+    deaths = headers.get(DEATHS)
+    # Any publisher can set these headers: what cannot be read counts as no retry, never as an error.
     counted_by_broker = sum(
-        int(death.get("count", 0))
-        for death in deaths
+        _count(death.get("count"))
+        for death in (deaths if isinstance(deaths, list | tuple) else ())
         if isinstance(death, Mapping)
         and text(death.get("reason")) == "expired"
         and is_wait_queue_of(queue, text(death.get("queue")))
     )
     try:
         counted_by_us = int(headers.get(RETRIES) or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         counted_by_us = 0
     return max(counted_by_broker, counted_by_us)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 async def handle_delivery(
@@ -161,11 +166,25 @@ def _envelope_problem(envelope: Envelope, subscription: Subscription[Any]) -> st
     return None
 
 
+_PROBLEMS_SHOWN = 5  # a body of 2,000 unknown fields makes 2,000 problems: the reason names a few
+_NAME_SHOWN = 64  # characters of a field's name (the body chose it, and may have made it 100,000 long)
+
+
 def _describe(error: pydantic.ValidationError) -> str:
-    """One line per problem, naming the field: `sku: Field required`."""
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or 'body'}: {item['msg']}" for item in error.errors()
-    )
+    """One line per problem, naming the field: `sku: Field required`; bounded, since the reason travels as a
+    header (RabbitMQ takes one frame of headers: 128 KiB by default) and is shown by `skuflow dlq list`."""
+    problems = error.errors(include_url=False, include_input=False)
+    shown = [
+        f"{'.'.join(_shortened(str(part)) for part in item['loc']) or 'body'}: {item['msg']}"
+        for item in problems[:_PROBLEMS_SHOWN]
+    ]
+    if len(problems) > _PROBLEMS_SHOWN:
+        shown.append(f"and {len(problems) - _PROBLEMS_SHOWN} more")
+    return "; ".join(shown)
+
+
+def _shortened(name: str) -> str:
+    return name if len(name) <= _NAME_SHOWN else f"{name[:_NAME_SHOWN]}...({len(name)} characters)"
 
 
 class RepublishingDelivery(abc.ABC):

@@ -87,8 +87,8 @@ class Envelope:
 
 
 def text(value: Any) -> str:
-    """A header value as text (AMQP tables may carry bytes)."""
-    return value.decode() if isinstance(value, bytes) else str(value or "")
+    """A header value as text (AMQP tables may carry bytes, in any encoding a publisher chose)."""
+    return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else str(value or "")
 
 
 def encode_body(body: Body) -> bytes:

@@ -6,6 +6,15 @@ lives while a broker uses it: when the last one closes, its queues go too. Wait
 queues hold a message for their delay and then dead-letter it back to the work queue, adding to its
 `x-death` exactly as RabbitMQ does, so that the consumer policy counts attempts the same way on both.
 Nothing survives the process: that is the price of needing no server.
+
+Memory is bounded: a queue holds at most `max_length` messages (ready or waiting; `MAX_QUEUE_LENGTH`).
+A publish that would go past it is refused (`PublishRefused`, as RabbitMQ's `x-overflow: reject-publish`
+answers a nack), so the publisher keeps the message: the outbox relay tries it again with backoff, and a
+consumer that cannot put a message aside (its wait queue or DLQ full) hands it back. Inside the hub nothing
+is dropped either: a wait queue's message whose work queue is full waits another round; a replay moves only
+what fits; a message that can be neither retried nor dead-lettered returns to its own queue after the
+longest retry delay (counted there). Only messages in flight (at most `prefetch` per consumer) may come
+back over a bound.
 """
 
 from __future__ import annotations
@@ -26,6 +35,10 @@ from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queue
 
 log = logging.getLogger("skuflow.messaging.memory")
 
+# Per queue: ~100-200 MB of envelopes when full. Far beyond a healthy backlog (consumers drain thousands a
+# second); what reaches it is a queue nobody drains, such as dead letters piling up for days.
+MAX_QUEUE_LENGTH = 100_000
+
 
 @dataclass
 class _Queue:
@@ -44,6 +57,11 @@ class _Queue:
         # No await between the check and the pop: a cancelled getter never loses a message.
         return self.ready.popleft()
 
+    @property
+    def length(self) -> int:
+        """Messages held: ready, and waiting (in a wait queue, or handed back for later)."""
+        return len(self.ready) + self.waiting
+
     def put(self, envelope: Envelope, *, front: bool = False) -> None:
         if front:
             self.ready.appendleft(envelope)
@@ -55,7 +73,8 @@ class _Queue:
 class MemoryHub:
     _hubs: ClassVar[weakref.WeakValueDictionary[str, MemoryHub]] = weakref.WeakValueDictionary()
 
-    def __init__(self) -> None:
+    def __init__(self, max_length: int = MAX_QUEUE_LENGTH) -> None:
+        self.max_length = max_length  # messages per queue (see the module's docstring)
         self.exchanges: dict[str, str] = {}  # name -> kind
         self.bindings: dict[str, list[tuple[str, str]]] = {}  # exchange -> [(queue, routing key)]
         self.queues: dict[str, _Queue] = {}
@@ -96,6 +115,21 @@ class MemoryHub:
             if kind == "fanout" or key == outgoing.routing_key
         ]
 
+    def has_room(self, queue: _Queue) -> bool:
+        return queue.length < self.max_length
+
+    def refuse_if_full(self, outgoing: Outgoing, queues: Sequence[_Queue]) -> None:
+        """Refuse the whole message when one of its queues is full (none gets a copy: the publisher sends it
+        again later, whole)."""
+        for queue in queues:
+            if not self.has_room(queue):
+                raise PublishRefused.one(
+                    outgoing,
+                    f"queue {queue.name!r} is full ({queue.length:,} messages; the in-process broker holds at "
+                    f"most {self.max_length:,} a queue): it takes more as its consumers drain it "
+                    "(dead letters: `skuflow dlq list`, `skuflow dlq replay`), or use RabbitMQ",
+                )
+
     def deliver(self, queue: _Queue, envelope: Envelope) -> None:
         if queue.ttl is None:
             queue.put(envelope)
@@ -104,9 +138,23 @@ class MemoryHub:
         asyncio.get_running_loop().call_later(queue.ttl, self._expire, queue, envelope)
 
     def _expire(self, queue: _Queue, envelope: Envelope) -> None:
-        queue.waiting -= 1
         assert queue.dead_letter_to is not None
-        self.queues[queue.dead_letter_to].put(_with_death(envelope, queue.name, queue.dead_letter_to))
+        target = self.queues[queue.dead_letter_to]
+        if not self.has_room(target):  # it waits another round here, still counted, rather than overfill it
+            asyncio.get_running_loop().call_later(queue.ttl or 1.0, self._expire, queue, envelope)
+            return
+        queue.waiting -= 1
+        target.put(_with_death(envelope, queue.name, queue.dead_letter_to))
+
+    def hand_back(self, queue: _Queue, envelope: Envelope, delay: float) -> None:
+        """Put `envelope` back on `queue` after `delay` seconds, counted there meanwhile."""
+        queue.waiting += 1
+
+        def back() -> None:
+            queue.waiting -= 1
+            queue.put(envelope)
+
+        asyncio.get_running_loop().call_later(delay, back)
 
 
 def _with_death(envelope: Envelope, queue: str, routing_key: str) -> Envelope:
@@ -155,6 +203,7 @@ class MemoryBroker(Broker):
                 queues = hub.route(outgoing)
                 if not queues:
                     raise PublishRefused.unroutable(outgoing)
+                hub.refuse_if_full(outgoing, queues)
             except PublishRefused as refusal:
                 refusals.append(refusal)
                 continue
@@ -189,6 +238,7 @@ class MemoryBroker(Broker):
     async def replay(self, queue: str, message_id: str | None = None) -> int:
         target, letters = self._queue(queue), self._queue(dead_letter_queue(queue))
         chosen = [letter for letter in letters.ready if message_id is None or letter.message_id == message_id]
+        chosen = chosen[: max(0, self.hub.max_length - target.length)]  # what fits; the rest stays dead-lettered
         for letter in chosen:
             letters.ready.remove(letter)
             target.put(letter.replayed())
@@ -256,14 +306,30 @@ class _MemoryConsumer:
                 self._queue.put(envelope, front=True)
             raise
         except Exception as error:
-            # As on RabbitMQ, where the consumer rejects it and the queue's own dead-lettering takes over.
-            log.exception("could not settle %s from %s; moving it to the DLQ", envelope.message_id, self.queue)
             if not delivery.settled:
-                self._broker.hub.queues[dead_letter_queue(self.queue)].put(
-                    envelope.with_headers(**{REASON: f"could not settle: {error!r}"})
-                )
+                self._set_aside(envelope, error)
         finally:
             self._slots.release()
+
+    def _set_aside(self, envelope: Envelope, error: Exception) -> None:
+        """A delivery that could not be settled (its retry or its dead-lettering refused, a full queue):
+        to the DLQ as on RabbitMQ, where the consumer rejects it and the queue's own dead-lettering takes
+        over; or, with the DLQ full too, back to its queue after the longest retry delay, never dropped."""
+        hub = self._broker.hub
+        letters = hub.queues[dead_letter_queue(self.queue)]
+        if hub.has_room(letters):
+            log.exception("could not settle %s from %s; moving it to the DLQ", envelope.message_id, self.queue)
+            letters.put(envelope.with_headers(**{REASON: f"could not settle: {error!r}"}))
+            return
+        delay = max(self._broker.options.retry_delays)
+        log.error(
+            "could not settle %s from %s (%r) and its DLQ is full: back on the queue in %ss",
+            envelope.message_id,
+            self.queue,
+            error,
+            delay,
+        )
+        hub.hand_back(self._queue, envelope, delay)
 
     async def stop(self, grace: float | None = None) -> None:
         if self._stopped is None:

@@ -4,18 +4,25 @@ Migrations (Alembic) run at start-up from the service's `migrations/` folder. Wr
 `transaction()`: one unit of work that commits as a whole or not at all. SQLite allows one writer at a
 time, so on SQLite write transactions queue on an in-process lock instead of failing with "database is
 locked"; SQLite is the single-process embedded mode, PostgreSQL the one for several processes.
+
+That single process is enforced: the locks above are the process's own, so two processes on one SQLite
+file would each think they hold them (and send the same emails, relay the same messages). A Database on a
+SQLite file takes an OS lock (`flock`) on `<file>.lock` when it starts (`migrate`), shared by every
+Database of the process on that file, and a second process is refused with `DatabaseInUse`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from alembic import command
 from alembic.config import Config
@@ -29,6 +36,57 @@ from sqlalchemy.orm import Session
 # SQLite: the locks `exclusive` holds in this process, by database file and name; shared by every Database
 # object, so that two services of one process on one file (as tests run them) see each other's locks.
 _SQLITE_HELD: set[tuple[str, str]] = set()
+
+
+class DatabaseInUse(RuntimeError):
+    """Another process has this SQLite database: SQLite serves one process (PostgreSQL, several)."""
+
+
+class _FileLock:
+    """An exclusive `flock` on `<database>.lock` for as long as some Database of this process uses the
+    file: the process's life, for a service. The OS lets go of it when the process ends, however it ends,
+    so a crash leaves nothing stale; the holder's pid is written in the file, to name it to the next one."""
+
+    _held: ClassVar[dict[str, tuple[int, int]]] = {}  # real database path -> (descriptor, Databases using it)
+    _guard = threading.Lock()
+
+    @classmethod
+    def take(cls, database: str) -> None:
+        with cls._guard:
+            descriptor, users = cls._held.get(database, (-1, 0))
+            if users == 0:
+                descriptor = cls._lock(database)
+            cls._held[database] = (descriptor, users + 1)
+
+    @classmethod
+    def release(cls, database: str) -> None:
+        with cls._guard:
+            descriptor, users = cls._held.pop(database, (-1, 0))
+            if users > 1:
+                cls._held[database] = (descriptor, users - 1)
+            elif users == 1:
+                os.close(descriptor)  # closing the last descriptor of the file releases the lock
+
+    @staticmethod
+    def _lock(database: str) -> int:
+        path = f"{database}.lock"
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            raise DatabaseInUse(
+                f"another process (pid {holder}) uses the SQLite database {database} (locked through {path}): "
+                "SQLite serves one process; stop that one, give this one another data directory, or use "
+                "PostgreSQL (postgresql+asyncpg://...) to run several processes of a service"
+            ) from None
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        return descriptor
 
 
 def _sqlite_file(url: str) -> str:
@@ -50,6 +108,7 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._lock_scope = _sqlite_file(url) if self.is_sqlite else url
+        self._holds_file = False  # the process-wide lock on the SQLite file, taken at start (`migrate`)
 
     def for_update(self, query: Select[Any]) -> Select[Any]:
         """Lock the selected rows until the transaction ends (PostgreSQL; SQLite has one writer anyway)."""
@@ -64,7 +123,8 @@ class Database:
         if self.is_sqlite:
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data directory: private
+                self._take_file()
         async with self.engine.begin() as connection:
             if not self.is_sqlite:
                 # Several processes of one service may start together: one migrates, the others wait for it
@@ -183,7 +243,18 @@ class Database:
             await connection.execute(text("SELECT 1"))
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        try:
+            await self.engine.dispose()
+        finally:
+            if self._holds_file:
+                self._holds_file = False
+                _FileLock.release(self._lock_scope)
+
+    def _take_file(self) -> None:
+        """Hold the process's lock on the SQLite file (once per Database); raise `DatabaseInUse`."""
+        if not self._holds_file and not self._lock_scope.startswith(":memory:"):
+            _FileLock.take(self._lock_scope)
+            self._holds_file = True
 
 
 async def driver_connection(session: AsyncSession) -> Any:

@@ -9,11 +9,12 @@ takes each step's first reply and ignores the others).
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
-from skuflow.messaging import COMMANDS, FLOW_ID, FLOW_REPLIES, Message
+from skuflow.messaging import COMMANDS, FLOW_ID, FLOW_REPLIES, Message, Reject
+from skuflow.platform.identifiers import IDENTIFIER_RULE, Identifier, is_identifier
 from skuflow.platform.runtime import ServiceRuntime
 
 log = logging.getLogger("skuflow.flows")
@@ -21,15 +22,30 @@ log = logging.getLogger("skuflow.flows")
 STEP_FINISHED = "step_finished"
 Step = Literal["recalculate_sku", "update_sku_availability", "update_wishlists_for_sku"]
 
+# What every message model of the system is held to: the contract's fields only, each of the contract's
+# JSON type (strict: "5", 5.0 or true is no <int>, "true" or 1 no <bool>).
+MESSAGE_MODEL = pydantic.ConfigDict(extra="forbid", strict=True)
+
+# Inventory's revision, carried by commands and replies, is a 32-bit column in every service's database, and
+# `available_for_sale` a 64-bit one: a number beyond them would fail at the database on every attempt.
+REVISION_MAX = 2**31 - 1
+Revision = Annotated[int, pydantic.Field(ge=1, le=REVISION_MAX)]
+AvailableForSale = Annotated[int, pydantic.Field(ge=0, le=2**63 - 1)]
+ERROR_MAX_CHARS = 1000  # an owner's reason in words (stored in the flow as it is)
+# ... in a text column, where PostgreSQL holds any character but NUL.
+StepError = Annotated[str, pydantic.Field(max_length=ERROR_MAX_CHARS, pattern=r"^[^\x00]*$")]
+
 
 class StepFinished(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    flow_id: str
-    sku: str
+    """A step owner's reply (CONTRACT section 2), as the owners build it and as inventory validates it."""
+
+    model_config = MESSAGE_MODEL
+    flow_id: Identifier  # inventory's are 32 hex digits; any identifier fits its 64-character column
+    sku: Identifier
     step: Step
-    revision: int
+    revision: Annotated[int, pydantic.Field(ge=0, le=REVISION_MAX)]  # 0: failed before any revision was known
     ok: bool
-    error: str | None = None
+    error: StepError | None = None
 
 
 async def finish_step(
@@ -40,10 +56,20 @@ async def finish_step(
     revision: int,
     error: str | None = None,
 ) -> None:
-    """Reply that `step` is done for the command's flow (or failed, with `error`), in the command's flow."""
-    flow_id = command.envelope.headers.get(FLOW_ID)
-    if not flow_id:
+    """Reply that `step` is done for the command's flow (or failed, with `error`), in the command's flow.
+
+    A `flow_id` header that no reply may carry is `Reject`ed: the command is done (and idempotent), and its
+    dead letter says why no reply went out, rather than being retried to no end."""
+    header = command.envelope.headers.get(FLOW_ID)
+    if not header:
         log.warning("%s for %s carries no %s header: done, but no flow to tell", step, sku, FLOW_ID)
         return
-    reply = StepFinished(flow_id=str(flow_id), sku=sku, step=step, revision=revision, ok=error is None, error=error)
+    # AMQP tables may carry bytes, numbers, lists...: only text can be a flow id.
+    flow_id = header.decode(errors="replace") if isinstance(header, bytes) else header
+    if not isinstance(flow_id, str):
+        flow_id = ""
+    if not is_identifier(flow_id):
+        raise Reject(f"the {FLOW_ID} header {header!r:.80} is not a flow id ({IDENTIFIER_RULE}): no reply sent")
+    error = error[:ERROR_MAX_CHARS].replace("\x00", "\ufffd") if error is not None else None
+    reply = StepFinished(flow_id=flow_id, sku=sku, step=step, revision=revision, ok=error is None, error=error)
     await runtime.broker.publish(runtime.broker.envelope(STEP_FINISHED, reply), COMMANDS.name, FLOW_REPLIES)

@@ -37,6 +37,18 @@ class FtpError(Exception):
         self.code = code  # the server's reply code when it refused (e.g. "550"), else None
 
 
+class FtpFileTooLarge(FtpError):
+    """A download passed its byte limit and was stopped there; the connection is still usable."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message, "552")  # the reply code FTP itself has for "exceeded storage allocation"
+        self.limit = limit
+
+
+class _LimitPassed(Exception):
+    """Raised from within a download's callback to stop reading."""
+
+
 @dataclass(frozen=True)
 class FtpLocation:
     """Where the warehouse's files are: `ftp://user:password@host:port/path`.
@@ -111,9 +123,14 @@ class FtpConnection:
                 raise FtpError(f"{self.location.redacted()}: folder {folder} does not exist", error.code) from None
             raise
 
-    async def download(self, path: str, target: Path) -> str:
-        """Copy the remote file to `target`, streaming; answer the SHA-256 of its content (hex)."""
-        return await self._call(f"download {path}", self._download, path, target)
+    async def download(self, path: str, target: Path, max_bytes: int | None = None) -> str:
+        """Copy the remote file to `target`, streaming; answer the SHA-256 of its content (hex). With
+        `max_bytes`, a file longer than that raises `FtpFileTooLarge` once that many bytes came, not later."""
+        try:
+            return await self._call(f"download {path}", self._download, path, target, max_bytes)
+        except _LimitPassed:
+            message = f"{self.location.redacted(path)} is over the {max_bytes:,}-byte limit: download stopped there"
+            raise FtpFileTooLarge(message, max_bytes or 0) from None
 
     async def upload(self, source: Path, path: str) -> None:
         await self._call(f"upload {path}", self._upload, source, path)
@@ -142,16 +159,32 @@ class FtpConnection:
             files.append(RemoteFile(name, int(facts["size"]), facts["modify"]))
         return files
 
-    def _download(self, path: str, target: Path) -> str:
+    def _download(self, path: str, target: Path, max_bytes: int | None) -> str:
         digest = hashlib.sha256()
+        room = max_bytes
         with target.open("wb") as sink:
 
             def write(block: bytes) -> None:
+                nonlocal room
+                if room is not None:
+                    room -= len(block)
+                    if room < 0:
+                        raise _LimitPassed
                 digest.update(block)
                 sink.write(block)
 
-            self._ftp.retrbinary(f"RETR {path}", write, blocksize=BLOCK)
+            try:
+                self._ftp.retrbinary(f"RETR {path}", write, blocksize=BLOCK)
+            except _LimitPassed:
+                self._end_stopped_transfer()
+                raise
         return digest.hexdigest()
+
+    def _end_stopped_transfer(self) -> None:
+        """The data connection is closed mid-file: read the server's one reply to the RETR (426, or 226 if
+        it had sent everything already) so that the next command's reply is its own."""
+        with contextlib.suppress(ftplib.error_temp, ftplib.error_perm, ftplib.error_reply):
+            self._ftp.voidresp()
 
     def _upload(self, source: Path, path: str) -> None:
         with source.open("rb") as data:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -15,6 +16,7 @@ from skuflow.platform.settings import Settings
 FILE_NAME = "secrets.json"
 NAMES = ("warehouse_secret", "admin_secret")  # settings, unless the environment sets them
 EMBEDDED_FTP_PASSWORD = "embedded_ftp_password"  # the password of `skuflow up`'s own FTP server
+STALE_PARTIAL_SECONDS = 10.0  # writing the file takes microseconds: a partial this old was left by a crash
 
 
 def secrets_file(settings: Settings) -> Path:
@@ -64,10 +66,32 @@ def embedded_ftp_password(settings: Settings, *, generate: bool) -> str | None:
 
 def _store(settings: Settings, stored: dict[str, str]) -> None:
     path = secrets_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # The data directory holds the secrets and the databases: only its owner may look in it. (Only when
+    # created here: an existing directory is left as its owner set it.)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Written whole to a 0600 file beside it, then renamed over: never readable by others, never half.
     partial = path.with_suffix(".json.partial")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
+    with os.fdopen(_create_new(partial), "w") as handle:
         json.dump(stored, handle, indent=2)
     os.replace(partial, path)
+
+
+def _create_new(partial: Path) -> int:
+    """A new file of our own at `partial` (O_EXCL|O_NOFOLLOW): never a file or a symlink someone else put
+    there, whose target O_TRUNC would have overwritten with the secrets.
+
+    One already there is another writer's, busy for microseconds, or was left by a crash between creating
+    and renaming it: one older than `STALE_PARTIAL_SECONDS` is taken for the latter and removed (a symlink
+    itself, never its target), then the file is created once more; a younger one is refused, naming it."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(partial, flags, 0o600)
+    except FileExistsError:
+        age = time.time() - partial.lstat().st_mtime
+        if age < STALE_PARTIAL_SECONDS:
+            raise FileExistsError(
+                f"{partial} exists ({age:.0f} s old): another skuflow is writing the secrets now; try again "
+                "(if no other skuflow runs on this data directory, delete the file)"
+            ) from None
+    partial.unlink(missing_ok=True)
+    return os.open(partial, flags, 0o600)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 
 import uvicorn
 from fastapi import FastAPI
@@ -33,11 +33,22 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def server_for(app: FastAPI) -> SharedProcessServer:
+def server_for(app: FastAPI, forwarded_allow_ips: Sequence[str] = ()) -> SharedProcessServer:
+    """`forwarded_allow_ips` (SKUFLOW_FORWARDED_ALLOW_IPS): the peers whose `X-Forwarded-For` is believed.
+    None by default: uvicorn's own default believes 127.0.0.1 (and its FORWARDED_ALLOW_IPS variable), so
+    anyone on the host, or any local proxy that passes the header on unchecked, could pick the address
+    that the rate limits count."""
     # log_config=None: uvicorn's own lines go through our (structured) logging instead of its handlers.
-    return SharedProcessServer(
-        uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, log_config=None)
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+        proxy_headers=bool(forwarded_allow_ips),
+        forwarded_allow_ips=list(forwarded_allow_ips) or None,
     )
+    return SharedProcessServer(config)
 
 
 async def wait_started(server: uvicorn.Server, task: asyncio.Task[None], within: float = 60) -> None:

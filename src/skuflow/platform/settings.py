@@ -6,6 +6,7 @@ names without the prefix), then the defaults. A bad value stops start-up with a 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -23,6 +24,7 @@ from pydantic_settings import (
 
 from skuflow.messaging import BrokerOptions
 from skuflow.platform.ftp import FtpLocation
+from skuflow.platform.smtp import SmtpTarget
 
 PREFIX = "SKUFLOW_"
 
@@ -54,6 +56,9 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     warehouse_ftp_url: str | None = None
     warehouse_ftp_poll_seconds: float = Field(5, gt=0)
+    # A bigger file is rejected unread. At most 2^31 - 1: a file's line numbers, staged in a 32-bit column,
+    # then always fit.
+    warehouse_max_file_bytes: int = Field(1024**3, ge=1, le=2**31 - 1)
 
     warehouse_secret: SecretStr | None = None
     admin_secret: SecretStr | None = None
@@ -63,6 +68,10 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = Field(3600, ge=1)
     token_attempts_per_minute: int = Field(10, ge=1)
     sign_ups_per_minute: int = Field(20, ge=1)  # per address
+    wishlist_max_items: int = Field(500, ge=1)  # per user: bounds the emails one SKU's change can cause
+    # The peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated addresses or
+    # networks, `*` for any); none by default, so a client cannot choose the address it is counted by.
+    forwarded_allow_ips: Annotated[tuple[str, ...], NoDecode] = ()
 
     flow_step_timeout_seconds: float = Field(10, gt=0)
     flow_step_attempts: int = Field(5, ge=1)
@@ -80,8 +89,8 @@ class Settings(BaseSettings):
     @field_validator("smtp_url")
     @classmethod
     def _smtp_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("smtp://"):
-            raise ValueError("must be smtp://host:port")
+        if value is not None:
+            SmtpTarget.parse(value)  # raises ValueError naming the problem
         return value
 
     @field_validator("warehouse_ftp_url")
@@ -110,6 +119,26 @@ class Settings(BaseSettings):
     def _known_scheme(cls, value: str) -> str:
         if not value.startswith(("amqp://", "amqps://", "memory://")):
             raise ValueError("must start with amqp://, amqps:// or memory://")
+        return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _peer_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _peers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for peer in value:
+            if peer != "*":
+                try:
+                    ipaddress.ip_network(peer, strict=False)
+                except ValueError:
+                    # Masked like every value shown: someone may paste a URL with its password here by mistake.
+                    shown = without_password(peer)
+                    raise ValueError(f"{shown!r} is not an IP address or network (e.g. 10.0.0.5,10.1.0.0/16)") from None
         return value
 
     @field_validator("retry_delays", mode="before")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -76,7 +77,7 @@ def _needs_token(dependant: Dependant) -> bool:
     return any(d.call is authenticated or _needs_token(d) for d in dependant.dependencies)
 
 
-async def _invalid_input(_request: Request, error: Exception) -> JSONResponse:
+async def _invalid_input(_request: Request, error: Exception) -> Response:
     """422 with one entry per problem (FastAPI's shape), worded for the two cases its wording confuses."""
     assert isinstance(error, RequestValidationError)
     problems = []
@@ -88,7 +89,9 @@ async def _invalid_input(_request: Request, error: Exception) -> JSONResponse:
         elif problem.get("type") == "model_attributes_type" and tuple(problem.get("loc", ())) == ("body",):
             problem["msg"] = "expected a JSON object in the body (Content-Type: application/json)"
         problems.append(problem)
-    return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=422)
+    # ASCII-escaped: an input echoed back may hold a lone surrogate (JSON's "\ud800"), which UTF-8 cannot encode.
+    body = json.dumps({"detail": jsonable_encoder(problems)}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
 
 
 async def _http_error(request: Request, error: Exception) -> Response:

@@ -11,19 +11,29 @@ attempts in any 60 seconds, counting every attempt that names the key, whatever 
 it), and the status and `Retry-After` say the rest. (`slow_down` exists, but only in the device flow,
 RFC 8628.) The window is kept in memory, per process: several processes each keep their own, so the
 effective limit is the per-process limit times the number of processes.
+
+Sign-up and every token request that names a username or client hash a password (argon2), and hashes wait
+in a bounded queue (`passwords.queue`). Without a place in it the answer is 503 at once with `Retry-After`:
+on the token endpoint `temporarily_unavailable` (RFC 6749's code for an overloaded server), on sign-up the
+house's `{"detail": ...}`. A 503 does not count against the rate limits: nothing was tried.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from skuflow.platform.text import a_plain_text, a_unicode_text
 from skuflow.platform.web import runtime_of
-from skuflow.users import accounts, domain
+from skuflow.users import accounts, domain, passwords
+
+BUSY = "too many password checks waiting (argon2's queue is full, or this address's share of it): retry later"
+RETRY_AFTER: dict[str, Any] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 
 # -- Sign-up --
 
@@ -31,9 +41,13 @@ from skuflow.users import accounts, domain
 class SignUp(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(description="an e-mail address; stored and compared lower-cased")
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-    password: Annotated[str, StringConstraints(min_length=8, max_length=128)]
+    email: str = Field(
+        description="one e-mail address (an RFC 5321 mailbox, e.g. ada@example.com); stored and compared lower-cased"
+    )
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(a_plain_text)
+    ]
+    password: Annotated[str, StringConstraints(min_length=8, max_length=128), AfterValidator(a_unicode_text)]
 
     @field_validator("email")
     @classmethod
@@ -57,19 +71,27 @@ def users_router(sign_ups: domain.SlidingWindow) -> APIRouter:
         summary="Sign up (public)",
         responses={
             409: {"description": "an account with this e-mail address exists"},
-            429: {"description": "too many sign-ups from this address"},
+            429: {"description": "too many sign-ups from this address (an IPv6 address counts by its /64)"},
+            503: {"description": BUSY, "headers": RETRY_AFTER},
         },
     )
     async def sign_up(body: SignUp, request: Request) -> UserOut:
-        address = request.client.host if request.client else "unknown"
-        if (wait := sign_ups.attempt(address)) is not None:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                f"too many sign-ups from {address}; retry in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
+        network = domain.network_of(request.client.host if request.client else "unknown")
         try:
-            user = await accounts.sign_up(runtime_of(request).db, body.email, body.name, body.password)
+            with passwords.queue.place(network):
+                if (wait := sign_ups.attempt(network)) is not None:
+                    raise HTTPException(
+                        status.HTTP_429_TOO_MANY_REQUESTS,
+                        f"too many sign-ups from {network}; retry in {wait} s",
+                        headers={"Retry-After": str(wait)},
+                    )
+                user = await accounts.sign_up(runtime_of(request).db, body.email, body.name, body.password)
+        except passwords.Busy as busy:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"{busy.reason}; retry in {busy.retry_after} s",
+                headers={"Retry-After": str(busy.retry_after)},
+            ) from None
         except accounts.EmailTaken:
             raise HTTPException(status.HTTP_409_CONFLICT, "an account with this e-mail address exists") from None
         return UserOut(id=user.id, email=user.email, name=user.name)
@@ -140,21 +162,27 @@ def auth_router(limiter: domain.TokenAttempts) -> APIRouter:
             400: {"model": OAuthErrorOut},
             401: {"model": OAuthErrorOut},
             429: {"model": OAuthErrorOut, "description": "too many attempts for this username or client"},
+            503: {"model": OAuthErrorOut, "description": BUSY + " (`temporarily_unavailable`)", "headers": RETRY_AFTER},
         },
     )
     async def token(request: Request) -> JSONResponse:
         authorization = request.headers.get("authorization")
+        address = request.client.host if request.client else "unknown"
         try:
             params = domain.parse_form(request.headers.get("content-type"), await request.body())
             key = domain.rate_limit_key(params, authorization)
-            address = request.client.host if request.client else "unknown"
-            if key is not None and (wait := limiter.attempt(key, address)) is not None:
-                return _too_many(key, wait)
-            grant = domain.read_grant(params, authorization)
-            runtime = runtime_of(request)
-            issued = await accounts.grant_token(runtime.db, grant, runtime.settings.token_ttl_seconds)
+            # A request that names nobody never reaches a hash; one that does takes a place in the hash
+            # queue first, so that a refusal for want of one (503) does not count against the key's limit.
+            with passwords.queue.place(domain.network_of(address)) if key is not None else nullcontext():
+                if key is not None and (wait := limiter.attempt(key, address)) is not None:
+                    return _too_many(key, wait)
+                grant = domain.read_grant(params, authorization)
+                runtime = runtime_of(request)
+                issued = await accounts.grant_token(runtime.db, grant, runtime.settings.token_ttl_seconds)
         except domain.OAuthError as error:
             return _oauth_error(error)
+        except passwords.Busy as busy:
+            return _busy(busy)
         if key is not None:
             limiter.succeeded(key, address)
         body = TokenOut(access_token=issued.access_token, expires_in=issued.expires_in, scope=issued.scope)
@@ -179,6 +207,16 @@ def _oauth_error(error: domain.OAuthError) -> JSONResponse:
     headers = {"WWW-Authenticate": 'Basic realm="skuflow"'} if error.challenge else None
     body = {"error": error.error, "error_description": error.description}
     return JSONResponse(body, status_code=error.status, headers=headers)
+
+
+def _busy(busy: passwords.Busy) -> JSONResponse:
+    """RFC 6749's own code for a server too loaded to answer now (section 4.1.2.1 defines it for the
+    authorization endpoint; section 5.2 has no such code, and this one says "try later" in words a client of
+    RFC 6749 knows); the status and `Retry-After` say when."""
+    description = f"{busy.reason}; retry in {busy.retry_after} s"
+    body = {"error": "temporarily_unavailable", "error_description": description}
+    headers = {"Retry-After": str(busy.retry_after)}
+    return JSONResponse(body, status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
 
 
 def _too_many(key: str, wait: int) -> JSONResponse:

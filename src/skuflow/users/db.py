@@ -74,7 +74,8 @@ sku_availability = Table(
 )
 
 # One row per email due: written with the availability change that makes it due (unique per user, SKU and
-# revision, so a redelivery adds nothing), then sent by the mailer, which marks it sent or retries it later.
+# revision, so a redelivery adds nothing), then sent by the mailer, which marks it sent, retries it later, or
+# marks it failed after PERMANENT_FAILURES_ALLOWED permanent refusals (users/mailer.py).
 notifications = Table(
     "notifications",
     metadata,
@@ -89,8 +90,10 @@ notifications = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
     Column("last_error", String(500)),
+    Column("status", String(8), nullable=False, server_default="pending"),  # pending, sent or failed
+    Column("permanent_failures", Integer, nullable=False, server_default="0"),  # SMTP 5xx, or cannot be built
     UniqueConstraint("user_id", "sku", "revision", name="uq_notifications_transition"),
-    Index("ix_notifications_due", "sent_at", "next_attempt_at"),
+    Index("ix_notifications_due", "status", "next_attempt_at"),
     Index("ix_notifications_user", "user_id", "id"),
 )
 

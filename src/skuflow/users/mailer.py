@@ -1,10 +1,20 @@
 """Sending the wishlist emails from the notifications table (an email outbox), over SMTP (aiosmtplib).
 
 A notification row is written with the availability change that makes it due; the mailer sends it and
-marks it sent. A failed send (SMTP down, refused) is kept and retried later with a growing delay: never
-lost. Each email carries a Message-ID derived from its row, so that a resend after a crash between
-sending and marking (the one window where it could go twice) is recognisable as the same email.
-On PostgreSQL several processes share the work (`FOR UPDATE SKIP LOCKED`).
+records the outcome (CONTRACT section 8):
+
+- accepted: `sent`;
+- refused for good by the SMTP server (a 5xx answer to the recipient or the content), or an email that
+  cannot be built (an address or name stored before today's rules, say): tried again later, and `failed`
+  after `domain.PERMANENT_FAILURES_ALLOWED` such refusals;
+- anything else (the server unreachable, a 4xx answer, a timeout, TLS or AUTH trouble, which say nothing
+  of this email and everything of the connection): retried with a growing delay for as long as it takes.
+
+Either way the row waits its next try and the rows behind it go on: no email holds up another. Each email
+carries a Message-ID derived from its row, so that a resend after a crash between sending and marking (the
+one window where it could go twice) is recognisable as the same email. Headers are built from parsed
+addresses and one-line text only, so no stored text can add a header. On PostgreSQL several processes share
+the work (`FOR UPDATE SKIP LOCKED`), each holding what it claimed for CLAIM_SECONDS.
 """
 
 from __future__ import annotations
@@ -14,27 +24,37 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import aiosmtplib
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from skuflow.platform.db import Database
-from skuflow.platform.http import ServiceUnavailable, call_json
+from skuflow.platform.http import call_json
+from skuflow.platform.smtp import SmtpTarget
+from skuflow.platform.text import one_line
 from skuflow.users import domain
 from skuflow.users.db import notifications
 
 log = logging.getLogger("skuflow.users.mailer")
 
-SENDER = "skuflow <notifications@skuflow.local>"
+SENDER = Address("skuflow", addr_spec="notifications@skuflow.local")
 
-
-CLAIM_SECONDS = 120  # how long a mailer holds the emails it took before another may take them
+CLAIM_SECONDS = 120.0  # how long a mailer holds the emails it took before another may take them
+SEND_SECONDS = 30.0  # one deadline for the whole of one send: connect, TLS, AUTH, MAIL, RCPT, DATA
+# A send starts only while it can end, and its outcome be recorded, well within the claim: a slow SMTP server
+# cannot make a second mailer take (and send) the same email.
+START_WITHIN = CLAIM_SECONDS - 2 * SEND_SECONDS
 STOP_WITHIN = 15.0  # seconds a stopping mailer waits for the email in progress
+SUBJECT_LENGTH = 255  # the column's size
+
+
+class Unbuildable(Exception):
+    """This row cannot become an email (its stored address is not one mailbox, say): a permanent failure."""
 
 
 class Mailer:
@@ -49,13 +69,14 @@ class Mailer:
         poll_seconds: float = 1.0,
     ) -> None:
         self.db = db
-        self.smtp_url = smtp_url
+        self.smtp = SmtpTarget.parse(smtp_url) if smtp_url else None
         self.catalog_url = catalog_url
         self.http: aiohttp.ClientSession | None = http
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.sent = 0
-        self.failed = 0
+        self.failed = 0  # attempts that failed, in this process
+        self.given_up = 0  # emails `failed` for good, in the table (counted at start and after each pass)
         self.last_error: str | None = None
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -66,7 +87,7 @@ class Mailer:
 
     def start(self, http: aiohttp.ClientSession) -> None:
         self.http = http
-        if self.smtp_url is None:
+        if self.smtp is None:
             log.warning("SKUFLOW_SMTP_URL is not set: wishlist emails are kept until it is")
             return
         self._stopping = False
@@ -88,13 +109,16 @@ class Mailer:
     def report(self) -> dict[str, Any]:
         """For /readyz: SMTP trouble is reported, never a reason to be unready."""
         return {
-            "smtp": self.smtp_url or "not configured",
+            "smtp": str(self.smtp) if self.smtp else "not configured",
             "sent": self.sent,
             "failed_attempts": self.failed,
+            "failed_emails": self.given_up,
             "last_error": self.last_error,
         }
 
     async def _run(self) -> None:
+        with contextlib.suppress(Exception):  # only a figure for /readyz: a database away now is no reason to wait
+            await self._count_given_up()
         while not self._stopping:
             try:
                 busy = await self.send_due() == self.batch_size
@@ -116,7 +140,7 @@ class Mailer:
         now = datetime.now(UTC)
         query = (
             select(notifications)
-            .where(notifications.c.sent_at.is_(None), notifications.c.next_attempt_at <= now)
+            .where(notifications.c.status == "pending", notifications.c.next_attempt_at <= now)
             .order_by(notifications.c.id)
             .limit(self.batch_size)
         )
@@ -132,24 +156,34 @@ class Mailer:
                     claim = {"next_attempt_at": now + timedelta(seconds=CLAIM_SECONDS)}
                     ids = [row.id for row in rows]
                     await session.execute(update(notifications).where(notifications.c.id.in_(ids)).values(**claim))
-        # Within half the claim: the rest of the batch, still claimed, is taken again once the claim runs out.
-        deadline = time.monotonic() + CLAIM_SECONDS / 2
-        done = 0
+        # The rest of the batch, still claimed, is taken again once the claim runs out.
+        deadline = time.monotonic() + START_WITHIN
+        done = given_up = 0
         try:
             for row in rows:
                 if self._stopping or time.monotonic() > deadline:
                     break
-                await self._record(row.id, await self._send(row))
+                outcome = await self._send(row)
+                await self._record(row.id, outcome)
+                given_up += outcome.get("status") == "failed"
                 done += 1
         finally:
             if not self.db.is_sqlite and done < len(rows) and not self._stopping:
-                # Cut short (an unexpected error): the rest are due again now, not when the claim runs out.
+                # Cut short (the deadline, or an unexpected error): the rest are due again now, not when the
+                # claim runs out.
                 with contextlib.suppress(Exception):
                     ids = [row.id for row in rows[done:]]
                     async with self.db.transaction() as session:
                         released = update(notifications).where(notifications.c.id.in_(ids))
                         await session.execute(released.values(next_attempt_at=datetime.now(UTC)))
+        if given_up:
+            await self._count_given_up()
         return len(rows)
+
+    async def _count_given_up(self) -> None:
+        async with self.db.reading() as session:
+            counted = select(func.count()).select_from(notifications).where(notifications.c.status == "failed")
+            self.given_up = int(await session.scalar(counted) or 0)
 
     async def _record(self, notification: int, values: dict[str, Any]) -> None:
         """Record the outcome of one email, each in its own transaction, trying again while the database is
@@ -168,34 +202,71 @@ class Mailer:
                 delay = min(delay * 2, 5.0)
 
     async def _send(self, row: Any) -> dict[str, Any]:
-        """Try one email; the column values that record the outcome."""
-        name = await self._product_name(row.sku)
-        subject = f"{name} is available again"
+        """Try one email; the column values that record the outcome. Never raises: whatever this one row
+        holds, the rows behind it are sent."""
+        assert self.smtp is not None
+        try:
+            message = self._message(row, await self._product_name(row.sku))
+        except Exception as error:
+            return self._failure(row, f"cannot build the email: {type(error).__name__}: {error}", permanent=True)
+        try:
+            async with asyncio.timeout(SEND_SECONDS):
+                await aiosmtplib.send(
+                    message,
+                    sender=SENDER.addr_spec,
+                    recipients=[message["To"].addresses[0].addr_spec],  # never read from other headers
+                    timeout=SEND_SECONDS,
+                    **self.smtp.connection_options(),
+                )
+        except Exception as error:
+            return self._failure(row, f"{type(error).__name__}: {error}", permanent=_refused_for_good(error))
+        self.sent += 1
+        subject = str(message["Subject"])
+        log.info("emailed %r: %s", row.email, subject)
+        return {
+            "status": "sent",
+            "attempts": row.attempts + 1,
+            "sent_at": datetime.now(UTC),
+            "subject": subject[:SUBJECT_LENGTH],
+            "last_error": None,
+        }
+
+    @staticmethod
+    def _message(row: Any, name: str) -> EmailMessage:
+        """The email for `row`; raises when its stored address is not one mailbox. The subject and body are
+        built from `one_line` text and the recipient from a parsed address: nothing stored adds a header."""
+        try:
+            recipient = Address(addr_spec=domain.normalize_email(row.email))
+        except ValueError as error:
+            raise Unbuildable(f"the stored address {row.email!r} is not one mailbox ({error})") from None
+        name = one_line(name) or row.sku
         message = EmailMessage()
         message["From"] = SENDER
-        message["To"] = row.email
-        message["Subject"] = subject
+        message["To"] = recipient
+        message["Subject"] = f"{name} is available again"
         message["Message-ID"] = f"<notification-{row.id}-{row.sku}-{row.revision}@skuflow.local>"
         message.set_content(
             f"Good news: {name} (SKU {row.sku}), on your wishlist, can be ordered again.\n\n-- skuflow\n"
         )
-        target = urlsplit(self.smtp_url or "")
-        try:
-            await aiosmtplib.send(message, hostname=target.hostname, port=target.port or 25, timeout=10)
-        except (aiosmtplib.SMTPException, OSError) as error:
-            attempts = row.attempts + 1
-            self.failed += 1
-            self.last_error = f"{type(error).__name__}: {error}"
-            delay = domain.next_attempt_delay(attempts)
-            log.warning("email %d to %s failed (%s); retrying in %.0fs", row.id, row.email, self.last_error, delay)
-            return {
-                "attempts": attempts,
-                "last_error": self.last_error[:500],
-                "next_attempt_at": datetime.now(UTC) + timedelta(seconds=delay),
-            }
-        self.sent += 1
-        log.info("emailed %s: %s", row.email, subject)
-        return {"attempts": row.attempts + 1, "sent_at": datetime.now(UTC), "subject": subject, "last_error": None}
+        return message
+
+    def _failure(self, row: Any, reason: str, *, permanent: bool) -> dict[str, Any]:
+        attempts = row.attempts + 1
+        permanent_failures = row.permanent_failures + permanent
+        self.failed += 1
+        self.last_error = reason
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "permanent_failures": permanent_failures,
+            "last_error": reason[:500],
+        }
+        if domain.email_given_up(permanent_failures):
+            log.error("email %d to %r failed for good after %d tries: %s", row.id, row.email, attempts, reason)
+            return {**values, "status": "failed"}
+        delay = domain.next_attempt_delay(attempts)
+        kind = "refused" if permanent else "failed"
+        log.warning("email %d to %r %s (%s); trying again in %.0fs", row.id, row.email, kind, reason, delay)
+        return {**values, "next_attempt_at": datetime.now(UTC) + timedelta(seconds=delay)}
 
     async def _product_name(self, sku: str) -> str:
         """The product's name from catalog; the SKU id itself when catalog does not know it or cannot say."""
@@ -203,9 +274,20 @@ class Mailer:
             return sku
         try:
             status, body = await call_json(self.http, "GET", f"{self.catalog_url}/v1/products/{sku}", attempts=2)
-        except ServiceUnavailable as error:
-            log.warning("no product name for %s from catalog (%s): using the SKU", sku, error)
+        except Exception as error:  # a name is nice to have: whatever catalog does, the email goes
+            log.warning("no product name for %s from catalog (%r): using the SKU", sku, error)
             return sku
         if status == 200 and isinstance(body, dict) and body.get("name"):
             return str(body["name"])
         return sku
+
+
+def _refused_for_good(error: Exception) -> bool:
+    """Whether a failed send says this email will never go: the server's permanent (5xx) answer to its
+    recipient or its content, or an error of an unexpected kind. The connection's troubles (unreachable, a
+    timeout, TLS, AUTH, a refused greeting or sender: the same for every email) are worth waiting out."""
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
+        return any(domain.smtp_refused_for_good(refusal.code) for refusal in error.recipients)
+    if isinstance(error, aiosmtplib.SMTPRecipientRefused | aiosmtplib.SMTPDataError):
+        return domain.smtp_refused_for_good(error.code)
+    return not isinstance(error, aiosmtplib.SMTPException | OSError | TimeoutError)

@@ -12,7 +12,7 @@ from skuflow.platform.db import Database
 from skuflow.platform.runtime import Check, ServiceRuntime
 from skuflow.platform.settings import PREFIX, Settings, SettingsError
 from skuflow.platform.web import create_app
-from skuflow.users import accounts, db, domain, wishlists
+from skuflow.users import accounts, db, domain, passwords, wishlists
 from skuflow.users.api import NoStore, auth_router, users_router
 from skuflow.users.mailer import Mailer
 from skuflow.users.messages import SKU_PROCESSED, UPDATE_WISHLISTS_FOR_SKU, SkuProcessed, UpdateWishlistsForSku
@@ -66,9 +66,14 @@ def build_app(settings: Settings) -> FastAPI:
     runtime.on_stop.append(mailer.stop)
     # Emails that cannot go out now wait and go later (or no SMTP server is set): degraded, still ready.
     runtime.reports["email"] = lambda: Check(
-        "degraded" if mailer.smtp_url is None or mailer.last_error is not None else "ok", mailer.report()
+        "degraded" if mailer.smtp is None or mailer.last_error is not None else "ok", mailer.report()
     )
     runtime.metrics.watch_gauge("skuflow_emails_sent", "Wishlist emails this process sent", lambda: mailer.sent)
+    runtime.metrics.watch_gauge(
+        "skuflow_argon2_refused",
+        "Sign-ups and token requests answered 503 because the password-hashing queue was full",
+        lambda: passwords.queue.refused,
+    )
     limiter = domain.TokenAttempts(settings.token_attempts_per_minute, RATE_WINDOW_SECONDS)
     sign_ups = domain.SlidingWindow(settings.sign_ups_per_minute, RATE_WINDOW_SECONDS)
     app = create_app(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
-from pydantic import BaseModel
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from skuflow.platform.auth import Principal, authenticated
@@ -36,8 +37,12 @@ class WishlistPage(BaseModel):
 class Notification(BaseModel):
     sku: str
     revision: int
-    subject: str
-    sent_at: datetime
+    status: Literal["pending", "sent", "failed"] = Field(
+        description="pending: not sent yet (retried while the SMTP server is away or answers 4xx); sent; "
+        "failed: refused for good (SMTP 5xx, or it could not be built) three times"
+    )
+    subject: str | None = Field(description="once sent")
+    sent_at: datetime | None = Field(description="once sent")
 
 
 class NotificationPage(BaseModel):
@@ -85,11 +90,20 @@ def wishlist_router() -> APIRouter:
         "/wishlist/{sku}",
         response_model=WishlistItem,
         summary="Put a SKU on the wishlist",
-        responses={201: {"description": "added"}, 200: {"description": "already there"}},
+        responses={
+            201: {"description": "added"},
+            200: {"description": "already there"},
+            422: {"description": "a bad SKU, or the wishlist is full (SKUFLOW_WISHLIST_MAX_ITEMS)"},
+        },
     )
     async def put_item(user_id: UserId, sku: SkuInPath, request: Request, response: Response, caller: Caller) -> Any:
         _own(caller, user_id)
-        item, created = await wishlists.add_item(runtime_of(request), user_id, sku)
+        try:
+            item, created = await wishlists.add_item(runtime_of(request), user_id, sku)
+        except wishlists.WishlistFull as full:
+            raise RequestValidationError(
+                [{"loc": ("path", "sku"), "msg": str(full), "type": "wishlist_full", "input": sku}]
+            ) from None
         response.status_code = 201 if created else 200
         return item
 
@@ -106,7 +120,10 @@ def wishlist_router() -> APIRouter:
         return Response(status_code=204)
 
     @router.get(
-        "/notifications", response_model=NotificationPage, summary="The emails sent to a user", responses=_UNKNOWN_USER
+        "/notifications",
+        response_model=NotificationPage,
+        summary="The emails due to a user: pending, sent or failed",
+        responses=_UNKNOWN_USER,
     )
     async def get_notifications(
         user_id: UserId,
@@ -119,7 +136,7 @@ def wishlist_router() -> APIRouter:
         after = decode_number_cursor(cursor)
         query = (
             select(notifications)
-            .where(notifications.c.user_id == user_id, notifications.c.sent_at.is_not(None))
+            .where(notifications.c.user_id == user_id)
             .order_by(notifications.c.id)
             .limit(limit + 1)
         )
@@ -132,8 +149,9 @@ def wishlist_router() -> APIRouter:
                 "id": row.id,
                 "sku": row.sku,
                 "revision": row.revision,
+                "status": row.status,
                 "subject": row.subject,
-                "sent_at": utc(row.sent_at),
+                "sent_at": utc(row.sent_at) if row.sent_at is not None else None,
             }
             for row in rows
         ]

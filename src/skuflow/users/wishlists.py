@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from skuflow.messaging import Message
 from skuflow.platform.db import utc
@@ -112,10 +112,24 @@ async def record_availability(
         return len(wishers)
 
 
+class WishlistFull(Exception):
+    """The wishlist holds the most items a user may have (SKUFLOW_WISHLIST_MAX_ITEMS)."""
+
+
 async def add_item(runtime: ServiceRuntime, user_id: str, sku: str) -> tuple[dict[str, Any], bool]:
-    """Put a SKU on a user's wishlist; returns the item and whether it is new."""
+    """Put a SKU on a user's wishlist; returns the item and whether it is new. Raises `WishlistFull`: the cap
+    bounds how many emails one SKU's change can cause per account made."""
     db = runtime.db
+    most = runtime.settings.wishlist_max_items
     async with db.transaction() as session:
+        # The user's row locked: two concurrent additions cannot both pass the count (PostgreSQL; SQLite
+        # writes one transaction at a time anyway).
+        await session.execute(db.for_update(select(users.c.id).where(users.c.id == user_id)))
+        there = select(wishlist_items.c.sku).where(wishlist_items.c.user_id == user_id)
+        if await session.scalar(there.where(wishlist_items.c.sku == sku)) is None:
+            held = await session.scalar(select(func.count()).select_from(there.subquery()))
+            if (held or 0) >= most:
+                raise WishlistFull(f"the wishlist already holds {most} items, the most it may (remove one first)")
         statement = db.insert(wishlist_items).on_conflict_do_nothing(index_elements=["user_id", "sku"])
         result = await session.execute(statement.values(user_id=user_id, sku=sku, added_at=datetime.now(UTC)))
         created = bool(getattr(result, "rowcount", 0))

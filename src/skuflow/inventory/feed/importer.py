@@ -7,12 +7,14 @@ after it leaves the row, so the file is recognised by its path and content hash 
 
 Any bad line rejects the file: the transaction is rolled back and the report lists every bad line, in line
 order, as `line <n>: <reason>` (CONTRACT section 7). The report is built on disk, so a file of a million
-bad lines does not need a million strings in memory.
+bad lines does not need a million strings in memory. A file over the size limit is rejected unread
+(`reject_unread`): its report is the one line `line 1: <why>`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import logging
 import time
@@ -27,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.inventory.db import warehouse_files
-from skuflow.inventory.feed.lines import Batch, read_batches
+from skuflow.inventory.feed.lines import BadLine, Batch, read_batches
 from skuflow.inventory.feed.staging import Staging
 from skuflow.inventory.recording import announce_changes, retrying_conflicts
 from skuflow.messaging import flow_scope, new_id
@@ -118,6 +120,36 @@ async def import_delivery(runtime: ServiceRuntime, delivery: Delivery, workdir: 
         extra={"correlation_id": correlation_id},
     )
     return outcome
+
+
+async def reject_unread(runtime: ServiceRuntime, delivery: Delivery, workdir: Path, reason: str) -> Outcome:
+    """Reject a file without reading it (CONTRACT section 8: over the size limit), unless the ledger has
+    this version already. Its `content_hash` is `unread_version(...)`: what the listing says of it."""
+    correlation_id = new_id()
+    started_at = datetime.now(UTC)
+    with flow_scope(correlation_id, None):
+        async with runtime.db.transaction() as session:
+            await runtime.db.lock_for_transaction(session, f"skuflow-warehouse-import:{delivery.path}")
+            if await _seen_before(session, delivery):
+                return Outcome("unchanged")
+            report = workdir / "errors.txt"
+            report.write_text(f"{BadLine(1, reason)}\n", encoding="utf-8")
+            outcome = Outcome("rejected", bad_lines=1, correlation_id=correlation_id, errors_report=report)
+            await _write_ledger(session, delivery, outcome, correlation_id, started_at)
+    log.info("rejected %s unread: %s", delivery.path, reason, extra={"correlation_id": correlation_id})
+    return outcome
+
+
+async def was_seen(runtime: ServiceRuntime, delivery: Delivery) -> bool:
+    """Whether the ledger knows this version of the file (see `_seen_before`)."""
+    async with runtime.db.reading() as session:
+        return await _seen_before(session, delivery)
+
+
+def unread_version(size: int, modified: str) -> str:
+    """The stand-in for the content hash of a file rejected unread: a digest of its size and modification
+    time, so that the same version is known again without a download, and any change is news."""
+    return hashlib.sha256(f"unread {size} {modified}".encode()).hexdigest()
 
 
 async def _seen_before(session: AsyncSession, delivery: Delivery) -> bool:

@@ -9,6 +9,10 @@ again. In snapshot mode (the path is one `.csv` file) nothing is moved: a new ve
 content differs from the last version imported; the errors report of a rejected version goes to the
 folder's `rejected/`.
 
+A file over `SKUFLOW_WAREHOUSE_MAX_FILE_BYTES` is rejected unread: as its listing says (nothing downloaded),
+or as its download finds, which stops at the limit. The ledger keeps such a version by its size and time,
+so a snapshot over the limit is reported once, not downloaded again until it changes.
+
 Several inventory processes may watch the same server: a lock in the database lets one of them take a
 given file. When the server is down, refuses the login or lacks the folder, the watcher says so in the log
 and in `/readyz` (the service stays ready), and tries again with a growing delay.
@@ -29,9 +33,16 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from skuflow.inventory.feed.importer import Delivery, Outcome, import_delivery
+from skuflow.inventory.feed.importer import (
+    Delivery,
+    Outcome,
+    import_delivery,
+    reject_unread,
+    unread_version,
+    was_seen,
+)
 from skuflow.platform.background import Background
-from skuflow.platform.ftp import FtpConnection, FtpError, FtpLocation, RemoteFile, connect
+from skuflow.platform.ftp import FtpConnection, FtpError, FtpFileTooLarge, FtpLocation, RemoteFile, connect
 from skuflow.platform.runtime import ServiceRuntime
 
 log = logging.getLogger("skuflow.inventory.feed")
@@ -46,6 +57,7 @@ class FeedWatcher:
         self.runtime = runtime
         self.location = location
         self.poll_seconds = poll_seconds
+        self.max_file_bytes = runtime.settings.warehouse_max_file_bytes
         self.polls = 0  # completed polls (tests wait on it)
         self.problem: str | None = None
         self.last_poll_at: datetime | None = None
@@ -179,29 +191,49 @@ class FeedWatcher:
                 log.info("%s: another inventory process is taking it", path)
                 return
             with tempfile.TemporaryDirectory(prefix="skuflow-feed-") as scratch:
-                workdir = Path(scratch)
-                local = workdir / "content.csv"
-                try:
-                    content_hash = await ftp.download(path, local)
-                except FtpError as error:
-                    if error.code == "550":  # gone: another inventory process took it
-                        log.info("%s is gone (%s)", path, error)
-                        return
-                    raise
-                if (await self._listing(ftp)).get(file.name) != signature:
-                    log.info("%s changed while it was read; waiting for it to stand still", path)
-                    self._previous.pop(file.name, None)
+                outcome = await self._judge(ftp, file, path, Path(scratch))
+                if outcome is None:
                     return
-                delivery = Delivery(path, local, content_hash, file.size, snapshot=self.location.is_snapshot)
-                self.importing = path
-                try:
-                    outcome = await import_delivery(self.runtime, delivery, workdir)
-                finally:
-                    self.importing = None
                 self._count(path, outcome)
                 await self._file_away(ftp, file.name, signature, outcome)
             if self.location.is_snapshot:
                 self._handled[file.name] = (signature, time.monotonic())
+
+    async def _judge(self, ftp: FtpConnection, file: RemoteFile, path: str, workdir: Path) -> Outcome | None:
+        """Download and import the file, or reject it unread; None when it is to be taken later (it is
+        gone, or changed while it was read)."""
+        signature = (file.size, file.modified)
+        limit = f"the {self.max_file_bytes:,}-byte limit of a file (SKUFLOW_WAREHOUSE_MAX_FILE_BYTES)"
+        unread = Delivery(
+            path, workdir / "unread", unread_version(*signature), file.size, snapshot=self.location.is_snapshot
+        )
+        if file.size > self.max_file_bytes:
+            return await reject_unread(self.runtime, unread, workdir, f"{file.size:,} bytes, over {limit}; not read")
+        if self.location.is_snapshot and await was_seen(self.runtime, unread):
+            return Outcome("unchanged")  # a version whose download was stopped at the limit before
+        local = workdir / "content.csv"
+        try:
+            content_hash = await ftp.download(path, local, self.max_file_bytes)
+        except FtpFileTooLarge:
+            if (await self._listing(ftp)).get(file.name) == signature:  # the listing understates its size
+                reason = f"over {limit} although listed as {file.size:,} bytes; its download was stopped there"
+                return await reject_unread(self.runtime, unread, workdir, reason)
+            content_hash = None  # it grew: its next listing tells
+        except FtpError as error:
+            if error.code == "550":  # gone: another inventory process took it
+                log.info("%s is gone (%s)", path, error)
+                return None
+            raise
+        if content_hash is None or (await self._listing(ftp)).get(file.name) != signature:
+            log.info("%s changed while it was read; waiting for it to stand still", path)
+            self._previous.pop(file.name, None)
+            return None
+        delivery = Delivery(path, local, content_hash, file.size, snapshot=self.location.is_snapshot)
+        self.importing = path
+        try:
+            return await import_delivery(self.runtime, delivery, workdir)
+        finally:
+            self.importing = None
 
     def _count(self, path: str, outcome: Outcome) -> None:
         if outcome.status == "unchanged" and self.location.is_snapshot:

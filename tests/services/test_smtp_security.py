@@ -1,0 +1,89 @@
+"""The mailer against an SMTP server that wants AUTH, over STARTTLS or implicit TLS (`SKUFLOW_SMTP_URL`
+`smtp://user:pass@host:port?starttls=true`, `smtps://...`), and the password shown nowhere.
+
+The server is aiosmtpd (the embedded sink) with a certificate made for the test; the mailer trusts it the
+way any Python TLS client is told to, by `SSL_CERT_FILE`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from skuflow.embedded.smtp import SmtpSink
+from skuflow.platform.runtime import ServiceRuntime
+from tests.services.conftest import System
+from tests.support.waiting import wait_until
+
+USER, PASSWORD = "mailer", "s3cret-smtp-password"
+# aiosmtpd's warning when the test's server takes AUTH in clear, which is what one case tests.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl, as on every Debian machine)."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make the test's certificate", pytrace=False)
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(params=["auth in clear", "starttls", "implicit tls"])
+def smtp_sink(request: pytest.FixtureRequest, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch):
+    if request.param == "auth in clear":
+        return SmtpSink(credentials=(USER, PASSWORD))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    return SmtpSink(credentials=(USER, PASSWORD), tls=context, implicit_tls=request.param == "implicit tls")
+
+
+def users_runtime(system: System) -> ServiceRuntime:
+    runtime: ServiceRuntime = system.users.app.state.runtime
+    return runtime
+
+
+async def test_the_email_goes_through_auth_and_tls_and_the_password_is_shown_nowhere(system: System):
+    user_id, token = await system.sign_up("ada@example.com")
+    status, _, _ = await system.call("PUT", f"/v1/users/{user_id}/wishlist/SKU-1", token=token, service="users")
+    assert status == 201
+    body = {"warehouse_id": "WH-1", "items": [{"sku": "SKU-1", "on_hand": 5}]}
+    assert (await system.call("POST", "/v1/stock", token=await system.client_token(), json=body))[0] == 202
+
+    await wait_until(lambda: system.smtp.mails, what="the email, through AUTH and TLS")
+    assert [mail.recipients for mail in system.smtp.mails] == [("ada@example.com",)]
+    report = users_runtime(system).reports["email"]()
+    assert PASSWORD not in json.dumps(report)
+    assert report["smtp"].startswith(("smtp://mailer:***@127.0.0.1:", "smtps://mailer:***@127.0.0.1:"))
+    _, readiness, _ = await system.call("GET", "/readyz", token=await system.admin_token(), service="users")
+    assert PASSWORD not in json.dumps(readiness)
+
+
+async def test_a_wrong_password_keeps_the_email_pending_not_failed(system: System, stack):
+    system.smtp.credentials = (USER, "another password")  # the server's account changed under us
+    user_id, token = await system.sign_up("ada@example.com")
+    await system.call("PUT", f"/v1/users/{user_id}/wishlist/SKU-1", token=token, service="users")
+    body = {"warehouse_id": "WH-1", "items": [{"sku": "SKU-1", "on_hand": 5}]}
+    assert (await system.call("POST", "/v1/stock", token=await system.client_token(), json=body))[0] == 202
+
+    mailer = users_runtime(system).reports["email"]
+    await wait_until(lambda: mailer()["failed_attempts"] >= 1, what="the refused login")
+    assert "SMTPAuthenticationError" in mailer()["last_error"]
+    _, listed, _ = await system.call("GET", f"/v1/users/{user_id}/notifications", token=token, service="users")
+    assert [item["status"] for item in listed["items"]] == ["pending"], "a login refused is no reason to give up"
+
+    system.smtp.credentials = (USER, PASSWORD)  # fixed: the email goes on its next try
+    await wait_until(lambda: system.smtp.mails, what="the email once the login works", timeout=15)

@@ -1,0 +1,126 @@
+"""What may become an email: the address rule at sign-up, and the message the mailer builds from whatever a
+row holds (an address or a product name stored before today's rules included). No I/O."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.headerregistry import Address
+from email.utils import getaddresses
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from skuflow.platform.text import a_plain_text, one_line
+from skuflow.users import domain
+from skuflow.users.mailer import Mailer, Unbuildable
+
+HEADERS = {"From", "To", "Subject", "Message-ID", "Content-Type", "Content-Transfer-Encoding", "MIME-Version"}
+LINE_BREAKS = ["\n", "\r", "\r\n", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+# Text of every kind, and text made to look like headers.
+hostile_text = st.one_of(
+    st.text(max_size=80),
+    st.builds(
+        lambda before, brk, header: f"{before}{brk}{header}",
+        st.text(max_size=20),
+        st.sampled_from(LINE_BREAKS),
+        st.sampled_from(["Bcc: everyone@example.com", "To: x@example.com", "", " folded", "Subject: free"]),
+    ),
+)
+
+
+def row(email_address: str = "ada@example.com", sku: str = "SKU-1") -> Any:
+    return SimpleNamespace(id=7, email=email_address, sku=sku, revision=3, attempts=0, permanent_failures=0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a@[x.y",
+        "postmaster,me@example.com",
+        "ada@example.com, bob@example.com",
+        "Ada <ada@example.com>",
+        "ada@[127.0.0.1]",
+        '"ada lovelace"@example.com',
+        "ada@example.com\nBcc: x@example.com",
+        "ada@exam\rple.com",
+        "ädä@example.com",  # would need SMTPUTF8, which not every server speaks
+        "a" * 65 + "@example.com",  # a local part has at most 64 characters
+        "ada@" + "d" * 64 + ".com",  # a label has at most 63
+    ],
+)
+def test_anything_but_one_mailbox_is_refused_at_sign_up(text: str):
+    with pytest.raises(ValueError, match="not one e-mail address"):
+        domain.normalize_email(text)
+
+
+def test_a_domain_in_unicode_is_kept_in_its_ascii_form():
+    assert domain.normalize_email("Ada@Bücher.Example") == "ada@xn--bcher-kva.example"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.emails(), st.text(max_size=60), st.from_regex(r"[a-z,<>\[\]\"@. \n]{1,30}", fullmatch=True)))
+def test_an_accepted_address_is_exactly_one_plain_mailbox(text: str):
+    try:
+        address = domain.normalize_email(text)
+    except ValueError:
+        return
+    assert address.isascii()
+    assert address == address.lower()
+    assert len(address) <= domain.MAX_EMAIL_LENGTH
+    assert getaddresses([address]) == [("", address)]
+    assert Address(addr_spec=address).addr_spec == address
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(name=hostile_text)
+def test_no_product_name_can_add_a_header_or_break_the_subject(name: str):
+    message = Mailer._message(row(), name)
+
+    parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert set(parsed.keys()) == HEADERS
+    assert [str(value) for value in parsed.get_all("To")] == ["ada@example.com"]
+    subject = str(parsed["Subject"])
+    assert subject == f"{one_line(name) or 'SKU-1'} is available again"
+    assert a_plain_text(subject)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(stored=st.one_of(st.emails(), hostile_text))
+def test_a_stored_address_either_makes_one_recipient_or_cannot_be_built(stored: str):
+    try:
+        message = Mailer._message(row(stored), "Blue mug")
+    except Unbuildable as error:
+        message, reason = None, str(error)
+    if message is None:
+        assert "is not one mailbox" in reason
+        return
+    parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert set(parsed.keys()) == HEADERS
+    [recipient] = parsed["To"].addresses
+    assert recipient.addr_spec == domain.normalize_email(stored)
+
+
+@pytest.mark.parametrize("text", ["Blue\nmug", "Blue\x85mug", "Blue\u2028mug", "Blue\x00mug", "Blue\ud800mug"])
+def test_plain_text_refuses_line_breaks_and_control_characters(text: str):
+    with pytest.raises(ValueError, match="no control characters, line breaks or line separators"):
+        a_plain_text(text)
+
+
+def test_one_line_keeps_ordinary_text_and_flattens_the_rest():
+    assert (
+        one_line("Blue mug \u2013 0,5 l \N{TEACUP WITHOUT HANDLE}") == "Blue mug \u2013 0,5 l \N{TEACUP WITHOUT HANDLE}"
+    )
+    assert one_line(" Blue\r\n\u2028mug\t ") == "Blue mug"
+
+
+@pytest.mark.parametrize(("code", "for_good"), [(250, False), (421, False), (451, False), (550, True), (553, True)])
+def test_only_a_5xx_answer_refuses_for_good(code: int, for_good: bool):
+    assert domain.smtp_refused_for_good(code) is for_good
+
+
+def test_an_email_is_given_up_after_three_permanent_refusals():
+    assert [domain.email_given_up(count) for count in range(5)] == [False, False, False, True, True]
