@@ -30,9 +30,9 @@ from skuflow.platform.ftp import FtpFileTooLarge, FtpLocation, connect
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import Settings
 from skuflow.warehouse import WarehouseError, upload
-from tests.conftest import TEST_OPTIONS, Stack
+from tests.conftest import ADMIN_SECRET, TEST_OPTIONS, Stack
 from tests.support.feed_files import check_report, feed_files
-from tests.support.servers import RunningServer, serve
+from tests.support.servers import RunningServer, free_socket, serve, url_of
 from tests.support.waiting import wait_until
 
 POLL = 0.1
@@ -50,7 +50,9 @@ class Feed:
     http: aiohttp.ClientSession
     observer: Broker
     scratch: Path
+    users: RunningServer  # it checks the admin token that /readyz's details need
     others: list[RunningServer] = field(default_factory=list)  # more inventory processes, as it were
+    _admin_token: str | None = None
 
     async def another_inventory(self) -> RunningServer:
         """One more inventory on the same database, watching the same server."""
@@ -82,13 +84,21 @@ class Feed:
         await upload(self.location, local)
 
     async def readyz(self) -> tuple[int, dict[str, Any]]:
-        async with self.http.get(f"{self.inventory.url}/readyz") as response:
+        """/readyz as the admin client sees it: with the details (the watcher's report)."""
+        if self._admin_token is None:  # asked once: the token endpoint is rate limited
+            form = {"grant_type": "client_credentials", "client_id": "admin", "client_secret": ADMIN_SECRET}
+            async with self.http.post(f"{self.users.url}/v1/auth/token", data=form) as response:
+                assert response.status == 200, await response.text()
+                self._admin_token = str((await response.json())["access_token"])
+        headers = {"Authorization": f"Bearer {self._admin_token}"}
+        async with self.http.get(f"{self.inventory.url}/readyz", headers=headers) as response:
             return response.status, await response.json()
 
     async def watcher(self) -> dict[str, Any]:
         status, body = await self.readyz()
         assert status == 200, body  # FTP trouble never makes inventory unready (CONTRACT section 7)
-        report: dict[str, Any] = body["checks"]["warehouse_ftp"]
+        report: dict[str, Any] = body["details"]["warehouse_ftp"]
+        assert body["checks"]["warehouse_ftp"] == ("ok" if report["status"] == "ok" else "degraded"), body
         return report
 
     async def wait_polls(self, count: int) -> None:
@@ -130,6 +140,7 @@ async def make_feed(stack: Stack, tmp_path: Path) -> AsyncIterator[FeedFactory]:
     """Start an FTP server and inventory watching `path` on it (as `user`/`password`, the server's own by
     default); an observer queue sees every event."""
     from skuflow.inventory.service import build_app
+    from skuflow.users.service import build_app as users_app
 
     started: list[Feed] = []
 
@@ -139,25 +150,28 @@ async def make_feed(stack: Stack, tmp_path: Path) -> AsyncIterator[FeedFactory]:
         ftp = FtpServer(tmp_path / "ftp", "warehouse", "secret-ftp")
         ftp.start()
         location = FtpLocation(ftp.host, ftp.port, "warehouse", password, path)
+        users_socket = free_socket()
         settings = stack.settings(
             warehouse_ftp_url=location.url(),
             warehouse_ftp_poll_seconds=poll,
             warehouse_max_file_bytes=max_file_bytes,
+            users_url=url_of(users_socket),
         )
+        users = await serve(users_app(settings), users_socket)
         observer = create_broker(stack.broker_url, "test-observer", TEST_OPTIONS)
         await observer.connect()
         await observer.declare(Topology((SKU_PROCESSED,), (Queue("test.observer.sku_processed", SKU_PROCESSED),)))
         inventory = await serve(build_app(settings))
         scratch = tmp_path / "warehouse"
         scratch.mkdir(exist_ok=True)
-        feed = Feed(ftp, location, settings, inventory, aiohttp.ClientSession(), observer, scratch)
+        feed = Feed(ftp, location, settings, inventory, aiohttp.ClientSession(), observer, scratch, users)
         started.append(feed)
         return feed
 
     yield start
     for feed in started:
         await feed.http.close()
-        for server in [feed.inventory, *feed.others]:
+        for server in [feed.inventory, *feed.others, feed.users]:
             await server.stop()
         await feed.observer.close()
         feed.ftp.stop()

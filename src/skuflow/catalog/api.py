@@ -14,7 +14,7 @@ from skuflow.catalog.db import products
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
 from skuflow.platform.identifiers import SkuInPath
-from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page
+from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
 from skuflow.platform.text import a_plain_text
 from skuflow.platform.web import runtime_of
 
@@ -102,7 +102,7 @@ async def list_products(
         bool | None, Query(description="Only the available (true) or unavailable (false) ones")
     ] = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Public. Sorted by SKU; follow `next_cursor` for the next page."""
     after = decode_cursor(cursor)

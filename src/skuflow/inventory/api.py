@@ -18,7 +18,8 @@ from skuflow.inventory.recording import IdempotencyConflict, record_report, set_
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
 from skuflow.platform.identifiers import Identifier, SkuInPath
-from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page
+from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
+from skuflow.platform.responses import problem
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.web import runtime_of
 
@@ -118,7 +119,12 @@ async def put_sku(sku: SkuInPath, body: SafetyStock, request: Request, _: StockW
     return view
 
 
-@router.get("/skus/{sku}/availability", response_model=Availability, summary="A SKU's availability for sale")
+@router.get(
+    "/skus/{sku}/availability",
+    response_model=Availability,
+    summary="A SKU's availability for sale",
+    responses={404: problem("unknown SKU")},
+)
 async def get_availability(sku: SkuInPath, request: Request) -> dict[str, Any]:
     """Public. Reflects every number already recorded, even while recalculation is still in flight."""
     view = await _availability(runtime_of(request), sku)
@@ -138,7 +144,7 @@ async def list_skus(
         ),
     ] = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> dict[str, Any]:
     runtime = runtime_of(request)
     after = decode_cursor(cursor)

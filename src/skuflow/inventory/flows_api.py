@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel
 from sqlalchemy import Select, select
 
@@ -14,11 +14,13 @@ from skuflow.inventory.db import flow_steps, flows
 from skuflow.inventory.orchestration import STEPS
 from skuflow.platform.auth import require_scope
 from skuflow.platform.db import utc
-from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page
+from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
+from skuflow.platform.responses import problem
 from skuflow.platform.runtime import ServiceRuntime
-from skuflow.platform.web import runtime_of
+from skuflow.platform.web import ID_PATTERN, ID_RULE, runtime_of
 
 FlowStatus = Literal["running", "completed", "failed", "superseded"]
+CorrelationId = Annotated[str, Path(pattern=ID_PATTERN, description=f"The request's X-Correlation-ID: {ID_RULE}")]
 
 
 class StepView(BaseModel):
@@ -52,9 +54,14 @@ class FlowPage(BaseModel):
 router = APIRouter(prefix="/v1", tags=["flows"], dependencies=[Depends(require_scope("stock:write"))])
 
 
-@router.get("/flows/{correlation_id}", response_model=FlowPage, summary="The flows a request started, one per SKU")
+@router.get(
+    "/flows/{correlation_id}",
+    response_model=FlowPage,
+    summary="The flows a request started, one per SKU",
+    responses={404: problem("no flow has this correlation id")},
+)
 async def flows_of_request(
-    correlation_id: str, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: str | None = None
+    correlation_id: CorrelationId, request: Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> dict[str, Any]:
     """Oldest first; a big file's import starts one flow per changed SKU, hence the pages."""
     query = select(flows).where(flows.c.correlation_id == correlation_id).order_by(flows.c.flow_id).limit(limit + 1)
@@ -72,7 +79,7 @@ async def list_flows(
     request: Request,
     status: FlowStatus | None = None,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: str | None = None,
+    cursor: Cursor = None,
 ) -> dict[str, Any]:
     query = select(flows).order_by(flows.c.flow_id.desc()).limit(limit + 1)
     if status is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -18,7 +19,7 @@ from skuflow.messaging import FLOW_REPLIES, Subscription
 from skuflow.platform.db import Database
 from skuflow.platform.flows import StepFinished
 from skuflow.platform.ftp import FtpLocation
-from skuflow.platform.runtime import ServiceRuntime
+from skuflow.platform.runtime import Check, ServiceRuntime
 from skuflow.platform.settings import Settings
 from skuflow.platform.web import create_app
 
@@ -52,16 +53,20 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
     retention = Retention(runtime)
     runtime.on_start.append(retention.start)
     runtime.on_stop.append(retention.stop)
-    runtime.reports["retention"] = lambda: {"days": settings.retention_days, "deleted": dict(retention.deleted)}
+    runtime.reports["retention"] = lambda: Check(
+        "ok", {"days": settings.retention_days, "deleted": dict(retention.deleted)}
+    )
     if settings.warehouse_ftp_url:
         watcher = FeedWatcher(
             runtime, FtpLocation.parse(settings.warehouse_ftp_url), settings.warehouse_ftp_poll_seconds
         )
         runtime.on_start.append(watcher.start)
         runtime.on_stop.append(watcher.stop)
-        runtime.reports["warehouse_ftp"] = watcher.report
+        runtime.reports["warehouse_ftp"] = lambda: _feed_check(watcher.report())
     else:
-        runtime.reports["warehouse_ftp"] = lambda: {"status": "not configured (SKUFLOW_WAREHOUSE_FTP_URL is unset)"}
+        runtime.reports["warehouse_ftp"] = lambda: Check(
+            "ok", {"status": "not configured (SKUFLOW_WAREHOUSE_FTP_URL is unset)"}
+        )
     return runtime
 
 
@@ -72,3 +77,8 @@ def build_app(settings: Settings) -> FastAPI:
         title="skuflow inventory",
         description="Stock numbers per warehouse and SKU, and availability for sale.",
     )
+
+
+def _feed_check(report: dict[str, Any]) -> Check:
+    """A feed that cannot reach or list its server imports nothing new, yet the service stays ready."""
+    return Check("ok" if report["status"] == "ok" else "degraded", report)

@@ -9,18 +9,34 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from skuflow.messaging import Broker
 from skuflow.messaging.dead_letters import WORK_QUEUES, check_queue, dead_letters
 from skuflow.platform.auth import require_scope
+from skuflow.platform.responses import problem
 
+MAX_AGE_SECONDS = 100 * 365 * 24 * 3600
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_scope("admin"))])
 
 
-@router.post("/reconcile", summary="Re-check availability against inventory now, and repair drift")
+@router.post(
+    "/reconcile",
+    summary="Re-check availability against inventory now, and repair drift",
+    responses={404: problem("this service holds nothing of inventory's to reconcile (inventory itself)")},
+)
 async def reconcile_now(
     request: Request,
-    older_than_seconds: Annotated[float, Query(ge=0, description="re-check what was checked before this")] = 0,
+    older_than_seconds: Annotated[
+        float,
+        # Finite and bounded: infinity, or a span reaching before year 1, cannot be subtracted from now.
+        Query(
+            ge=0,
+            le=MAX_AGE_SECONDS,
+            allow_inf_nan=False,
+            description=f"re-check what was checked before this many seconds ago, 0-{MAX_AGE_SECONDS} (100 years)",
+        ),
+    ] = 0,
 ) -> dict[str, Any]:
     runtime = request.app.state.runtime
     if runtime.reconciliation is None:
@@ -41,20 +57,36 @@ def _queue(queue: str) -> str:
         raise HTTPException(404, str(error)) from None
 
 
+def _queue_asked(queue: str) -> str:
+    """A queue named in the query: an unknown one is invalid input (422 naming the parameter), not a 404."""
+    try:
+        return check_queue(queue)
+    except ValueError as error:
+        raise RequestValidationError([{"loc": ("query", "queue"), "msg": str(error), "type": "value_error"}]) from None
+
+
 @router.get("/dead-letters", summary="Dead letters per work queue: count, and each one's id, reason, attempts, age")
 async def list_dead_letters(
     request: Request,
     queue: Annotated[str | None, Query(description="one work queue, e.g. catalog.sku_processed")] = None,
 ) -> dict[str, Any]:
-    queues = (_queue(queue),) if queue else WORK_QUEUES
+    queues = (_queue_asked(queue),) if queue is not None else WORK_QUEUES
     return {"queues": await dead_letters(_broker(request), queues)}
 
 
-@router.post("/dead-letters/{queue}/replay", summary="Put dead letters back on their work queue, attempts afresh")
+@router.post(
+    "/dead-letters/{queue}/replay",
+    summary="Put dead letters back on their work queue, attempts afresh",
+    responses={404: problem("no such work queue, or no dead letter with this message_id")},
+)
 async def replay_dead_letters(
     queue: str,
     request: Request,
-    message_id: Annotated[str | None, Query(description="only this message (default: every one)")] = None,
+    message_id: Annotated[
+        # An AMQP message id is a short string: at most 255 bytes.
+        str | None,
+        Query(min_length=1, max_length=255, description="only this message (default: every one)"),
+    ] = None,
 ) -> dict[str, Any]:
     name = _queue(queue)
     replayed = await _broker(request).replay(name, message_id)

@@ -121,6 +121,14 @@ async def authenticated(request: Request) -> Principal:
     return principal
 
 
+async def principal_if_any(request: Request) -> Principal | None:
+    """The principal of the request's bearer token, or None when the request sends no Authorization header.
+    A token that is sent must be valid (401 otherwise), as everywhere else: a typo is told, never ignored."""
+    if "authorization" not in request.headers:
+        return None
+    return await authenticated(request)
+
+
 def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
     """FastAPI dependency factory: a valid token that carries `scope` (403 otherwise)."""
 

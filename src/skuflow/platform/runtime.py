@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -32,6 +32,18 @@ log = logging.getLogger("skuflow.runtime")
 
 Hook = Callable[[], Awaitable[None]]
 READINESS_TIMEOUT = 2.0
+
+# ok: works; degraded: trouble that does not make the service unready (CONTRACT section 7); down: the
+# database or the broker cannot be reached, and the service is unready.
+State = Literal["ok", "degraded", "down"]
+
+
+class Check(NamedTuple):
+    """One line of /readyz: its state, shown to anyone, and its details (counts, errors, hosts), shown only
+    to the admin client, because they name internals an attacker could use."""
+
+    state: State
+    details: dict[str, Any]
 
 
 class ServiceRuntime:
@@ -59,7 +71,7 @@ class ServiceRuntime:
         self.on_start: list[Hook] = []
         self.on_stop: list[Hook] = []
         # Trouble that does not make the service unready (CONTRACT section 7), shown in /readyz's body.
-        self.reports: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.reports: dict[str, Callable[[], Check]] = {}
         self.reconciliation: Reconciliation | None = None
         self._http: aiohttp.ClientSession | None = None
         self._verifier: Verifier | None = verifier
@@ -72,7 +84,9 @@ class ServiceRuntime:
         self.reconciliation = reconciliation
         self.on_start.append(reconciliation.start)
         self.on_stop.append(reconciliation.stop)
-        self.reports["reconciliation"] = lambda: {"repaired": reconciliation.repaired, "last": reconciliation.last}
+        self.reports["reconciliation"] = lambda: Check(
+            "ok", {"repaired": reconciliation.repaired, "last": reconciliation.last}
+        )
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -155,22 +169,32 @@ class ServiceRuntime:
         except Exception as error:
             return f"unknown: {error!r}"
 
-    async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        checks: dict[str, Any] = {}
+    async def readiness(self) -> tuple[bool, dict[str, Check]]:
+        """Every check, by name, and whether the service is ready: only the database and the broker decide."""
+        checks: dict[str, Check] = {}
         try:
             await asyncio.wait_for(self.db.ping(), READINESS_TIMEOUT)
-            checks["database"] = "ok"
+            checks["database"] = Check("ok", {})
         except Exception as error:
-            checks["database"] = f"unreachable: {error!r}"
-        checks["broker"] = "ok" if self.broker.is_connected else "unreachable"
-        ready = checks["database"] == "ok" and checks["broker"] == "ok"
+            checks["database"] = Check("down", {"error": f"unreachable: {error!r}"})
+        checks["broker"] = Check("ok", {}) if self.broker.is_connected else Check("down", {"error": "unreachable"})
+        ready = checks["database"].state == "ok" and checks["broker"].state == "ok"
         if self.relay is not None:
-            checks["outbox"] = {
+            refused = await self._refusals()
+            outbox = {
                 "published": self.relay.published,
                 "relay": "running" if self.relay.running else "stopped",
                 "last_error": self.relay.last_error,
-                "refused": await self._refusals(),
+                "refused": refused,
             }
+            # Messages the broker refused wait and are tried again: late, not lost.
+            troubled = (
+                not self.relay.running
+                or self.relay.last_error is not None
+                or not isinstance(refused, dict)
+                or refused.get("messages", 0) > 0
+            )
+            checks["outbox"] = Check("degraded" if troubled else "ok", outbox)
         for name, report in self.reports.items():
             checks[name] = report()
         return ready, checks

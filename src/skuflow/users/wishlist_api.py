@@ -13,7 +13,8 @@ from sqlalchemy import select
 from skuflow.platform.auth import Principal, authenticated
 from skuflow.platform.db import utc
 from skuflow.platform.identifiers import SkuInPath
-from skuflow.platform.pagination import DEFAULT_LIMIT, Limit, decode_cursor, page
+from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, decode_number_cursor, page
+from skuflow.platform.responses import problem
 from skuflow.platform.web import runtime_of
 from skuflow.users import wishlists
 from skuflow.users.db import notifications, users
@@ -65,16 +66,21 @@ async def _readable(request: Request, caller: Principal, user_id: str) -> None:
             raise HTTPException(404, f"unknown user {user_id!r}")
 
 
+_UNKNOWN_USER: dict[int | str, dict[str, Any]] = {
+    404: problem("the admin client asked about a user that does not exist")
+}
+
+
 def wishlist_router() -> APIRouter:
     router = APIRouter(prefix="/v1/users/{user_id}", tags=["wishlists"])
 
-    @router.get("/wishlist", response_model=WishlistPage, summary="A user's wishlist")
+    @router.get("/wishlist", response_model=WishlistPage, summary="A user's wishlist", responses=_UNKNOWN_USER)
     async def get_wishlist(
         user_id: UserId,
         request: Request,
         caller: Caller,
         limit: Limit = DEFAULT_LIMIT,
-        cursor: str | None = None,
+        cursor: Cursor = None,
     ) -> dict[str, Any]:
         await _readable(request, caller, user_id)
         items = await wishlists.get_items(runtime_of(request), user_id, after=decode_cursor(cursor), limit=limit + 1)
@@ -101,7 +107,12 @@ def wishlist_router() -> APIRouter:
         response.status_code = 201 if created else 200
         return item
 
-    @router.delete("/wishlist/{sku}", status_code=204, summary="Take a SKU off the wishlist")
+    @router.delete(
+        "/wishlist/{sku}",
+        status_code=204,
+        summary="Take a SKU off the wishlist",
+        responses={404: problem("the SKU is not on this wishlist")},
+    )
     async def delete_item(user_id: UserId, sku: SkuInPath, request: Request, caller: Caller) -> Response:
         _own(caller, user_id)
         if not await wishlists.remove_item(runtime_of(request), user_id, sku):
@@ -109,17 +120,20 @@ def wishlist_router() -> APIRouter:
         return Response(status_code=204)
 
     @router.get(
-        "/notifications", response_model=NotificationPage, summary="The emails due to a user: pending, sent or failed"
+        "/notifications",
+        response_model=NotificationPage,
+        summary="The emails due to a user: pending, sent or failed",
+        responses=_UNKNOWN_USER,
     )
     async def get_notifications(
         user_id: UserId,
         request: Request,
         caller: Caller,
         limit: Limit = DEFAULT_LIMIT,
-        cursor: str | None = None,
+        cursor: Cursor = None,
     ) -> dict[str, Any]:
         await _readable(request, caller, user_id)
-        after = decode_cursor(cursor)
+        after = decode_number_cursor(cursor)
         query = (
             select(notifications)
             .where(notifications.c.user_id == user_id)
@@ -127,11 +141,7 @@ def wishlist_router() -> APIRouter:
             .limit(limit + 1)
         )
         if after is not None:
-            if not after.isdigit():
-                raise RequestValidationError(
-                    [{"loc": ("query", "cursor"), "msg": "not a cursor this service returned", "type": "value_error"}]
-                )
-            query = query.where(notifications.c.id > int(after))
+            query = query.where(notifications.c.id > after)
         async with runtime_of(request).db.reading() as session:
             rows = (await session.execute(query)).all()
         items = [
