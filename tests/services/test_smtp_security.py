@@ -65,7 +65,7 @@ async def test_the_email_goes_through_auth_and_tls_and_the_password_is_shown_now
 
     await wait_until(lambda: system.smtp.mails, what="the email, through AUTH and TLS")
     assert [mail.recipients for mail in system.smtp.mails] == [("ada@example.com",)]
-    report = users_runtime(system).reports["email"]()
+    report = users_runtime(system).reports["email"]().details
     assert PASSWORD not in json.dumps(report)
     assert report["smtp"].startswith(("smtp://mailer:***@127.0.0.1:", "smtps://mailer:***@127.0.0.1:"))
     _, readiness, _ = await system.call("GET", "/readyz", token=await system.admin_token(), service="users")
@@ -79,11 +79,13 @@ async def test_a_wrong_password_keeps_the_email_pending_not_failed(system: Syste
     body = {"warehouse_id": "WH-1", "items": [{"sku": "SKU-1", "on_hand": 5}]}
     assert (await system.call("POST", "/v1/stock", token=await system.client_token(), json=body))[0] == 202
 
-    mailer = users_runtime(system).reports["email"]
-    await wait_until(lambda: mailer()["failed_attempts"] >= 1, what="the refused login")
-    assert "SMTPAuthenticationError" in mailer()["last_error"]
+    email_check = users_runtime(system).reports["email"]
+    await wait_until(lambda: email_check().details["failed_attempts"] >= 1, what="the refused login")
+    assert "SMTPAuthenticationError" in email_check().details["last_error"]
+    assert email_check().state == "degraded"
     _, listed, _ = await system.call("GET", f"/v1/users/{user_id}/notifications", token=token, service="users")
     assert [item["status"] for item in listed["items"]] == ["pending"], "a login refused is no reason to give up"
 
     system.smtp.credentials = (USER, PASSWORD)  # fixed: the email goes on its next try
     await wait_until(lambda: system.smtp.mails, what="the email once the login works", timeout=15)
+    await wait_until(lambda: email_check().state == "ok", what="the email check to recover")

@@ -156,6 +156,8 @@ def parse_form(content_type: str | None, body: bytes) -> dict[str, str]:
     for name, value in pairs:
         if name in params:
             raise OAuthError("invalid_request", f"parameter {name!r} is repeated")
+        if "\x00" in name or "\x00" in value:  # never in a real name or secret, and no database column takes it
+            raise OAuthError("invalid_request", f"parameter {name!r} holds a NUL character")
         params[name] = value
     return {name: value for name, value in params.items() if value}
 

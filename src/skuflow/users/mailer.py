@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 
 from skuflow.platform.db import Database
 from skuflow.platform.http import call_json
+from skuflow.platform.runtime import Check
 from skuflow.platform.smtp import SmtpTarget
 from skuflow.platform.text import one_line
 from skuflow.users import domain
@@ -78,6 +79,7 @@ class Mailer:
         self.failed = 0  # attempts that failed, in this process
         self.given_up = 0  # emails `failed` for good, in the table (counted at start and after each pass)
         self.last_error: str | None = None
+        self.failing = False  # the last send failed for a reason of the connection (the server away, 4xx...)
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -106,8 +108,13 @@ class Mailer:
                 await self._task
             self._task = None
 
+    def check(self) -> Check:
+        """For /readyz: degraded while no SMTP server is set or the last send failed for the connection's
+        sake (emails then wait, and go later); never a reason to be unready. An email refused for good says
+        nothing of the server: it is counted in the details."""
+        return Check("degraded" if self.smtp is None or self.failing else "ok", self.report())
+
     def report(self) -> dict[str, Any]:
-        """For /readyz: SMTP trouble is reported, never a reason to be unready."""
         return {
             "smtp": str(self.smtp) if self.smtp else "not configured",
             "sent": self.sent,
@@ -221,6 +228,7 @@ class Mailer:
         except Exception as error:
             return self._failure(row, f"{type(error).__name__}: {error}", permanent=_refused_for_good(error))
         self.sent += 1
+        self.failing = False
         subject = str(message["Subject"])
         log.info("emailed %r: %s", row.email, subject)
         return {
@@ -254,6 +262,7 @@ class Mailer:
         attempts = row.attempts + 1
         permanent_failures = row.permanent_failures + permanent
         self.failed += 1
+        self.failing = self.failing or not permanent
         self.last_error = reason
         values: dict[str, Any] = {
             "attempts": attempts,

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from skuflow.messaging import Subscription
 from skuflow.platform.db import Database
-from skuflow.platform.runtime import Check, ServiceRuntime
+from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import PREFIX, Settings, SettingsError
 from skuflow.platform.web import create_app
 from skuflow.users import accounts, db, domain, passwords, wishlists
@@ -64,10 +64,7 @@ def build_app(settings: Settings) -> FastAPI:
     runtime.on_start += [create_clients, start_mailer]
     runtime.reconcile_with(reconciliation(runtime, mailer.wake))
     runtime.on_stop.append(mailer.stop)
-    # Emails that cannot go out now wait and go later (or no SMTP server is set): degraded, still ready.
-    runtime.reports["email"] = lambda: Check(
-        "degraded" if mailer.smtp is None or mailer.last_error is not None else "ok", mailer.report()
-    )
+    runtime.reports["email"] = mailer.check
     runtime.metrics.watch_gauge("skuflow_emails_sent", "Wishlist emails this process sent", lambda: mailer.sent)
     runtime.metrics.watch_gauge(
         "skuflow_argon2_refused",
