@@ -355,3 +355,26 @@ def test_reconcile_asks_catalog_and_users(environment: dict[str, str]):
         assert reconciled.returncode == 0, reconciled.stderr
         assert "catalog: checked" in reconciled.stdout
         assert "users: checked" in reconciled.stdout
+
+
+def test_up_shows_the_smtp_url_without_its_password(environment: dict[str, str]):
+    password = "smtp-pass-w0rd"
+    port = free_port()  # nothing listens there: were an email due, its failures would be logged, without it
+    environment["SKUFLOW_SMTP_URL"] = f"smtp://mailer:{password}@127.0.0.1:{port}?starttls=true"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skuflow", "up"],
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_ready(process, environment["SKUFLOW_USERS_URL"])
+        status, readiness = get_json(f"{environment['SKUFLOW_USERS_URL']}/readyz")
+    finally:
+        code, out, err = stop(process)
+
+    assert code == 0, err
+    assert (status, readiness["checks"]["email"]) == (200, "ok")
+    assert f"smtp://mailer:***@127.0.0.1:{port}?starttls=true" in out
+    assert password not in out + err + json.dumps(readiness)
