@@ -14,6 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -84,9 +85,18 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGINT) -> tuple[int, str,
     return process.returncode, out, err
 
 
+@dataclass
+class Output:
+    """What a stopped process printed, filled in when its block ends."""
+
+    out: str = ""
+    err: str = ""
+
+
 @contextlib.contextmanager
-def running_up(environment: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """`skuflow up` in a process, ready; stopped with Ctrl-C at the end of the block, which must exit 0."""
+def running_up(environment: dict[str, str]) -> Iterator[Output]:
+    """`skuflow up` in a process, ready; stopped with Ctrl-C at the end of the block, which must exit 0. What
+    it printed is in the yielded `Output` after the block."""
     process = subprocess.Popen(
         [sys.executable, "-m", "skuflow", "up"],
         env=environment,
@@ -94,12 +104,13 @@ def running_up(environment: dict[str, str]) -> Iterator[subprocess.Popen]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    printed = Output()
     try:
         wait_ready(process, *(environment[f"SKUFLOW_{name}_URL"] for name in ("USERS", "INVENTORY", "CATALOG")))
-        yield process
+        yield printed
     finally:
-        code, _, err = stop(process)
-    assert code == 0, err
+        code, printed.out, printed.err = stop(process)
+    assert code == 0, printed.err
 
 
 @pytest.mark.parametrize("broker", ["memory", pytest.param("amqp", marks=pytest.mark.amqp)])
@@ -361,20 +372,9 @@ def test_up_shows_the_smtp_url_without_its_password(environment: dict[str, str])
     password = "smtp-pass-w0rd"
     port = free_port()  # nothing listens there: were an email due, its failures would be logged, without it
     environment["SKUFLOW_SMTP_URL"] = f"smtp://mailer:{password}@127.0.0.1:{port}?starttls=true"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "skuflow", "up"],
-        env=environment,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_ready(process, environment["SKUFLOW_USERS_URL"])
+    with running_up(environment) as printed:
         status, readiness = get_json(f"{environment['SKUFLOW_USERS_URL']}/readyz")
-    finally:
-        code, out, err = stop(process)
 
-    assert code == 0, err
     assert (status, readiness["checks"]["email"]) == (200, "ok")
-    assert f"smtp://mailer:***@127.0.0.1:{port}?starttls=true" in out
-    assert password not in out + err + json.dumps(readiness)
+    assert f"smtp://mailer:***@127.0.0.1:{port}?starttls=true" in printed.out
+    assert password not in printed.out + printed.err + json.dumps(readiness)
