@@ -238,7 +238,8 @@ async def test_smtp_down_then_back(patient: None, system: System):
     async with load.running():
         await asyncio.sleep(LOAD_SECONDS / 2)
     await asyncio.sleep(max(0.0, OUTAGE_SECONDS - LOAD_SECONDS / 2))
-    assert system.users.app.state.runtime.reports["email"]().details["failed_attempts"] > 0, "the outage was felt"
+    email_check = await system.users.app.state.runtime.reports["email"]()
+    assert email_check.details["failed_attempts"] > 0, "the outage was felt"
     await system.smtp.start(port=port)
     await check_nothing_lost_or_doubled(target, load, wishes)
 

@@ -59,7 +59,8 @@ async def emails(system: System) -> dict[str, Any]:
 
 
 async def without_waiting(system: System) -> None:
-    """The emails waiting for their next try are due now: the backoff is the mailer's policy, not under test."""
+    """The emails waiting for their next try are due now: the backoff is the mailer's policy, not under test.
+    (With several mailers this would also end their claims: only for tests of one.)"""
     async with users_runtime(system).db.transaction() as session:
         pending = notifications.c.status == "pending"
         await session.execute(update(notifications).where(pending).values(next_attempt_at=datetime.now(UTC)))
@@ -164,3 +165,33 @@ async def test_the_sink_refuses_a_recipient_that_is_not_one_mailbox_for_good(sys
     [refusal] = refused.value.recipients
     assert refusal.code == 553
     assert mailer._refused_for_good(refused.value)
+
+
+@pytest.mark.amqp
+@pytest.mark.parametrize("stack", ["production"], indirect=True)  # several mailers share work on PostgreSQL
+async def test_two_mailers_and_a_slow_server_send_each_email_once(system: System, monkeypatch: pytest.MonkeyPatch):
+    # The claim's clock made small, so that batches are cut at START_WITHIN and handed on while sends are slow.
+    monkeypatch.setattr(mailer, "CLAIM_SECONDS", 4.0)
+    monkeypatch.setattr(mailer, "SEND_SECONDS", 1.0)
+    monkeypatch.setattr(mailer, "START_WITHIN", 2.0)
+    system.smtp.delay_seconds = 0.3
+    runtime = users_runtime(system)
+    second = mailer.Mailer(runtime.db, system.smtp.url, runtime.settings.catalog_url, poll_seconds=0.2)
+    second.start(system.http)
+    try:
+        wishers = [f"user{n}@example.com" for n in range(12)]
+        for email in wishers:
+            await wish(system, email, "SKU-1")
+        await report(system, "SKU-1", 5)
+
+        async def all_sent() -> bool:  # read only: making claimed rows due (as `settles` does) breaks claims
+            return {email: row.status for email, row in (await emails(system)).items()} == dict.fromkeys(
+                wishers, "sent"
+            )
+
+        await wait_until(all_sent, what="every email sent", timeout=40)
+    finally:
+        await second.stop()
+
+    assert sorted(recipient for mail in system.smtp.mails for recipient in mail.recipients) == sorted(wishers)
+    assert second.sent > 0, "the second mailer took part"

@@ -6,6 +6,7 @@ way any Python TLS client is told to, by `SSL_CERT_FILE`."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import ssl
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from skuflow.embedded.smtp import SmtpSink
-from skuflow.platform.runtime import ServiceRuntime
+from skuflow.platform.runtime import Check, ServiceRuntime
 from tests.services.conftest import System
 from tests.support.waiting import wait_until
 
@@ -56,6 +57,12 @@ def users_runtime(system: System) -> ServiceRuntime:
     return runtime
 
 
+async def email_check(system: System) -> Check:
+    """The email line of users' /readyz, as the admin sees it."""
+    check = users_runtime(system).reports["email"]()
+    return await check if inspect.isawaitable(check) else check
+
+
 async def test_the_email_goes_through_auth_and_tls_and_the_password_is_shown_nowhere(system: System):
     user_id, token = await system.sign_up("ada@example.com")
     status, _, _ = await system.call("PUT", f"/v1/users/{user_id}/wishlist/SKU-1", token=token, service="users")
@@ -65,7 +72,7 @@ async def test_the_email_goes_through_auth_and_tls_and_the_password_is_shown_now
 
     await wait_until(lambda: system.smtp.mails, what="the email, through AUTH and TLS")
     assert [mail.recipients for mail in system.smtp.mails] == [("ada@example.com",)]
-    report = users_runtime(system).reports["email"]().details
+    report = (await email_check(system)).details
     assert PASSWORD not in json.dumps(report)
     assert report["smtp"].startswith(("smtp://mailer:***@127.0.0.1:", "smtps://mailer:***@127.0.0.1:"))
     _, readiness, _ = await system.call("GET", "/readyz", token=await system.admin_token(), service="users")
@@ -79,13 +86,20 @@ async def test_a_wrong_password_keeps_the_email_pending_not_failed(system: Syste
     body = {"warehouse_id": "WH-1", "items": [{"sku": "SKU-1", "on_hand": 5}]}
     assert (await system.call("POST", "/v1/stock", token=await system.client_token(), json=body))[0] == 202
 
-    email_check = users_runtime(system).reports["email"]
-    await wait_until(lambda: email_check().details["failed_attempts"] >= 1, what="the refused login")
-    assert "SMTPAuthenticationError" in email_check().details["last_error"]
-    assert email_check().state == "degraded"
+    async def refused() -> bool:
+        return (await email_check(system)).details["failed_attempts"] >= 1
+
+    await wait_until(refused, what="the refused login")
+    check = await email_check(system)
+    assert "SMTPAuthenticationError" in check.details["last_error"]
+    assert check.state == "degraded"
     _, listed, _ = await system.call("GET", f"/v1/users/{user_id}/notifications", token=token, service="users")
     assert [item["status"] for item in listed["items"]] == ["pending"], "a login refused is no reason to give up"
 
     system.smtp.credentials = (USER, PASSWORD)  # fixed: the email goes on its next try
     await wait_until(lambda: system.smtp.mails, what="the email once the login works", timeout=15)
-    await wait_until(lambda: email_check().state == "ok", what="the email check to recover")
+
+    async def recovered() -> bool:
+        return (await email_check(system)).state == "ok"
+
+    await wait_until(recovered, what="the email check to recover")

@@ -121,14 +121,14 @@ async def test_a_flood_from_one_address_gets_prompt_503s_and_a_login_from_elsewh
 
     assert answer.status == 200, answer.body
     busy = [one for one in answers if one.status == 503]
-    assert len(busy) >= 150, "one address holds at most its share of the queue: the rest is refused"
+    assert len(busy) >= 100, "one address holds at most its share of the queue: the rest is refused"
     for one in busy[:5]:
         assert_busy(one)
     assert {one.status for one in answers} <= {400, 503}
     # Without the bound the login waited behind the flood's 200 hashes (~14 s here); with it, behind at most
-    # one round of them.
-    assert seconds < 2.0, f"a login took {seconds:.2f} s during the flood"
-    assert statistics.median(one.seconds for one in busy) < 1.0, "the 503s are answered at once, not queued"
+    # one round of them (~0.4 s here). The bounds leave room for a loaded machine.
+    assert seconds < 5.0, f"a login took {seconds:.2f} s during the flood"
+    assert statistics.median(one.seconds for one in busy) < 2.0, "the 503s are answered at once, not queued"
     async with aiohttp.ClientSession() as http, http.get(f"{users.url}/metrics") as response:
         metrics = await response.text()
     [refused] = [line for line in metrics.splitlines() if line.startswith("skuflow_argon2_refused{")]
@@ -153,8 +153,8 @@ async def test_a_flood_from_many_addresses_fills_the_queue_and_a_patient_login_s
     assert busy, "the queue was full: the excess is refused"
     assert served <= len(answers) // 2, f"{served} of {len(answers)} flood requests were hashed"
     # The queue holds at most 8 rounds of hashes: a login that waits out Retry-After gets in soon after.
-    assert seconds < 6.0, f"a login took {seconds:.2f} s during the flood"
-    assert statistics.median(one.seconds for one in busy) < 1.0
+    assert seconds < 12.0, f"a login took {seconds:.2f} s during the flood (31 s without the bound, 2 s with it here)"
+    assert statistics.median(one.seconds for one in busy) < 2.0
 
 
 async def test_without_a_place_in_the_queue_sign_up_and_tokens_answer_503_in_their_own_shapes(

@@ -21,14 +21,14 @@ def test_starttls_and_auth_from_the_url_with_the_password_masked():
     assert (options["username"], options["password"], options["start_tls"], options["use_tls"]) == (
         "me@example.com", "p@ss", True, False,
     )  # fmt: skip
-    assert str(target) == "smtp://me@example.com:***@mail.example.com:587?starttls=true"
+    assert str(target) == "smtp://me%40example.com:***@mail.example.com:587?starttls=true", "as given, masked"
     assert "p@ss" not in repr(target)
 
 
 def test_smtps_is_implicit_tls_on_port_465():
     target = SmtpTarget.parse("smtps://user:secret@[::1]")
     assert (target.port, target.implicit_tls, target.starttls) == (465, True, False)
-    assert str(target) == "smtps://user:***@[::1]:465"
+    assert str(target) == "smtps://user:***@[::1]"
 
 
 @pytest.mark.parametrize(
@@ -37,6 +37,9 @@ def test_smtps_is_implicit_tls_on_port_465():
         ("http://mail.example.com", "must be smtp://"),
         ("smtp://", "names no host"),
         ("smtp://mail.example.com:99999", "port"),
+        ("smtp://mail.example.com:0", "port"),
+        ("smtp://:secret@mail.example.com", "no user name"),
+        ("smtp://mail.example.com?starttls=true&starttls=false", "one parameter"),
         ("smtp://mail.example.com/inbox", "has a path"),
         ("smtp://mail.example.com?starttls=maybe", "starttls=true|false"),
         ("smtp://mail.example.com?tls=true", "starttls=true|false"),

@@ -4,7 +4,8 @@ It speaks real SMTP on a real port; it just delivers nowhere. Like a real server
 that is not one mailbox with a permanent 553, and keeps bounded memory: the newest KEEP_MAILS emails, each
 at most MAX_MAIL_BYTES. For the tests it can act as a server in trouble: `refuse_next` answers the next N
 emails with a temporary failure (451), `refuse_recipients` answers those addresses with a permanent one
-(550); and as a server with AUTH (`credentials`) and TLS (`tls`: STARTTLS, or `implicit_tls`).
+(550), `delay_seconds` takes that long over each email; and as a server with AUTH (`credentials`) and TLS
+(`tls`: STARTTLS, or `implicit_tls`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import email_validator
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from skuflow.platform.smtp import mailbox
 
 KEEP_MAILS = 10_000
 MAX_MAIL_BYTES = 1024 * 1024
@@ -49,6 +51,7 @@ class SmtpSink:
         self.refuse_next = 0
         self.refused = 0
         self.refuse_recipients: set[str] = set()
+        self.delay_seconds = 0.0
         self.on_mail = on_mail
         self.credentials = credentials
         self.tls = tls
@@ -94,8 +97,8 @@ class SmtpSink:
         self, _server: SMTP, _session: Session, envelope: Envelope, address: str, _options: list[str]
     ) -> str:
         try:
-            email_validator.validate_email(address, check_deliverability=False)
-        except email_validator.EmailNotValidError as error:
+            mailbox(address, deliverable=False)
+        except ValueError as error:
             return f"553 5.1.3 {address!r} is not one mailbox: {error}"
         if address.lower() in self.refuse_recipients:
             return "550 5.1.1 No such mailbox here"
@@ -109,6 +112,7 @@ class SmtpSink:
             self._server = None
 
     async def handle_DATA(self, _server: SMTP, _session: Session, envelope: Envelope) -> str:
+        await asyncio.sleep(self.delay_seconds)  # a slow server (the tests); the email counts once answered
         if self.refuse_next > 0:
             self.refuse_next -= 1
             self.refused += 1

@@ -182,9 +182,14 @@ class FtpConnection:
 
     def _end_stopped_transfer(self) -> None:
         """The data connection is closed mid-file: read the server's one reply to the RETR (426, or 226 if
-        it had sent everything already) so that the next command's reply is its own."""
+        it had sent everything already) so that the next command's reply is its own. A server that sends no
+        reply (the read times out) leaves the control connection out of step: it is closed, so that the next
+        command fails and the watcher connects afresh; the limit's error is raised all the same."""
         with contextlib.suppress(ftplib.error_temp, ftplib.error_perm, ftplib.error_reply):
-            self._ftp.voidresp()
+            try:
+                self._ftp.voidresp()
+            except (OSError, EOFError):
+                self._ftp.close()
 
     def _upload(self, source: Path, path: str) -> None:
         with source.open("rb") as data:

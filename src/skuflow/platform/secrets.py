@@ -87,7 +87,10 @@ def _create_new(partial: Path) -> int:
     try:
         return os.open(partial, flags, 0o600)
     except FileExistsError:
-        age = time.time() - partial.lstat().st_mtime
+        try:
+            age = time.time() - partial.lstat().st_mtime
+        except FileNotFoundError:  # the other writer renamed it in between: the name is free again, once
+            return os.open(partial, flags, 0o600)
         if age < STALE_PARTIAL_SECONDS:
             raise FileExistsError(
                 f"{partial} exists ({age:.0f} s old): another skuflow is writing the secrets now; try again "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +23,7 @@ from pydantic_settings import (
 
 from skuflow.messaging import BrokerOptions
 from skuflow.platform.ftp import FtpLocation
+from skuflow.platform.redaction import without_password as without_password  # shown by the settings too
 from skuflow.platform.smtp import SmtpTarget
 
 PREFIX = "SKUFLOW_"
@@ -210,27 +210,6 @@ def _no_unknown_keys(config_file: Path) -> None:
             f"bad configuration file {config_file}: unknown setting(s) {', '.join(unknown)} "
             "(names are the variables' without SKUFLOW_, in lower case: retry_delays, broker_url, ...)"
         )
-
-
-_CREDENTIALS = re.compile(
-    r"(?P<prefix>[^A-Za-z]*[A-Za-z][A-Za-z0-9+.-]*:/*)?(?P<user>[^:]*):(?P<password>.*)", re.DOTALL
-)
-_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
-
-
-def without_password(url: str) -> str:
-    """The URL with its password masked, to be logged or shown (the last `@` ends the credentials), also
-    when the URL is malformed (`amqp:/user:password@host`, `user:password@host`): that is when it is shown."""
-    url = _PASSWORD_PARAMETER.sub(r"\1***", url)  # postgresql://host/db?password=...
-    credentials, at, address = url.rpartition("@")
-    if not at:
-        return url
-    found = _CREDENTIALS.fullmatch(credentials)
-    if found is not None and not found["prefix"] and found["password"].startswith("/"):  # "scheme://user@"
-        return url
-    if found is None:
-        return f"***@{address}"  # credentials of a shape we do not know: hide them all
-    return f"{found['prefix'] or ''}{found['user']}:***@{address}"
 
 
 def _shown(value: Any) -> Any:

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from skuflow.platform.responses import problem
 from skuflow.platform.text import a_plain_text, a_unicode_text
 from skuflow.platform.web import runtime_of
 from skuflow.users import accounts, domain, passwords
@@ -70,9 +71,9 @@ def users_router(sign_ups: domain.SlidingWindow) -> APIRouter:
         status_code=status.HTTP_201_CREATED,
         summary="Sign up (public)",
         responses={
-            409: {"description": "an account with this e-mail address exists"},
-            429: {"description": "too many sign-ups from this address (an IPv6 address counts by its /64)"},
-            503: {"description": BUSY, "headers": RETRY_AFTER},
+            409: problem("an account with this e-mail address exists"),
+            429: problem("too many sign-ups from this address (an IPv6 address counts by its /64)"),
+            503: {**problem(BUSY), "headers": RETRY_AFTER},
         },
     )
     async def sign_up(body: SignUp, request: Request) -> UserOut:

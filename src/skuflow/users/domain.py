@@ -29,9 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote_plus
 
-import email_validator
-
 from skuflow.platform.auth import SCOPES
+from skuflow.platform.smtp import mailbox
 
 # -- Scopes --
 
@@ -86,19 +85,14 @@ def looks_like_token(text: str) -> bool:
 MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a path
 
 
-def normalize_email(text: str) -> str:
-    """The address as stored and compared: one RFC 5321 mailbox, trimmed and lower-cased, so that one person
-    has one account. Checked by email-validator (the library pydantic's EmailStr uses) without a DNS look-up:
-    delivery is the real proof. Refused: anything that is not exactly one mailbox (`a,b@example.com`, a
-    display name, a domain literal such as `a@[127.0.0.1]`, a quoted local part) and local parts that need
-    SMTPUTF8; a domain in Unicode is kept in its ASCII (IDNA) form, so every stored address is plain ASCII."""
+def normalize_email(text: str, *, new: bool = True) -> str:
+    """The address as stored and compared: one mailbox (`platform.smtp.mailbox`), trimmed and lower-cased,
+    so that one person has one account; a domain in Unicode is kept in its ASCII (IDNA) form, so every stored
+    address is plain ASCII. A `new` address (sign-up) must also have a domain that can receive mail."""
     try:
-        checked = email_validator.validate_email(
-            text.strip(), check_deliverability=False, allow_smtputf8=False, allow_quoted_local=False, strict=True
-        )
-    except email_validator.EmailNotValidError as error:
+        email = mailbox(text.strip(), deliverable=new).lower()
+    except ValueError as error:
         raise ValueError(f"not one e-mail address (expected name@example.com): {error}") from None
-    email = (checked.ascii_email or checked.normalized).lower()
     if len(email) > MAX_EMAIL_LENGTH:
         raise ValueError(f"an e-mail address has at most {MAX_EMAIL_LENGTH} characters")
     return email

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.policy
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -46,12 +47,21 @@ log = logging.getLogger("skuflow.users.mailer")
 SENDER = Address("skuflow", addr_spec="notifications@skuflow.local")
 
 CLAIM_SECONDS = 120.0  # how long a mailer holds the emails it took before another may take them
-SEND_SECONDS = 30.0  # one deadline for the whole of one send: connect, TLS, AUTH, MAIL, RCPT, DATA
-# A send starts only while it can end, and its outcome be recorded, well within the claim: a slow SMTP server
-# cannot make a second mailer take (and send) the same email.
+# One deadline for the whole of one email: the product's name from catalog, connect, TLS, AUTH, MAIL, RCPT, DATA.
+SEND_SECONDS = 30.0
+# A send starts only while it can end, counted from before the claim was taken, with a whole SEND_SECONDS to
+# spare for recording its outcome: a slow SMTP server or catalog cannot make the claim run out under an email
+# in progress, and a second mailer take (and send) it again.
 START_WITHIN = CLAIM_SECONDS - 2 * SEND_SECONDS
 STOP_WITHIN = 15.0  # seconds a stopping mailer waits for the email in progress
 SUBJECT_LENGTH = 255  # the column's size
+# How an email goes on the wire: CRLF, and header lines folded only past RFC 5322's 998 characters. (Python
+# 3.11's folding at 78 garbles a long subject that mixes ASCII with other text; a subject fits in 998.)
+WIRE = email.policy.SMTP.clone(max_line_length=998)
+
+
+def on_the_wire(message: EmailMessage) -> bytes:
+    return message.as_bytes(policy=WIRE)
 
 
 class Unbuildable(Exception):
@@ -77,7 +87,6 @@ class Mailer:
         self.poll_seconds = poll_seconds
         self.sent = 0
         self.failed = 0  # attempts that failed, in this process
-        self.given_up = 0  # emails `failed` for good, in the table (counted at start and after each pass)
         self.last_error: str | None = None
         self.failing = False  # the last send failed for a reason of the connection (the server away, 4xx...)
         self._wakeup = asyncio.Event()
@@ -108,24 +117,26 @@ class Mailer:
                 await self._task
             self._task = None
 
-    def check(self) -> Check:
-        """For /readyz: degraded while no SMTP server is set or the last send failed for the connection's
-        sake (emails then wait, and go later); never a reason to be unready. An email refused for good says
-        nothing of the server: it is counted in the details."""
-        return Check("degraded" if self.smtp is None or self.failing else "ok", self.report())
-
-    def report(self) -> dict[str, Any]:
-        return {
+    async def check(self) -> Check:
+        """For /readyz: degraded while no SMTP server is set or this process's last send failed for the
+        connection's sake (emails then wait, and go later; the state follows the sends, it does not probe the
+        server); never a reason to be unready. An email refused for good says nothing of the server: the
+        details count them, in the table, for every process."""
+        details = {
             "smtp": str(self.smtp) if self.smtp else "not configured",
             "sent": self.sent,
             "failed_attempts": self.failed,
-            "failed_emails": self.given_up,
             "last_error": self.last_error,
         }
+        try:
+            async with self.db.reading() as session:
+                failed = notifications.c.status == "failed"
+                details["failed_emails"] = await session.scalar(select(func.count()).where(failed))
+        except Exception as error:  # the database check says it is away; this line only says it cannot count
+            details["failed_emails"] = f"cannot count: {error!r}"
+        return Check("degraded" if self.smtp is None or self.failing else "ok", details)
 
     async def _run(self) -> None:
-        with contextlib.suppress(Exception):  # only a figure for /readyz: a database away now is no reason to wait
-            await self._count_given_up()
         while not self._stopping:
             try:
                 busy = await self.send_due() == self.batch_size
@@ -144,7 +155,7 @@ class Mailer:
             return await self._send_due() if mine else 0
 
     async def _send_due(self) -> int:
-        now = datetime.now(UTC)
+        now, claimed_at = datetime.now(UTC), time.monotonic()
         query = (
             select(notifications)
             .where(notifications.c.status == "pending", notifications.c.next_attempt_at <= now)
@@ -163,16 +174,15 @@ class Mailer:
                     claim = {"next_attempt_at": now + timedelta(seconds=CLAIM_SECONDS)}
                     ids = [row.id for row in rows]
                     await session.execute(update(notifications).where(notifications.c.id.in_(ids)).values(**claim))
-        # The rest of the batch, still claimed, is taken again once the claim runs out.
-        deadline = time.monotonic() + START_WITHIN
-        done = given_up = 0
+        # Counted from before the claim was taken, so that the last send ends well within it. The rest of the
+        # batch, still claimed, is released below.
+        deadline = claimed_at + START_WITHIN
+        done = 0
         try:
             for row in rows:
                 if self._stopping or time.monotonic() > deadline:
                     break
-                outcome = await self._send(row)
-                await self._record(row.id, outcome)
-                given_up += outcome.get("status") == "failed"
+                await self._record(row.id, await self._send(row))
                 done += 1
         finally:
             if not self.db.is_sqlite and done < len(rows) and not self._stopping:
@@ -183,14 +193,7 @@ class Mailer:
                     async with self.db.transaction() as session:
                         released = update(notifications).where(notifications.c.id.in_(ids))
                         await session.execute(released.values(next_attempt_at=datetime.now(UTC)))
-        if given_up:
-            await self._count_given_up()
         return len(rows)
-
-    async def _count_given_up(self) -> None:
-        async with self.db.reading() as session:
-            counted = select(func.count()).select_from(notifications).where(notifications.c.status == "failed")
-            self.given_up = int(await session.scalar(counted) or 0)
 
     async def _record(self, notification: int, values: dict[str, Any]) -> None:
         """Record the outcome of one email, each in its own transaction, trying again while the database is
@@ -213,19 +216,28 @@ class Mailer:
         holds, the rows behind it are sent."""
         assert self.smtp is not None
         try:
+            async with asyncio.timeout(SEND_SECONDS):  # one deadline for all of it: see START_WITHIN
+                return await self._build_and_send(row)
+        except TimeoutError:
+            return self._failure(row, f"not sent within {SEND_SECONDS:.0f} s", permanent=False)
+
+    async def _build_and_send(self, row: Any) -> dict[str, Any]:
+        assert self.smtp is not None
+        try:
             message = self._message(row, await self._product_name(row.sku))
         except Exception as error:
             return self._failure(row, f"cannot build the email: {type(error).__name__}: {error}", permanent=True)
         try:
-            async with asyncio.timeout(SEND_SECONDS):
-                await aiosmtplib.send(
-                    message,
-                    sender=SENDER.addr_spec,
-                    recipients=[message["To"].addresses[0].addr_spec],  # never read from other headers
-                    timeout=SEND_SECONDS,
-                    **self.smtp.connection_options(),
-                )
+            await aiosmtplib.send(
+                on_the_wire(message),
+                sender=SENDER.addr_spec,
+                recipients=[message["To"].addresses[0].addr_spec],  # never read from other headers
+                timeout=SEND_SECONDS,
+                **self.smtp.connection_options(),
+            )
         except Exception as error:
+            if not isinstance(error, aiosmtplib.SMTPException | OSError):  # not foreseen: worth a traceback
+                log.exception("email %d: unexpected error while sending; it will be tried again", row.id)
             return self._failure(row, f"{type(error).__name__}: {error}", permanent=_refused_for_good(error))
         self.sent += 1
         self.failing = False
@@ -244,7 +256,7 @@ class Mailer:
         """The email for `row`; raises when its stored address is not one mailbox. The subject and body are
         built from `one_line` text and the recipient from a parsed address: nothing stored adds a header."""
         try:
-            recipient = Address(addr_spec=domain.normalize_email(row.email))
+            recipient = Address(addr_spec=domain.normalize_email(row.email, new=False))
         except ValueError as error:
             raise Unbuildable(f"the stored address {row.email!r} is not one mailbox ({error})") from None
         name = one_line(name) or row.sku
@@ -293,10 +305,11 @@ class Mailer:
 
 def _refused_for_good(error: Exception) -> bool:
     """Whether a failed send says this email will never go: the server's permanent (5xx) answer to its
-    recipient or its content, or an error of an unexpected kind. The connection's troubles (unreachable, a
-    timeout, TLS, AUTH, a refused greeting or sender: the same for every email) are worth waiting out."""
+    recipient or its content. Anything else is worth waiting out: the connection's troubles (unreachable, a
+    timeout, TLS, AUTH, a refused greeting or sender: the same for every email), and errors nobody foresaw,
+    which say nothing of this email either (an email that cannot be built is refused before sending)."""
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
         return any(domain.smtp_refused_for_good(refusal.code) for refusal in error.recipients)
     if isinstance(error, aiosmtplib.SMTPRecipientRefused | aiosmtplib.SMTPDataError):
         return domain.smtp_refused_for_good(error.code)
-    return not isinstance(error, aiosmtplib.SMTPException | OSError | TimeoutError)
+    return False

@@ -93,7 +93,7 @@ def wishlist_router() -> APIRouter:
         responses={
             201: {"description": "added"},
             200: {"description": "already there"},
-            422: {"description": "a bad SKU, or the wishlist is full (SKUFLOW_WISHLIST_MAX_ITEMS)"},
+            422: problem("a bad SKU, or the wishlist is full (SKUFLOW_WISHLIST_MAX_ITEMS)"),
         },
     )
     async def put_item(user_id: UserId, sku: SkuInPath, request: Request, response: Response, caller: Caller) -> Any:
