@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from skuflow.platform.text import a_plain_text, one_line
-from skuflow.users import domain
+from skuflow.users import emails
 from skuflow.users.mailer import Mailer, Unbuildable, on_the_wire
 
 HEADERS = {"From", "To", "Subject", "Message-ID", "Content-Type", "Content-Transfer-Encoding", "MIME-Version"}
@@ -54,30 +54,30 @@ def row(email_address: str = "ada@example.com", sku: str = "SKU-1") -> Any:
 )
 def test_anything_but_one_mailbox_is_refused_at_sign_up(text: str):
     with pytest.raises(ValueError, match="not one e-mail address"):
-        domain.normalize_email(text)
+        emails.normalize_email(text)
 
 
 def test_a_stored_address_on_a_domain_sign_up_now_refuses_still_gets_its_email():
     with pytest.raises(ValueError, match="not one e-mail address"):
-        domain.normalize_email("ada@corp.local")  # a new address must be able to receive mail from anywhere
+        emails.normalize_email("ada@corp.local")  # a new address must be able to receive mail from anywhere
     message = Mailer._message(row("ada@corp.local"), "Blue mug")  # one stored before is still one mailbox
     assert [address.addr_spec for address in message["To"].addresses] == ["ada@corp.local"]
 
 
 def test_a_domain_in_unicode_is_kept_in_its_ascii_form():
-    assert domain.normalize_email("Ada@Bücher.Example") == "ada@xn--bcher-kva.example"
+    assert emails.normalize_email("Ada@Bücher.Example") == "ada@xn--bcher-kva.example"
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.emails(), st.text(max_size=60), st.from_regex(r"[a-z,<>\[\]\"@. \n]{1,30}", fullmatch=True)))
 def test_an_accepted_address_is_exactly_one_plain_mailbox(text: str):
     try:
-        address = domain.normalize_email(text)
+        address = emails.normalize_email(text)
     except ValueError:
         return
     assert address.isascii()
     assert address == address.lower()
-    assert len(address) <= domain.MAX_EMAIL_LENGTH
+    assert len(address) <= emails.MAX_EMAIL_LENGTH
     assert getaddresses([address]) == [("", address)]
     assert Address(addr_spec=address).addr_spec == address
 
@@ -108,7 +108,7 @@ def test_a_stored_address_either_makes_one_recipient_or_cannot_be_built(stored: 
     parsed = email.message_from_bytes(on_the_wire(message), policy=email.policy.default)
     assert set(parsed.keys()) == HEADERS
     [recipient] = parsed["To"].addresses
-    assert recipient.addr_spec == domain.normalize_email(stored, new=False)
+    assert recipient.addr_spec == emails.normalize_email(stored, new=False)
 
 
 @pytest.mark.parametrize("text", ["Blue\nmug", "Blue\x85mug", "Blue\u2028mug", "Blue\x00mug", "Blue\ud800mug"])
@@ -126,8 +126,8 @@ def test_one_line_keeps_ordinary_text_and_flattens_the_rest():
 
 @pytest.mark.parametrize(("code", "for_good"), [(250, False), (421, False), (451, False), (550, True), (553, True)])
 def test_only_a_5xx_answer_refuses_for_good(code: int, for_good: bool):
-    assert domain.smtp_refused_for_good(code) is for_good
+    assert emails.smtp_refused_for_good(code) is for_good
 
 
 def test_an_email_is_given_up_after_three_permanent_refusals():
-    assert [domain.email_given_up(count) for count in range(5)] == [False, False, False, True, True]
+    assert [emails.email_given_up(count) for count in range(5)] == [False, False, False, True, True]

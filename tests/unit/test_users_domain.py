@@ -6,10 +6,11 @@ import base64
 
 import pytest
 
-from skuflow.users import domain
-from skuflow.users.domain import ClientCredentialsGrant, OAuthError, PasswordGrant, SlidingWindow, TokenAttempts
+from skuflow.users import emails, oauth, scopes, tokens
+from skuflow.users.oauth import ClientCredentialsGrant, OAuthError, PasswordGrant
+from skuflow.users.rate_limits import SlidingWindow, TokenAttempts
 
-FORM = domain.FORM_TYPE
+FORM = oauth.FORM_TYPE
 
 
 class Clock:
@@ -24,74 +25,74 @@ class Clock:
 
 
 def test_a_scope_is_written_in_the_contracts_order_whatever_the_order_asked():
-    assert domain.narrow_scope("stock:write catalog:write wishlist admin", "admin  wishlist") == "wishlist admin"
-    assert domain.narrow_scope("wishlist", None) == "wishlist"
+    assert scopes.narrow_scope("stock:write catalog:write wishlist admin", "admin  wishlist") == "wishlist admin"
+    assert scopes.narrow_scope("wishlist", None) == "wishlist"
 
 
 def test_a_scope_beyond_the_grant_is_invalid_scope_naming_the_excess():
     with pytest.raises(OAuthError) as raised:
-        domain.narrow_scope("stock:write", "stock:write admin")
+        scopes.narrow_scope("stock:write", "stock:write admin")
     assert (raised.value.error, raised.value.status) == ("invalid_scope", 400)
     assert "admin" in raised.value.description
 
 
 def test_the_admin_client_is_granted_every_scope_and_the_warehouse_only_stock():
-    assert set(domain.CLIENT_SCOPES["admin"].split()) == {"stock:write", "catalog:write", "wishlist", "admin"}
-    assert domain.CLIENT_SCOPES["warehouse"] == "stock:write"
+    assert set(scopes.CLIENT_SCOPES["admin"].split()) == {"stock:write", "catalog:write", "wishlist", "admin"}
+    assert scopes.CLIENT_SCOPES["warehouse"] == "stock:write"
 
 
 def test_a_token_is_43_url_safe_characters_stored_as_its_sha256():
-    token = domain.new_token()
-    assert domain.looks_like_token(token)
-    assert token != domain.new_token()
-    assert len(domain.token_hash(token)) == 64
-    assert token not in domain.token_hash(token)
-    assert not domain.looks_like_token(token + "=")
-    assert not domain.looks_like_token("a b")
+    token = tokens.new_token()
+    assert tokens.looks_like_token(token)
+    assert token != tokens.new_token()
+    assert len(tokens.token_hash(token)) == 64
+    assert token not in tokens.token_hash(token)
+    assert not tokens.looks_like_token(token + "=")
+    assert not tokens.looks_like_token("a b")
 
 
 @pytest.mark.parametrize("text", ["plain", "@example.com", "a@b", "a@@b.com", "a b@example.com", "a@.com", "a@b..c"])
 def test_an_address_without_the_shape_of_one_is_refused(text: str):
     with pytest.raises(ValueError, match="e-mail"):
-        domain.normalize_email(text)
+        emails.normalize_email(text)
 
 
 def test_an_address_is_kept_trimmed_and_lower_cased():
-    assert domain.normalize_email(" Ada.Lovelace+wish@Example.CO.uk ") == "ada.lovelace+wish@example.co.uk"
+    assert emails.normalize_email(" Ada.Lovelace+wish@Example.CO.uk ") == "ada.lovelace+wish@example.co.uk"
 
 
 # -- The token request --
 
 
 def test_the_form_drops_parameters_without_a_value_and_refuses_repeated_ones():
-    assert domain.parse_form(f"{FORM}; charset=UTF-8", b"grant_type=password&scope=&username=a%40b.c") == {
+    assert oauth.parse_form(f"{FORM}; charset=UTF-8", b"grant_type=password&scope=&username=a%40b.c") == {
         "grant_type": "password",
         "username": "a@b.c",
     }
     with pytest.raises(OAuthError, match="repeated"):
-        domain.parse_form(FORM, b"scope=a&scope=b")
+        oauth.parse_form(FORM, b"scope=a&scope=b")
     with pytest.raises(OAuthError, match="must be application/x-www-form-urlencoded"):
-        domain.parse_form("application/json", b"{}")
+        oauth.parse_form("application/json", b"{}")
 
 
 def test_http_basic_credentials_are_form_decoded():
     header = "Basic " + base64.b64encode(b"my+client:p%40ss%3Aword").decode()
-    assert domain.basic_credentials(header) == ("my client", "p@ss:word")
-    assert domain.basic_credentials(None) is None
-    assert domain.basic_credentials("Bearer abc") is None
+    assert oauth.basic_credentials(header) == ("my client", "p@ss:word")
+    assert oauth.basic_credentials(None) is None
+    assert oauth.basic_credentials("Bearer abc") is None
     with pytest.raises(OAuthError) as raised:
-        domain.basic_credentials("Basic " + base64.b64encode(b"no-colon").decode())
+        oauth.basic_credentials("Basic " + base64.b64encode(b"no-colon").decode())
     assert (raised.value.error, raised.value.status, raised.value.challenge) == ("invalid_client", 401, True)
 
 
 def test_a_grant_is_read_from_the_form_or_from_basic_authentication():
-    assert domain.read_grant({"grant_type": "password", "username": " Ada@X.io ", "password": "pw"}, None) == (
+    assert oauth.read_grant({"grant_type": "password", "username": " Ada@X.io ", "password": "pw"}, None) == (
         PasswordGrant("ada@x.io", "pw", None)
     )
     form = {"grant_type": "client_credentials", "client_id": "warehouse", "client_secret": "s", "scope": "stock:write"}
-    assert domain.read_grant(form, None) == ClientCredentialsGrant("warehouse", "s", "stock:write")
+    assert oauth.read_grant(form, None) == ClientCredentialsGrant("warehouse", "s", "stock:write")
     basic = "Basic " + base64.b64encode(b"admin:t").decode()
-    assert domain.read_grant({"grant_type": "client_credentials"}, basic) == ClientCredentialsGrant("admin", "t", None)
+    assert oauth.read_grant({"grant_type": "client_credentials"}, basic) == ClientCredentialsGrant("admin", "t", None)
 
 
 @pytest.mark.parametrize(
@@ -106,17 +107,17 @@ def test_a_grant_is_read_from_the_form_or_from_basic_authentication():
 )
 def test_an_incomplete_grant_is_refused_with_the_rfc_6749_code(params: dict[str, str], error: str):
     with pytest.raises(OAuthError) as raised:
-        domain.read_grant(params, None)
+        oauth.read_grant(params, None)
     assert raised.value.error == error
 
 
 def test_the_rate_limit_key_is_the_username_or_the_client_however_authenticated():
     basic = "Basic " + base64.b64encode(b"warehouse:s").decode()
-    assert domain.rate_limit_key({"grant_type": "password", "username": "Ada@X.io"}, None) == "username:ada@x.io"
-    assert domain.rate_limit_key({"grant_type": "client_credentials", "client_id": "admin"}, None) == "client:admin"
-    assert domain.rate_limit_key({"grant_type": "client_credentials"}, basic) == "client:warehouse"
-    assert domain.rate_limit_key({"grant_type": "client_credentials"}, "Basic !!") is None
-    assert domain.rate_limit_key({"grant_type": "magic", "username": "a"}, None) is None
+    assert oauth.rate_limit_key({"grant_type": "password", "username": "Ada@X.io"}, None) == "username:ada@x.io"
+    assert oauth.rate_limit_key({"grant_type": "client_credentials", "client_id": "admin"}, None) == "client:admin"
+    assert oauth.rate_limit_key({"grant_type": "client_credentials"}, basic) == "client:warehouse"
+    assert oauth.rate_limit_key({"grant_type": "client_credentials"}, "Basic !!") is None
+    assert oauth.rate_limit_key({"grant_type": "magic", "username": "a"}, None) is None
 
 
 # -- The rate-limit window --

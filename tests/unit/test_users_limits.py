@@ -9,7 +9,7 @@ import time
 import pytest
 
 from skuflow.users import passwords
-from skuflow.users.domain import SlidingWindow, TokenAttempts, network_of
+from skuflow.users.rate_limits import SlidingWindow, TokenAttempts, network_of
 
 
 class Clock:

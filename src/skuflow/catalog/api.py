@@ -13,7 +13,7 @@ from skuflow.catalog import domain
 from skuflow.catalog.db import products
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
-from skuflow.platform.identifiers import SkuInPath
+from skuflow.platform.identifiers import Identifier
 from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
 from skuflow.platform.text import a_plain_text
 from skuflow.platform.web import runtime_of
@@ -42,7 +42,7 @@ class ProductIn(BaseModel):
 
 
 class Product(BaseModel):
-    sku: str
+    sku: Identifier
     name: str
     price: str = Field(description='Always with 2 decimals, e.g. "19.90"')
     available: bool
@@ -60,7 +60,7 @@ CatalogWriter = Annotated[Principal, Depends(require_scope("catalog:write"))]
 
 
 @router.put("/products/{sku}", response_model=Product, summary="Create or replace a product's name and price")
-async def put_product(sku: SkuInPath, body: ProductIn, request: Request, _: CatalogWriter) -> dict[str, Any]:
+async def put_product(sku: Identifier, body: ProductIn, request: Request, _: CatalogWriter) -> dict[str, Any]:
     """Sets the name and price; never touches the availability, which comes from inventory."""
     db = runtime_of(request).db
     statement = db.insert(products).values(
@@ -86,7 +86,7 @@ async def put_product(sku: SkuInPath, body: ProductIn, request: Request, _: Cata
     summary="A product and whether it is available",
     responses={404: {"description": "no product with this SKU"}},
 )
-async def get_product(sku: SkuInPath, request: Request) -> dict[str, Any]:
+async def get_product(sku: Identifier, request: Request) -> dict[str, Any]:
     """Public."""
     async with runtime_of(request).db.reading() as session:
         row = (await session.execute(select(products).where(products.c.sku == sku))).first()

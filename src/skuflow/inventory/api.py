@@ -17,7 +17,7 @@ from skuflow.inventory.fields import AsOf, OnHand
 from skuflow.inventory.recording import IdempotencyConflict, record_report, set_safety_stock
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
-from skuflow.platform.identifiers import Identifier, SkuInPath
+from skuflow.platform.identifiers import Identifier
 from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
 from skuflow.platform.responses import problem
 from skuflow.platform.runtime import ServiceRuntime
@@ -58,7 +58,7 @@ class SafetyStock(BaseModel):
 
 
 class Availability(BaseModel):
-    sku: str
+    sku: Identifier
     on_hand: int
     safety_stock: int
     available_for_sale: int
@@ -111,7 +111,7 @@ async def report_stock(
 
 
 @router.put("/skus/{sku}", response_model=Availability, summary="Set a SKU's safety stock")
-async def put_sku(sku: SkuInPath, body: SafetyStock, request: Request, _: StockWriter) -> dict[str, Any]:
+async def put_sku(sku: Identifier, body: SafetyStock, request: Request, _: StockWriter) -> dict[str, Any]:
     runtime = runtime_of(request)
     await set_safety_stock(runtime, sku, body.safety_stock)
     view = await _availability(runtime, sku)
@@ -125,7 +125,7 @@ async def put_sku(sku: SkuInPath, body: SafetyStock, request: Request, _: StockW
     summary="A SKU's availability for sale",
     responses={404: problem("unknown SKU")},
 )
-async def get_availability(sku: SkuInPath, request: Request) -> dict[str, Any]:
+async def get_availability(sku: Identifier, request: Request) -> dict[str, Any]:
     """Public. Reflects every number already recorded, even while recalculation is still in flight."""
     view = await _availability(runtime_of(request), sku)
     if view is None:

@@ -14,6 +14,7 @@ from skuflow.inventory.db import flow_steps, flows
 from skuflow.inventory.orchestration import STEPS
 from skuflow.platform.auth import require_scope
 from skuflow.platform.db import utc
+from skuflow.platform.identifiers import Identifier
 from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
 from skuflow.platform.responses import problem
 from skuflow.platform.runtime import ServiceRuntime
@@ -35,7 +36,7 @@ class StepView(BaseModel):
 class FlowView(BaseModel):
     flow_id: str
     correlation_id: str
-    sku: str
+    sku: Identifier
     revision: int
     status: FlowStatus
     available_for_sale: int | None

@@ -1,12 +1,14 @@
 """What an identifier (a SKU, a warehouse) may be, for every service (CONTRACT sections 3 and 4): one rule,
-stated in words in the errors clients see, never as the regular expression behind it."""
+stated in words in the errors clients see, never as the regular expression behind it.
+
+`Identifier` is the one type that states it: every SKU or warehouse id of an HTTP model (request or response),
+a path parameter (FastAPI takes it as one as it is) and a message model."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated
 
-from fastapi import Path
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
@@ -24,11 +26,4 @@ def an_identifier(value: str) -> str:
 
 Identifier = Annotated[
     str, AfterValidator(an_identifier), Field(description=IDENTIFIER_RULE, json_schema_extra={"pattern": IDENTIFIER})
-]
-
-
-SkuInPath = Annotated[
-    str,
-    AfterValidator(an_identifier),
-    Path(description=f"The SKU id: {IDENTIFIER_RULE}", json_schema_extra={"pattern": IDENTIFIER}),
 ]

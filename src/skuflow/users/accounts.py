@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 
 from skuflow.platform.auth import Principal
 from skuflow.platform.db import Database, utc
-from skuflow.users import domain, passwords
+from skuflow.users import oauth, passwords, scopes
 from skuflow.users.db import clients, tokens, users
+from skuflow.users.tokens import looks_like_token, new_token, token_hash
 
 # Expired tokens are deleted while issuing new ones, a bounded batch at a time, once they are this old
 # (a grace that keeps "expired" and "unknown" apart in the logs of a recent failure).
@@ -78,7 +79,7 @@ async def ensure_clients(db: Database, secrets: Mapping[str, str]) -> None:
         {
             "client_id": client_id,
             "secret_hash": await passwords.hash_secret(secret),
-            "scope": domain.CLIENT_SCOPES[client_id],
+            "scope": scopes.CLIENT_SCOPES[client_id],
             "created_at": datetime.now(UTC),
         }
         for client_id, secret in secrets.items()
@@ -94,16 +95,16 @@ async def ensure_clients(db: Database, secrets: Mapping[str, str]) -> None:
             await session.execute(statement)
 
 
-async def grant_token(db: Database, grant: domain.Grant, ttl_seconds: int) -> IssuedToken:
-    """Authenticate the grant's principal and issue its token. Raises `domain.OAuthError`."""
-    if isinstance(grant, domain.PasswordGrant):
-        sub, granted = await _authenticate_user(db, grant.username, grant.password), domain.USER_SCOPE
+async def grant_token(db: Database, grant: oauth.Grant, ttl_seconds: int) -> IssuedToken:
+    """Authenticate the grant's principal and issue its token. Raises `oauth.OAuthError`."""
+    if isinstance(grant, oauth.PasswordGrant):
+        sub, granted = await _authenticate_user(db, grant.username, grant.password), scopes.USER_SCOPE
         kind = "user"
     else:
         sub, granted = grant.client_id, await _authenticate_client(db, grant.client_id, grant.client_secret)
         kind = "client"
     # The scope is checked only once the principal is known: before that, it would tell what an account has.
-    scope = domain.narrow_scope(granted, grant.scope)
+    scope = scopes.narrow_scope(granted, grant.scope)
     return await issue_token(db, sub=sub, scope=scope, kind=kind, ttl_seconds=ttl_seconds)
 
 
@@ -112,7 +113,7 @@ async def _authenticate_user(db: Database, email: str, password: str) -> str:
         row = (await session.execute(select(users.c.id, users.c.password_hash).where(users.c.email == email))).first()
     if not await passwords.verify_secret(row.password_hash if row else None, password) or row is None:
         # One answer for an unknown user and a wrong password: it does not tell which addresses have accounts.
-        raise domain.OAuthError("invalid_grant", "unknown user or wrong password")
+        raise oauth.OAuthError("invalid_grant", "unknown user or wrong password")
     return str(row.id)
 
 
@@ -124,7 +125,7 @@ async def _authenticate_client(db: Database, client_id: str, secret: str) -> str
             )
         ).first()
     if not await passwords.verify_secret(row.secret_hash if row else None, secret) or row is None:
-        raise domain.client_authentication_failed("unknown client or wrong secret")
+        raise oauth.client_authentication_failed("unknown client or wrong secret")
     return str(row.scope)
 
 
@@ -133,7 +134,7 @@ async def issue_token(
 ) -> IssuedToken:
     """Store a new token's hash (and delete a bounded batch of long-expired ones); return the token."""
     now = now or datetime.now(UTC)
-    token = domain.new_token()
+    token = new_token()
     async with db.transaction() as session:
         expired = (
             select(tokens.c.token_hash).where(tokens.c.expires_at < now - KEEP_EXPIRED).limit(PURGE_BATCH)
@@ -141,7 +142,7 @@ async def issue_token(
         await session.execute(delete(tokens).where(tokens.c.token_hash.in_(expired)))
         await session.execute(
             tokens.insert().values(
-                token_hash=domain.token_hash(token),
+                token_hash=token_hash(token),
                 sub=sub,
                 scope=scope,
                 kind=kind,
@@ -154,13 +155,13 @@ async def issue_token(
 
 async def verify_token(db: Database, token: str, now: datetime | None = None) -> ActiveToken | None:
     """The token's subject, scope and expiry while it is valid; None when unknown, expired or malformed."""
-    if not domain.looks_like_token(token):
+    if not looks_like_token(token):
         return None
     async with db.reading() as session:
         row = (
             await session.execute(
                 select(tokens.c.sub, tokens.c.scope, tokens.c.expires_at).where(
-                    tokens.c.token_hash == domain.token_hash(token)
+                    tokens.c.token_hash == token_hash(token)
                 )
             )
         ).first()
@@ -182,4 +183,4 @@ class LocalVerifier:
         active = await verify_token(self.db, token)
         if active is None:
             return None
-        return Principal(sub=active.sub, scopes=domain.parse_scope(active.scope), exp=active.exp)
+        return Principal(sub=active.sub, scopes=scopes.parse_scope(active.scope), exp=active.exp)

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from skuflow.platform.responses import problem
 from skuflow.platform.text import a_plain_text, a_unicode_text
 from skuflow.platform.web import runtime_of
-from skuflow.users import accounts, domain, passwords
+from skuflow.users import accounts, emails, oauth, passwords, rate_limits
 
 BUSY = "too many password checks waiting (argon2's queue is full, or this address's share of it): retry later"
 RETRY_AFTER: dict[str, Any] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
@@ -53,7 +53,7 @@ class SignUp(BaseModel):
     @field_validator("email")
     @classmethod
     def _email(cls, value: str) -> str:
-        return domain.normalize_email(value)
+        return emails.normalize_email(value)
 
 
 class UserOut(BaseModel):
@@ -62,7 +62,7 @@ class UserOut(BaseModel):
     name: str
 
 
-def users_router(sign_ups: domain.SlidingWindow) -> APIRouter:
+def users_router(sign_ups: rate_limits.SlidingWindow) -> APIRouter:
     """`sign_ups` limits sign-ups per address: each one costs an argon2 hash, and accounts are cheap to make."""
     router = APIRouter(prefix="/v1/users", tags=["users"])
 
@@ -77,7 +77,7 @@ def users_router(sign_ups: domain.SlidingWindow) -> APIRouter:
         },
     )
     async def sign_up(body: SignUp, request: Request) -> UserOut:
-        network = domain.network_of(request.client.host if request.client else "unknown")
+        network = rate_limits.network_of(request.client.host if request.client else "unknown")
         try:
             with passwords.queue.place(network):
                 if (wait := sign_ups.attempt(network)) is not None:
@@ -132,7 +132,7 @@ _TOKEN_FORM: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            domain.FORM_TYPE: {
+            oauth.FORM_TYPE: {
                 "schema": {
                     "type": "object",
                     "required": ["grant_type"],
@@ -151,7 +151,7 @@ _TOKEN_FORM: dict[str, Any] = {
 }
 
 
-def auth_router(limiter: domain.TokenAttempts) -> APIRouter:
+def auth_router(limiter: rate_limits.TokenAttempts) -> APIRouter:
     router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
     @router.post(
@@ -170,17 +170,17 @@ def auth_router(limiter: domain.TokenAttempts) -> APIRouter:
         authorization = request.headers.get("authorization")
         address = request.client.host if request.client else "unknown"
         try:
-            params = domain.parse_form(request.headers.get("content-type"), await request.body())
-            key = domain.rate_limit_key(params, authorization)
+            params = oauth.parse_form(request.headers.get("content-type"), await request.body())
+            key = oauth.rate_limit_key(params, authorization)
             # A request that names nobody never reaches a hash; one that does takes a place in the hash
             # queue first, so that a refusal for want of one (503) does not count against the key's limit.
-            with passwords.queue.place(domain.network_of(address)) if key is not None else nullcontext():
+            with passwords.queue.place(rate_limits.network_of(address)) if key is not None else nullcontext():
                 if key is not None and (wait := limiter.attempt(key, address)) is not None:
                     return _too_many(key, wait)
-                grant = domain.read_grant(params, authorization)
+                grant = oauth.read_grant(params, authorization)
                 runtime = runtime_of(request)
                 issued = await accounts.grant_token(runtime.db, grant, runtime.settings.token_ttl_seconds)
-        except domain.OAuthError as error:
+        except oauth.OAuthError as error:
             return _oauth_error(error)
         except passwords.Busy as busy:
             return _busy(busy)
@@ -204,7 +204,7 @@ def auth_router(limiter: domain.TokenAttempts) -> APIRouter:
     return router
 
 
-def _oauth_error(error: domain.OAuthError) -> JSONResponse:
+def _oauth_error(error: oauth.OAuthError) -> JSONResponse:
     headers = {"WWW-Authenticate": 'Basic realm="skuflow"'} if error.challenge else None
     body = {"error": error.error, "error_description": error.description}
     return JSONResponse(body, status_code=error.status, headers=headers)

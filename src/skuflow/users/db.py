@@ -24,7 +24,7 @@ users = Table(
     "users",
     metadata,
     Column("id", String(32), primary_key=True),  # uuid4 hex
-    Column("email", String(254), nullable=False),  # trimmed and lower-cased (domain.normalize_email)
+    Column("email", String(254), nullable=False),  # trimmed and lower-cased (emails.normalize_email)
     Column("name", String(100), nullable=False),
     Column("password_hash", String(255), nullable=False),  # argon2
     Column("created_at", DateTime(timezone=True), nullable=False),

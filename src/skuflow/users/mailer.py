@@ -6,7 +6,7 @@ records the outcome (CONTRACT section 8):
 - accepted: `sent`;
 - refused for good by the SMTP server (a 5xx answer to the recipient or the content), or an email that
   cannot be built (an address or name stored before today's rules, say): tried again later, and `failed`
-  after `domain.PERMANENT_FAILURES_ALLOWED` such refusals;
+  after `emails.PERMANENT_FAILURES_ALLOWED` such refusals;
 - anything else (the server unreachable, a 4xx answer, a timeout, TLS or AUTH trouble, which say nothing
   of this email and everything of the connection): retried with a growing delay for as long as it takes.
 
@@ -39,7 +39,7 @@ from skuflow.platform.http import call_json
 from skuflow.platform.runtime import Check
 from skuflow.platform.smtp import SmtpTarget
 from skuflow.platform.text import one_line
-from skuflow.users import domain
+from skuflow.users import emails
 from skuflow.users.db import notifications
 
 log = logging.getLogger("skuflow.users.mailer")
@@ -256,7 +256,7 @@ class Mailer:
         """The email for `row`; raises when its stored address is not one mailbox. The subject and body are
         built from `one_line` text and the recipient from a parsed address: nothing stored adds a header."""
         try:
-            recipient = Address(addr_spec=domain.normalize_email(row.email, new=False))
+            recipient = Address(addr_spec=emails.normalize_email(row.email, new=False))
         except ValueError as error:
             raise Unbuildable(f"the stored address {row.email!r} is not one mailbox ({error})") from None
         name = one_line(name) or row.sku
@@ -281,10 +281,10 @@ class Mailer:
             "permanent_failures": permanent_failures,
             "last_error": reason[:500],
         }
-        if domain.email_given_up(permanent_failures):
+        if emails.email_given_up(permanent_failures):
             log.error("email %d to %r failed for good after %d tries: %s", row.id, row.email, attempts, reason)
             return {**values, "status": "failed"}
-        delay = domain.next_attempt_delay(attempts)
+        delay = emails.next_attempt_delay(attempts)
         kind = "refused" if permanent else "failed"
         log.warning("email %d to %r %s (%s); trying again in %.0fs", row.id, row.email, kind, reason, delay)
         return {**values, "next_attempt_at": datetime.now(UTC) + timedelta(seconds=delay)}
@@ -309,7 +309,7 @@ def _refused_for_good(error: Exception) -> bool:
     timeout, TLS, AUTH, a refused greeting or sender: the same for every email), and errors nobody foresaw,
     which say nothing of this email either (an email that cannot be built is refused before sending)."""
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
-        return any(domain.smtp_refused_for_good(refusal.code) for refusal in error.recipients)
+        return any(emails.smtp_refused_for_good(refusal.code) for refusal in error.recipients)
     if isinstance(error, aiosmtplib.SMTPRecipientRefused | aiosmtplib.SMTPDataError):
-        return domain.smtp_refused_for_good(error.code)
+        return emails.smtp_refused_for_good(error.code)
     return False

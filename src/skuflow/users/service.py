@@ -12,7 +12,7 @@ from skuflow.platform.db import Database
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import PREFIX, Settings, SettingsError
 from skuflow.platform.web import create_app
-from skuflow.users import accounts, db, domain, passwords, wishlists
+from skuflow.users import accounts, db, passwords, rate_limits, wishlists
 from skuflow.users.api import NoStore, auth_router, users_router
 from skuflow.users.mailer import Mailer
 from skuflow.users.messages import SKU_PROCESSED, UPDATE_WISHLISTS_FOR_SKU, SkuProcessed, UpdateWishlistsForSku
@@ -71,8 +71,8 @@ def build_app(settings: Settings) -> FastAPI:
         "Sign-ups and token requests answered 503 because the password-hashing queue was full",
         lambda: passwords.queue.refused,
     )
-    limiter = domain.TokenAttempts(settings.token_attempts_per_minute, RATE_WINDOW_SECONDS)
-    sign_ups = domain.SlidingWindow(settings.sign_ups_per_minute, RATE_WINDOW_SECONDS)
+    limiter = rate_limits.TokenAttempts(settings.token_attempts_per_minute, RATE_WINDOW_SECONDS)
+    sign_ups = rate_limits.SlidingWindow(settings.sign_ups_per_minute, RATE_WINDOW_SECONDS)
     app = create_app(
         runtime,
         [users_router(sign_ups), auth_router(limiter), wishlist_router()],

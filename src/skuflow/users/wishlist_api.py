@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from skuflow.platform.auth import Principal, authenticated
 from skuflow.platform.db import utc
-from skuflow.platform.identifiers import SkuInPath
+from skuflow.platform.identifiers import Identifier
 from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, decode_number_cursor, page
 from skuflow.platform.responses import problem
 from skuflow.platform.web import runtime_of
@@ -24,7 +24,7 @@ Caller = Annotated[Principal, Depends(authenticated)]
 
 
 class WishlistItem(BaseModel):
-    sku: str
+    sku: Identifier
     available: bool
     added_at: datetime
 
@@ -35,7 +35,7 @@ class WishlistPage(BaseModel):
 
 
 class Notification(BaseModel):
-    sku: str
+    sku: Identifier
     revision: int
     status: Literal["pending", "sent", "failed"] = Field(
         description="pending: not sent yet (retried while the SMTP server is away or answers 4xx); sent; "
@@ -96,7 +96,7 @@ def wishlist_router() -> APIRouter:
             422: problem("a bad SKU, or the wishlist is full (SKUFLOW_WISHLIST_MAX_ITEMS)"),
         },
     )
-    async def put_item(user_id: UserId, sku: SkuInPath, request: Request, response: Response, caller: Caller) -> Any:
+    async def put_item(user_id: UserId, sku: Identifier, request: Request, response: Response, caller: Caller) -> Any:
         _own(caller, user_id)
         try:
             item, created = await wishlists.add_item(runtime_of(request), user_id, sku)
@@ -113,7 +113,7 @@ def wishlist_router() -> APIRouter:
         summary="Take a SKU off the wishlist",
         responses={404: problem("the SKU is not on this wishlist")},
     )
-    async def delete_item(user_id: UserId, sku: SkuInPath, request: Request, caller: Caller) -> Response:
+    async def delete_item(user_id: UserId, sku: Identifier, request: Request, caller: Caller) -> Response:
         _own(caller, user_id)
         if not await wishlists.remove_item(runtime_of(request), user_id, sku):
             raise HTTPException(404, f"{sku!r} is not on this wishlist")

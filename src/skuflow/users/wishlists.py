@@ -22,7 +22,7 @@ from skuflow.platform.db import utc
 from skuflow.platform.flows import finish_step
 from skuflow.platform.http import ServiceUnavailable, call_json
 from skuflow.platform.runtime import ServiceRuntime
-from skuflow.users import domain
+from skuflow.users import emails
 from skuflow.users.db import notifications, sku_availability, users, wishlist_items
 from skuflow.users.messages import SkuProcessed, UpdateWishlistsForSku
 
@@ -72,7 +72,7 @@ async def record_availability(
         known = (
             await session.execute(db.for_update(select(sku_availability).where(sku_availability.c.sku == sku)))
         ).first()
-        if not domain.is_news(news.revision, known.revision if known else None):
+        if not emails.is_news(news.revision, known.revision if known else None):
             return 0
         row = {"sku": sku, "available": news.available, "revision": news.revision, "checked_at": now}
         if known is None:
@@ -81,7 +81,7 @@ async def record_availability(
             await session.execute(sku_availability.insert().values(**row))
         else:
             await session.execute(sku_availability.update().where(sku_availability.c.sku == sku).values(**row))
-        if not domain.email_due(known.available if known else None, news.available):
+        if not emails.email_due(known.available if known else None, news.available):
             return 0
         wishers = (
             await session.execute(
