@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, NoReturn, Protocol, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from skuflow.platform.settings import Settings, SettingsError, load_settings, without_password
+from skuflow.platform.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(help="skuflow: inventory, catalog and users talking over HTTP and RabbitMQ.", no_args_is_help=True)
 bench_app = typer.Typer(
@@ -35,16 +36,57 @@ err_console = Console(stderr=True)
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
-class JsonReport(Protocol):
+class BenchReport(Protocol):
     def as_dict(self) -> dict[str, object]: ...
+
+    def table(self) -> Table: ...
+
+
+Errors = tuple[type[Exception], ...]
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End the command with a red message on stderr: exit 2 for a bad argument or setting, 1 for a failure."""
+    err_console.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def errors(usage: Errors = (SettingsError,), failure: Errors = (OSError,), prefix: str = "") -> Iterator[None]:
+    """The one error path: a known error ends the command with its message (after `prefix`), exit 2 for
+    `usage` errors and 1 for `failure` errors, not a trace; anything else is a bug and shows its trace."""
+    try:
+        yield
+    except usage as error:
+        fail(str(error), 2)
+    except failure as error:
+        fail(f"{prefix}{error}", 1)
+
+
+def _run(main: Coroutine[Any, Any, T], usage: Errors = (SettingsError,), failure: Errors = (OSError,)) -> T:
+    """Run a coroutine to its end through the one error path."""
+    with errors(usage, failure):
+        return asyncio.run(main)
 
 
 def _settings() -> Settings:
-    try:
+    with errors():
         return load_settings()
-    except SettingsError as error:
-        err_console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
+
+
+def _stored_settings() -> Settings:
+    """The settings, their unset secrets read from SKUFLOW_DATA_DIR/secrets.json (never generated here)."""
+    from skuflow.platform.secrets import with_secrets
+
+    return with_secrets(_settings(), generate=False)[0]
+
+
+def _operate(action: Coroutine[Any, Any, T]) -> T:
+    """Run a client command: a bad argument (exit 2), a refusal or an unreachable service (exit 1)."""
+    from skuflow.service_client import ServiceError
+
+    return _run(action, usage=(ValueError,), failure=(ServiceError, LookupError, OSError))
 
 
 @app.callback()
@@ -61,17 +103,9 @@ def demo(sku: Annotated[str, typer.Option(help="The SKU id the event carries.")]
 
     Uses SKUFLOW_BROKER_URL: the in-process broker by default, RabbitMQ with amqp://...
     """
-    from skuflow.demo import ROUND_TRIP_SECONDS, round_trip
+    from skuflow.demo import RoundTripError, round_trip
 
-    settings = _settings()
-    try:
-        received = asyncio.run(round_trip(settings, sku, console.print))
-    except TimeoutError:
-        err_console.print(f"[red]error:[/] the round trip did not complete within {ROUND_TRIP_SECONDS:.0f} s")
-        raise typer.Exit(1) from None
-    except OSError as error:
-        err_console.print(f"[red]error:[/] cannot reach the broker at {without_password(settings.broker_url)}: {error}")
-        raise typer.Exit(1) from None
+    received = _run(round_trip(_settings(), sku, console.print), failure=(RoundTripError,))
     console.print(f"[green]round trip complete:[/] {received} deliveries")
 
 
@@ -84,10 +118,9 @@ def up() -> None:
     With SKUFLOW_BROKER_URL=amqp://... the same against RabbitMQ. Ctrl-C stops it cleanly.
     """
     from skuflow.embedded.smtp import ReceivedMail
-    from skuflow.platform.ftp import FtpLocation
     from skuflow.platform.logging import configure_logging
     from skuflow.platform.secrets import embedded_ftp_password, secrets_file, with_secrets
-    from skuflow.system import SERVICES, run_up
+    from skuflow.system import run_up, up_table
 
     settings, generated = with_secrets(_settings(), generate=True)
     ftp_password = embedded_ftp_password(settings, generate=True)
@@ -95,21 +128,7 @@ def up() -> None:
     configure_logging()
 
     def ready(running: Settings) -> None:
-        table = Table(title="skuflow is up", show_header=False)
-        for spec in SERVICES.values():
-            table.add_row(spec.name, spec.url(running), f"{spec.url(running)}/docs")
-        table.add_row("mode", running.mode, "SKUFLOW_MODE: choreography (events) or orchestration (flows)")
-        table.add_row("broker", without_password(running.broker_url), "")
-        sink_note = "embedded sink: emails are shown here" if embedded_smtp else ""
-        table.add_row("smtp", without_password(running.smtp_url or ""), sink_note)
-        assert running.warehouse_ftp_url is not None  # run_up starts an FTP server when none is configured
-        ftp = FtpLocation.parse(running.warehouse_ftp_url)
-        if embedded_ftp:
-            table.add_row("ftp", ftp.url(), f"embedded: user {ftp.user}, password {ftp.password}; files in {ftp.path}")
-        else:
-            table.add_row("ftp", ftp.redacted(), "watched for warehouse files")
-        table.add_row("data", str(running.data_dir.resolve()), "")
-        console.print(table)
+        console.print(up_table(running, embedded_smtp=embedded_smtp, embedded_ftp=embedded_ftp))
         where = secrets_file(running)
         for name, client in (("warehouse_secret", "warehouse"), ("admin_secret", "admin")):
             secret = getattr(running, name).get_secret_value()  # set: with_secrets generated what was missing
@@ -124,7 +143,7 @@ def up() -> None:
 
     embedded_smtp = settings.smtp_url is None
     embedded_ftp = settings.warehouse_ftp_url is None
-    _run(run_up(settings, ready, show_mail, ftp_password))
+    _run(run_up(settings, ready, show_mail, ftp_password), failure=(OSError, RuntimeError))
     console.print("stopped.")
 
 
@@ -153,49 +172,32 @@ def serve(
 
     spec = SERVICES.get(service)
     if spec is None:
-        err_console.print(f"[red]error:[/] unknown service {service!r}: choose one of {', '.join(SERVICES)}")
-        raise typer.Exit(2)
+        fail(f"unknown service {service!r}: choose one of {', '.join(SERVICES)}")
     settings = _stored_settings()
     if settings.broker_url.startswith("memory://"):
-        err_console.print(
-            "[red]error:[/] SKUFLOW_BROKER_URL: `skuflow serve` needs a real broker shared between processes, "
+        fail(
+            "SKUFLOW_BROKER_URL: `skuflow serve` needs a real broker shared between processes, "
             "not memory:// (set amqp://user:password@host:5672/; `skuflow up` runs everything in one process)"
         )
-        raise typer.Exit(2)
     configure_logging()
     if workers is not None:
         if settings.database_url(service).startswith("sqlite"):
-            err_console.print(
-                f"[red]error:[/] --workers {workers} needs PostgreSQL: SQLite allows one process "
+            fail(
+                f"--workers {workers} needs PostgreSQL: SQLite allows one process "
                 f"(set SKUFLOW_{service.upper()}_DATABASE_URL=postgresql+asyncpg://...)"
             )
-            raise typer.Exit(2)
         from skuflow.supervisor import Supervisor
 
-        try:
+        with errors(usage=()):
             code = Supervisor(spec, settings, workers).run()
-        except OSError as error:
-            err_console.print(f"[red]error:[/] {error}")
-            raise typer.Exit(1) from None
         raise typer.Exit(code)
     if settings.database_url(service).startswith("sqlite"):
         err_console.print(
             f"[yellow]note:[/] {service} uses SQLite ({settings.database_url(service)}): fine for one process; "
             f"for several, give it PostgreSQL (SKUFLOW_{service.upper()}_DATABASE_URL=postgresql+asyncpg://...)"
         )
-    _run(run_services([spec], settings, lambda: console.print(f"{spec.name} listening on {spec.url(settings)}")))
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run the system until it stops; a bad setting or a busy port ends it with a message, not a trace."""
-    try:
-        asyncio.run(main)
-    except SettingsError as error:
-        err_console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
-    except (OSError, RuntimeError) as error:
-        err_console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1) from None
+    listening = f"{spec.name} listening on {spec.url(settings)}"
+    _run(run_services([spec], settings, lambda: console.print(listening)), failure=(OSError, RuntimeError))
 
 
 @warehouse_app.command("push")
@@ -213,7 +215,7 @@ def warehouse_push(
     from skuflow.warehouse import push
 
     settings = _stored_settings()
-    answer = _operate(lambda: push(settings, warehouse, sku, on_hand, as_of))
+    answer = _operate(push(settings, warehouse, sku, on_hand, as_of))
     console.print_json(data=answer)
     if answer.get("stale"):
         err_console.print("note: the number is not newer (as_of) than the one recorded: ignored, counted as stale")
@@ -238,7 +240,7 @@ def warehouse_upload(
         location = ftp_location(settings)
         return location, await upload(location, file)
 
-    location, path = _operate(send)
+    location, path = _operate(send())
     console.print(f"uploaded {file} to {location.redacted(path)}")
 
 
@@ -258,42 +260,20 @@ def flows_command(
     Asks SKUFLOW_INVENTORY_URL as the `admin` client (SKUFLOW_ADMIN_SECRET, else the secret `skuflow up`
     kept in SKUFLOW_DATA_DIR/secrets.json).
     """
-    from skuflow.operations import flows
+    from skuflow.operations import FLOW_STATUSES, NO_FLOWS, flows, flows_table
 
-    if status is not None and status not in ("running", "completed", "failed", "superseded"):
-        err_console.print(f"[red]error:[/] --status takes running, completed, failed or superseded, got {status!r}")
-        raise typer.Exit(2)
+    if status is not None and status not in FLOW_STATUSES:
+        fail(f"--status takes running, completed, failed or superseded, got {status!r}")
     if status is not None and correlation_id is not None:
-        err_console.print("[red]error:[/] give --status or --correlation-id, not both")
-        raise typer.Exit(2)
+        fail("give --status or --correlation-id, not both")
     settings = _stored_settings()
-    found = _operate(lambda: flows(settings, status=status, correlation_id=correlation_id, limit=limit))
+    found = _operate(flows(settings, status=status, correlation_id=correlation_id, limit=limit))
     if as_json:
         print(json.dumps(found, indent=2))
         return
-    order = "oldest first" if correlation_id else "newest first"
-    table = Table(title=f"flows ({len(found)}, {order})")
-    for column in ("flow", "correlation id", "sku", "rev", "status", "steps (attempts)", "started", "error"):
-        table.add_column(column, overflow="fold")  # whole ids, folded onto more lines when narrow
-    marks = {"done": "[green]done[/]", "pending": "[yellow]pending[/]", "failed": "[red]failed[/]"}
-    for flow in found:
-        steps = ", ".join(f"{s['step']} {marks[s['status']]} ({s['attempts']})" for s in flow["steps"])
-        table.add_row(
-            flow["flow_id"],
-            flow["correlation_id"],
-            flow["sku"],
-            str(flow["revision"]),
-            flow["status"],
-            steps,
-            flow["started_at"][:19].replace("T", " "),
-            flow["error"] or "",
-        )
-    console.print(table)
+    console.print(flows_table(found, oldest_first=correlation_id is not None))
     if not found:
-        console.print(
-            "No flows: inventory starts one per SKU a report changes, and only in SKUFLOW_MODE=orchestration "
-            "(choreography has none)."
-        )
+        console.print(NO_FLOWS)
 
 
 @app.command()
@@ -318,34 +298,17 @@ def compare(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the figures as a Markdown table.")] = False,
 ) -> None:
     """Choreography and orchestration side by side: the same workload in each mode, until it converges."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from skuflow import compare as comparing
     from skuflow.platform.logging import configure_logging
 
     broker = broker_url or "memory://"
     if not broker.startswith(("memory://", "amqp://", "amqps://")):
-        err_console.print(f"[red]error:[/] --broker-url must be memory:// or amqp://..., got {broker!r}")
-        raise typer.Exit(2)
+        fail(f"--broker-url must be memory:// or amqp://..., got {broker!r}")
     configure_logging(level=logging.WARNING)
     workload = comparing.Workload(skus, users, wishes, concurrency, timeout)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=as_json or markdown) as bars:
-        tasks: dict[str, Any] = {}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bars.add_task(phase, total=total)
-            bars.update(tasks[phase], completed=done, total=total)
-
-        try:
-            result = asyncio.run(comparing.run(workload, broker, postgres_url, progress))
-        except comparing.NotConverged as error:
-            err_console.print(f"[red]error:[/] {error}")
-            raise typer.Exit(1) from None
-        except OSError as error:
-            err_console.print(f"[red]error:[/] cannot reach the broker or the database: {error}")
-            raise typer.Exit(1) from None
+    bars = comparing.progress_bars(err_console, transient=as_json or markdown)
+    with bars as progress, errors(usage=(), failure=(comparing.CompareError,)):
+        result = asyncio.run(comparing.run(workload, broker, postgres_url, progress))
     if as_json:
         print(json.dumps(result.as_dict(), indent=2))
     elif markdown:
@@ -362,33 +325,13 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False,
 ) -> None:
     """Dead letters per work queue: how many, and each one's message id, type, reason, attempts and age."""
-    from skuflow.operations import dead_letters
+    from skuflow.operations import dead_letters, dead_letters_table
 
-    settings = _stored_settings()
-    queues, where = _operate(lambda: dead_letters(settings, queue))
+    queues, where = _operate(dead_letters(_stored_settings(), queue))
     if as_json:
         print(json.dumps({"read_from": where, "queues": queues}, indent=2))
         return
-    table = Table(title=f"dead letters ({where})")
-    for column in ("queue", "count", "message id", "type", "reason", "attempts", "age"):
-        table.add_column(column, justify="right" if column in ("count", "attempts", "age") else "left")
-    for name, found in queues.items():
-        if not found["count"]:
-            table.add_row(name, "0", "", "", "", "", "")
-        for n, letter in enumerate(found["letters"]):
-            age = f"{letter['age_seconds']:.0f} s"
-            count = str(found["count"]) if n == 0 else ""
-            reason = letter["reason"]
-            table.add_row(
-                name if n == 0 else "",
-                count,
-                letter["message_id"],
-                letter["type"],
-                reason,
-                str(letter["attempts"]),
-                age,
-            )
-    console.print(table)
+    console.print(dead_letters_table(queues, where))
 
 
 @dlq_app.command("replay")
@@ -399,8 +342,7 @@ def dlq_replay(
     """Put dead letters back on their work queue, once their cause is fixed; each gets every attempt again."""
     from skuflow.operations import replay
 
-    settings = _stored_settings()
-    replayed, where = _operate(lambda: replay(settings, queue, message_id))
+    replayed, where = _operate(replay(_stored_settings(), queue, message_id))
     console.print(
         f"replayed {replayed} dead letter{'s' if replayed != 1 else ''} onto {queue.removesuffix('.dlq')} ({where})"
     )
@@ -414,37 +356,11 @@ def reconcile_command() -> None:
     """
     from skuflow.operations import reconcile
 
-    settings = _stored_settings()
-    for report in _operate(lambda: reconcile(settings)):
+    for report in _operate(reconcile(_stored_settings())):
         console.print(
             f"{report['service']}: checked {report['checked']} SKUs, repaired {report['repaired']}, "
             f"{report['unknown_to_inventory']} unknown to inventory"
         )
-
-
-def _stored_settings() -> Settings:
-    """The settings, their unset secrets read from SKUFLOW_DATA_DIR/secrets.json (never generated here)."""
-    from skuflow.platform.secrets import with_secrets
-
-    return with_secrets(_settings(), generate=False)[0]
-
-
-Operated = TypeVar("Operated")
-
-
-def _operate(action: Callable[[], Coroutine[Any, Any, Operated]]) -> Operated:
-    """Run a client command; a bad argument (exit 2), a refusal or an unreachable service (exit 1) ends it
-    with a message, not a trace."""
-    from skuflow.service_client import ServiceError
-
-    try:
-        return asyncio.run(action())
-    except ValueError as error:
-        err_console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
-    except (ServiceError, LookupError, OSError) as error:
-        err_console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1) from None
 
 
 @bench_app.command("bus")
@@ -459,22 +375,7 @@ def bench_bus(
     from skuflow.bench import bus
 
     url = _bench_amqp_url(url)
-    report = _bench(lambda say: bus.run(url, messages, runs, window, say), as_json, f"cannot reach RabbitMQ at {url}")
-    if report is None:
-        return
-    table = Table(title=f"bench bus: {messages:,} messages x {runs} runs, fanout to 3 queues, window {window}")
-    table.add_column("figure (median of runs)")
-    table.add_column("raw aio-pika", justify="right")
-    table.add_column("skuflow.messaging", justify="right")
-    table.add_column("ratio (median of runs)", justify="right")
-    for figure, unit in (("publish", "msg/s"), ("consume", "deliveries/s")):
-        table.add_row(
-            f"{figure} ({unit})",
-            f"{report.median('raw', figure):,.0f}",
-            f"{report.median('layer', figure):,.0f}",
-            f"{report.ratio(figure):.2f}x",
-        )
-    console.print(table)
+    _bench(lambda say: bus.run(url, messages, runs, window, say), as_json, f"cannot reach RabbitMQ at {url}")
 
 
 @bench_app.command("outbox")
@@ -491,19 +392,8 @@ def bench_outbox(
     from skuflow.bench import outbox
 
     url = _bench_amqp_url(url)
-    report = _bench(
-        lambda say: outbox.run(url, database_url, messages, runs, say), as_json, "cannot reach RabbitMQ or the database"
-    )
-    if report is None:
-        return
-    table = Table(title=f"bench outbox ({report.database}): {messages:,} messages x {runs} runs, fanout to 3 queues")
-    table.add_column("figure (median of runs)")
-    table.add_column("rate", justify="right")
-    table.add_row("write into the outbox (rows/s, one transaction)", f"{report.median('write'):,.0f}")
-    table.add_row("relay drain (msg/s)", f"{report.median('relay'):,.0f}")
-    table.add_row("direct publish_many (msg/s)", f"{report.median('direct'):,.0f}")
-    table.add_row("relay / direct", f"{report.ratio():.2f}x")
-    console.print(table)
+    measure = lambda say: outbox.run(url, database_url, messages, runs, say)  # noqa: E731
+    _bench(measure, as_json, "cannot reach RabbitMQ or the database")
 
 
 @bench_app.command("ftp")
@@ -524,51 +414,25 @@ def bench_ftp(
     chosen = [name.strip() for name in databases.split(",") if name.strip()]
     unknown = sorted(set(chosen) - {"sqlite", "postgresql"})
     if unknown or not chosen:
-        err_console.print(f"[red]error:[/] --databases takes sqlite and/or postgresql, got {databases!r}")
-        raise typer.Exit(2)
-    report = _bench(
-        lambda say: ftp.run(lines, runs, chosen, postgres_url, say), as_json, "cannot reach the FTP or database server"
-    )
-    if report is None:
-        return
-    title = f"bench ftp: {lines:,} lines ({report.file_mb:.1f} MB) x {runs} runs, first byte to commit"
-    table = Table(title=title)
-    columns = ("database", "file", "lines/s (median)", "seconds", "peak resident", "growth", f"of {ftp.TARGET:,}/s")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("database", "file") else "right")
-    for name, summary in report.summaries().items():
-        for kind, label in (("create", "every SKU new"), ("update", "every number changed")):
-            figures = summary[kind]
-            table.add_row(
-                name,
-                label,
-                f"{figures['lines_per_second']:,.0f}",
-                f"{figures['seconds']:.2f}",
-                f"{figures['peak_memory_mb']:.0f} MB",
-                f"{figures['memory_growth_mb']:.0f} MB",
-                f"{figures['of_target']:.2f}x",
-            )
-    table.add_row("(baseline)", "download and check, no database", f"{report.baseline_rate():,.0f}", "", "", "", "")
-    console.print(table)
+        fail(f"--databases takes sqlite and/or postgresql, got {databases!r}")
+    measure = lambda say: ftp.run(lines, runs, chosen, postgres_url, say)  # noqa: E731
+    _bench(measure, as_json, "cannot reach the FTP or database server")
 
 
-Report = TypeVar("Report", bound=JsonReport)
+Report = TypeVar("Report", bound=BenchReport)
 
 
 def _bench(
     measure: Callable[[Callable[[str], None]], Coroutine[Any, Any, Report]], as_json: bool, unreachable: str
-) -> Report | None:
-    """Run a benchmark, its progress on stderr when the figures go out as JSON; None once they have."""
+) -> None:
+    """Run a benchmark and print its figures, as JSON or its table; its progress on stderr with JSON."""
     say = err_console.print if as_json else console.print
-    try:
+    with errors(usage=(), prefix=f"{unreachable}: "):
         report = asyncio.run(measure(say))
-    except OSError as error:
-        err_console.print(f"[red]error:[/] {unreachable}: {error}")
-        raise typer.Exit(1) from None
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
-        return None
-    return report
+    else:
+        console.print(report.table())
 
 
 def _bench_amqp_url(url: str | None) -> str:
@@ -576,6 +440,5 @@ def _bench_amqp_url(url: str | None) -> str:
         configured = os.environ.get("SKUFLOW_BROKER_URL", "")
         url = configured if configured.startswith("amqp") else DEFAULT_AMQP_URL
     if not url.startswith(("amqp://", "amqps://")):
-        err_console.print(f"[red]error:[/] --url must be a RabbitMQ URL (amqp://...), got {url!r}")
-        raise typer.Exit(2)
+        fail(f"--url must be a RabbitMQ URL (amqp://...), got {url!r}")
     return url

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aio_pika
+from rich.table import Table
 from sqlalchemy import MetaData
 
 from skuflow.bench.bus import QUEUES_PER_EXCHANGE, bench_names, delete_bench_objects
@@ -53,6 +54,18 @@ class OutboxReport:
             **{f"{figure}_median": self.median(figure) for figure in ("write", "relay", "direct")},
             "relay_ratio": self.ratio(),
         }
+
+    def table(self) -> Table:
+        runs = len(self.runs)
+        title = f"bench outbox ({self.database}): {self.messages:,} messages x {runs} runs, fanout to 3 queues"
+        table = Table(title=title)
+        table.add_column("figure (median of runs)")
+        table.add_column("rate", justify="right")
+        table.add_row("write into the outbox (rows/s, one transaction)", f"{self.median('write'):,.0f}")
+        table.add_row("relay drain (msg/s)", f"{self.median('relay'):,.0f}")
+        table.add_row("direct publish_many (msg/s)", f"{self.median('direct'):,.0f}")
+        table.add_row("relay / direct", f"{self.ratio():.2f}x")
+        return table
 
 
 async def run(
