@@ -44,10 +44,12 @@ class ServiceClient:
                     f"{secrets_file(self.settings).resolve()} does not exist (run from the directory where "
                     "`skuflow up` ran, or set SKUFLOW_DATA_DIR)"
                 )
-            form = {"grant_type": "client_credentials", "client_id": client_id}
-            answer = await self.call(
-                "POST", "users", "/v1/auth/token", data=form | {"client_secret": secret.get_secret_value()}
-            )
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": secret.get_secret_value(),
+            }
+            answer = await self.call("POST", "users", "/v1/auth/token", data=form)
             self._tokens[client_id] = str(answer["access_token"])
         return self._tokens[client_id]
 
