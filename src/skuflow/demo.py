@@ -30,8 +30,21 @@ LISTENERS = ("inventory", "catalog", "users")
 ROUND_TRIP_SECONDS = 15.0
 
 
+class RoundTripError(Exception):
+    """The round trip did not complete: the broker is unreachable, or a delivery did not come in time."""
+
+
 async def round_trip(settings: Settings, sku: str, say: Callable[[str], None]) -> int:
-    """Returns the number of deliveries seen (4: three events and one command)."""
+    """Returns the number of deliveries seen (4: three events and one command); raises `RoundTripError`."""
+    try:
+        return await _round_trip(settings, sku, say)
+    except TimeoutError:
+        raise RoundTripError(f"the round trip did not complete within {ROUND_TRIP_SECONDS:.0f} s") from None
+    except OSError as error:
+        raise RoundTripError(f"cannot reach the broker at {without_password(settings.broker_url)}: {error}") from None
+
+
+async def _round_trip(settings: Settings, sku: str, say: Callable[[str], None]) -> int:
     brokers: list[Broker] = []
     seen: asyncio.Queue[str] = asyncio.Queue()
     try:

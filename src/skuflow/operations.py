@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from rich.table import Table
+
 from skuflow.messaging import create_broker
 from skuflow.messaging.dead_letters import WORK_QUEUES, check_queue
 from skuflow.messaging.dead_letters import dead_letters as read_dead_letters
 from skuflow.platform.settings import Settings, without_password
-from skuflow.service_client import ServiceError, call, client_token, session
+from skuflow.service_client import ServiceError, connected
 
 
 async def flows(
@@ -18,17 +20,36 @@ async def flows(
 ) -> list[dict[str, Any]]:
     """Inventory's orchestrated flows, up to `limit`: those one request started (oldest first), or the
     newest ones, of a status if given."""
-    async with session() as http:
-        token = await client_token(http, settings, "admin", settings.admin_secret)
-        headers = {"Authorization": f"Bearer {token}"}
-        query: dict[str, Any] = {"limit": limit}
-        if correlation_id is not None:
-            url = f"{settings.inventory_url}/v1/flows/{quote(correlation_id, safe='')}?{urlencode(query)}"
-        else:
-            query |= {"status": status} if status else {}
-            url = f"{settings.inventory_url}/v1/flows?{urlencode(query)}"
-        answer = await call(http, "GET", "inventory", "SKUFLOW_INVENTORY_URL", url, headers=headers)
+    query: dict[str, Any] = {"limit": limit}
+    if correlation_id is not None:
+        path = f"/v1/flows/{quote(correlation_id, safe='')}?{urlencode(query)}"
+    else:
+        query |= {"status": status} if status else {}
+        path = f"/v1/flows?{urlencode(query)}"
+    async with connected(settings) as client:
+        answer = await client.call("GET", "inventory", path, as_client="admin")
         return list(answer["items"])
+
+
+FLOW_STATUSES = ("running", "completed", "failed", "superseded")
+NO_FLOWS = (
+    "No flows: inventory starts one per SKU a report changes, and only in SKUFLOW_MODE=orchestration "
+    "(choreography has none)."
+)
+
+
+def flows_table(found: list[dict[str, Any]], *, oldest_first: bool) -> Table:
+    """The flows as `skuflow flows` shows them: one row each, its steps marked by status."""
+    table = Table(title=f"flows ({len(found)}, {'oldest first' if oldest_first else 'newest first'})")
+    for column in ("flow", "correlation id", "sku", "rev", "status", "steps (attempts)", "started", "error"):
+        table.add_column(column, overflow="fold")  # whole ids, folded onto more lines when narrow
+    marks = {"done": "[green]done[/]", "pending": "[yellow]pending[/]", "failed": "[red]failed[/]"}
+    for flow in found:
+        steps = ", ".join(f"{s['step']} {marks[s['status']]} ({s['attempts']})" for s in flow["steps"])
+        started = flow["started_at"][:19].replace("T", " ")
+        row = (flow["flow_id"], flow["correlation_id"], flow["sku"], str(flow["revision"]), flow["status"])
+        table.add_row(*row, steps, started, flow["error"] or "")
+    return table
 
 
 async def dead_letters(settings: Settings, queue: str | None) -> tuple[dict[str, Any], str]:
@@ -41,6 +62,28 @@ async def dead_letters(settings: Settings, queue: str | None) -> tuple[dict[str,
         return dict(answer["queues"]), _asked_up(settings)
     async with create_broker(settings.broker_url, "skuflow-dlq", settings.broker_options()) as broker:
         return await read_dead_letters(broker, queues), without_password(settings.broker_url)
+
+
+def dead_letters_table(queues: dict[str, Any], where: str) -> Table:
+    """The dead letters as `skuflow dlq list` shows them: per queue its count, then one row per letter."""
+    table = Table(title=f"dead letters ({where})")
+    for column in ("queue", "count", "message id", "type", "reason", "attempts", "age"):
+        table.add_column(column, justify="right" if column in ("count", "attempts", "age") else "left")
+    for name, found in queues.items():
+        if not found["count"]:
+            table.add_row(name, "0", "", "", "", "", "")
+        for n, letter in enumerate(found["letters"]):
+            first = n == 0
+            table.add_row(
+                name if first else "",
+                str(found["count"]) if first else "",
+                letter["message_id"],
+                letter["type"],
+                letter["reason"],
+                str(letter["attempts"]),
+                f"{letter['age_seconds']:.0f} s",
+            )
+    return table
 
 
 async def replay(settings: Settings, queue: str, message_id: str | None) -> tuple[int, str]:
@@ -58,11 +101,8 @@ async def replay(settings: Settings, queue: str, message_id: str | None) -> tupl
 
 
 async def _ask_admin(settings: Settings, method: str, path: str) -> dict[str, Any]:
-    async with session() as http:
-        token = await client_token(http, settings, "admin", settings.admin_secret)
-        url = f"{settings.inventory_url}{path}"
-        headers = {"Authorization": f"Bearer {token}"}
-        return await call(http, method, "inventory", "SKUFLOW_INVENTORY_URL", url, headers=headers)
+    async with connected(settings) as client:
+        return await client.call(method, "inventory", path, as_client="admin")
 
 
 def _asked_up(settings: Settings) -> str:
@@ -71,13 +111,6 @@ def _asked_up(settings: Settings) -> str:
 
 async def reconcile(settings: Settings) -> list[dict[str, Any]]:
     """Ask catalog and users to re-check every SKU against inventory now; their reports."""
-    reports = []
-    async with session() as http:
-        token = await client_token(http, settings, "admin", settings.admin_secret)
-        headers = {"Authorization": f"Bearer {token}"}
-        for service in ("catalog", "users"):
-            base = getattr(settings, f"{service}_url")
-            url = f"{base}/v1/admin/reconcile?older_than_seconds=0"
-            setting = f"SKUFLOW_{service.upper()}_URL"
-            reports.append(await call(http, "POST", service, setting, url, headers=headers))
-    return reports
+    async with connected(settings) as client:
+        path = "/v1/admin/reconcile?older_than_seconds=0"
+        return [await client.call("POST", service, path, as_client="admin") for service in ("catalog", "users")]

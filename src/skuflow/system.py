@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
+from rich.table import Table
 
 from skuflow.embedded import ftp
 from skuflow.embedded.smtp import ReceivedMail, SmtpSink
+from skuflow.platform.ftp import FtpLocation
 from skuflow.platform.serving import SharedProcessServer, bind, server_for, wait_started
-from skuflow.platform.settings import Settings
+from skuflow.platform.settings import Settings, without_password
 
 log = logging.getLogger("skuflow")
 
@@ -55,6 +57,25 @@ SERVICES = {
 
 
 EMBEDDED_SMTP = ("127.0.0.1", 2525)
+
+
+def up_table(running: Settings, *, embedded_smtp: bool, embedded_ftp: bool) -> Table:
+    """What `skuflow up` shows once the system is up: each service's URL, the mode, broker, SMTP, FTP, data."""
+    table = Table(title="skuflow is up", show_header=False)
+    for spec in SERVICES.values():
+        table.add_row(spec.name, spec.url(running), f"{spec.url(running)}/docs")
+    table.add_row("mode", running.mode, "SKUFLOW_MODE: choreography (events) or orchestration (flows)")
+    table.add_row("broker", without_password(running.broker_url), "")
+    sink_note = "embedded sink: emails are shown here" if embedded_smtp else ""
+    table.add_row("smtp", without_password(running.smtp_url or ""), sink_note)
+    assert running.warehouse_ftp_url is not None  # run_up starts an FTP server when none is configured
+    at = FtpLocation.parse(running.warehouse_ftp_url)
+    if embedded_ftp:
+        table.add_row("ftp", at.url(), f"embedded: user {at.user}, password {at.password}; files in {at.path}")
+    else:
+        table.add_row("ftp", at.redacted(), "watched for warehouse files")
+    table.add_row("data", str(running.data_dir.resolve()), "")
+    return table
 
 
 async def run_up(

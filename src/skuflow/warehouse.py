@@ -13,7 +13,7 @@ from skuflow.embedded.ftp import embedded_location
 from skuflow.platform.ftp import FtpError, FtpLocation, connect
 from skuflow.platform.secrets import embedded_ftp_password, secrets_file
 from skuflow.platform.settings import Settings
-from skuflow.service_client import ServiceError, call, client_token, session
+from skuflow.service_client import ServiceError, connected
 
 
 class WarehouseError(ServiceError):
@@ -24,11 +24,8 @@ async def push(settings: Settings, warehouse_id: str, sku: str, on_hand: int, as
     report: dict[str, Any] = {"warehouse_id": warehouse_id, "items": [{"sku": sku, "on_hand": on_hand}]}
     if as_of is not None:
         report["as_of"] = as_of.isoformat()
-    async with session() as http:
-        token = await client_token(http, settings, "warehouse", settings.warehouse_secret)
-        url = f"{settings.inventory_url}/v1/stock"
-        headers = {"Authorization": f"Bearer {token}"}
-        return await call(http, "POST", "inventory", "SKUFLOW_INVENTORY_URL", url, json=report, headers=headers)
+    async with connected(settings) as client:
+        return await client.call("POST", "inventory", "/v1/stock", as_client="warehouse", json=report)
 
 
 def ftp_location(settings: Settings) -> FtpLocation:

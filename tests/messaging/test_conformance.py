@@ -313,6 +313,18 @@ async def test_a_window_of_publishes_is_all_confirmed(make_broker: BrokerFactory
         await wait_until(lambda q=queue: _equals(broker.depth(q), 250), what=f"250 messages in {queue}")
 
 
+async def test_a_purge_empties_a_queue_and_counts_what_it_removed(make_broker: BrokerFactory):
+    broker = await make_broker()
+    for n in range(3):
+        await publish_event(broker, f"SKU-{n}")
+    await wait_until(lambda: _equals(broker.depth(QUEUE), 3), what="3 messages in the queue")
+    assert await broker.purge(QUEUE) == 3
+    assert await broker.depth(QUEUE) == 0
+    assert await broker.depth("inventory.sku_processed") == 3  # another queue of the fanout keeps its copies
+    with pytest.raises(LookupError, match=r"no queue 'no\.such\.queue'"):
+        await broker.purge("no.such.queue")
+
+
 async def _equals(depth: Awaitable[int], expected: int) -> bool:
     return await depth == expected
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import aio_pika
 import pydantic
+from rich.table import Table
 
 from skuflow.messaging import BrokerOptions, Exchange, Message, Outgoing, Queue, Subscription, Topology
 from skuflow.messaging.amqp import AmqpBroker
@@ -66,6 +67,18 @@ class BusReport:
         }
         ratios = {f"{figure}_ratio": self.ratio(figure) for figure in ("publish", "consume")}
         return {**asdict(self), **summary, **ratios}
+
+    def table(self) -> Table:
+        runs, window = len(self.raw), self.window
+        table = Table(title=f"bench bus: {self.messages:,} messages x {runs} runs, fanout to 3 queues, window {window}")
+        table.add_column("figure (median of runs)")
+        table.add_column("raw aio-pika", justify="right")
+        table.add_column("skuflow.messaging", justify="right")
+        table.add_column("ratio (median of runs)", justify="right")
+        for figure, unit in (("publish", "msg/s"), ("consume", "deliveries/s")):
+            raw, layer = self.median("raw", figure), self.median("layer", figure)
+            table.add_row(f"{figure} ({unit})", f"{raw:,.0f}", f"{layer:,.0f}", f"{self.ratio(figure):.2f}x")
+        return table
 
 
 async def run(url: str, messages: int, runs: int, window: int, progress: Callable[[str], None]) -> BusReport:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from skuflow.bench.memory import peak_resident
@@ -93,6 +94,28 @@ class FtpReport:
             "baseline_download_and_check_lines_per_second": self.baseline_rate(),
             "databases": self.summaries(),
         }
+
+    def table(self) -> Table:
+        title = f"bench ftp: {self.lines:,} lines ({self.file_mb:.1f} MB) x {self.runs} runs, first byte to commit"
+        table = Table(title=title)
+        columns = ("database", "file", "lines/s (median)", "seconds", "peak resident", "growth", f"of {TARGET:,}/s")
+        for column in columns:
+            table.add_column(column, justify="left" if column in ("database", "file") else "right")
+        for name, summary in self.summaries().items():
+            for kind, label in (("create", "every SKU new"), ("update", "every number changed")):
+                figures = summary[kind]
+                table.add_row(
+                    name,
+                    label,
+                    f"{figures['lines_per_second']:,.0f}",
+                    f"{figures['seconds']:.2f}",
+                    f"{figures['peak_memory_mb']:.0f} MB",
+                    f"{figures['memory_growth_mb']:.0f} MB",
+                    f"{figures['of_target']:.2f}x",
+                )
+        baseline = f"{self.baseline_rate():,.0f}"
+        table.add_row("(baseline)", "download and check, no database", baseline, "", "", "", "")
+        return table
 
 
 async def run(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import aio_pika
+from rich.table import Table
 from sqlalchemy import MetaData
 
 from skuflow.bench.bus import QUEUES_PER_EXCHANGE, bench_names, delete_bench_objects
@@ -53,6 +53,18 @@ class OutboxReport:
             **{f"{figure}_median": self.median(figure) for figure in ("write", "relay", "direct")},
             "relay_ratio": self.ratio(),
         }
+
+    def table(self) -> Table:
+        runs = len(self.runs)
+        title = f"bench outbox ({self.database}): {self.messages:,} messages x {runs} runs, fanout to 3 queues"
+        table = Table(title=title)
+        table.add_column("figure (median of runs)")
+        table.add_column("rate", justify="right")
+        table.add_row("write into the outbox (rows/s, one transaction)", f"{self.median('write'):,.0f}")
+        table.add_row("relay drain (msg/s)", f"{self.median('relay'):,.0f}")
+        table.add_row("direct publish_many (msg/s)", f"{self.median('direct'):,.0f}")
+        table.add_row("relay / direct", f"{self.ratio():.2f}x")
+        return table
 
 
 async def run(
@@ -113,7 +125,8 @@ async def _one_run(amqp_url: str, database_url: str, messages: int, first: str) 
             (("relay", drain), ("direct", direct)) if first == "relay" else (("direct", direct), ("relay", drain))
         ):
             rates[side] = await measure()
-            await _purge(amqp_url, queue_names)
+            for name in queue_names:
+                await broker.purge(name)
         assert await outbox.pending() == 0
         async with db.engine.begin() as connection:
             await connection.run_sync(metadata.drop_all)
@@ -128,13 +141,6 @@ async def _one_run(amqp_url: str, database_url: str, messages: int, first: str) 
 def _fresh(envelopes: list[Envelope]) -> list[Envelope]:
     """The same messages under new ids (the outbox's message_id is unique)."""
     return [Envelope.new(e.type, e.json(), app_id=e.app_id, correlation_id=e.correlation_id) for e in envelopes]
-
-
-async def _purge(amqp_url: str, queue_names: list[str]) -> None:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection, connection.channel() as channel:
-        for name in queue_names:
-            await (await channel.get_queue(name, ensure=False)).purge()
 
 
 assert QUEUES_PER_EXCHANGE == 3  # the same fanout shape as `bench bus`

@@ -245,6 +245,14 @@ class AmqpBroker(Broker):
                 moved += 1
         return moved
 
+    async def purge(self, queue: str) -> int:
+        if self._connection is None:
+            raise RuntimeError("the broker is not connected: call connect() first")
+        await self.depth(queue)  # raises LookupError for a queue that does not exist
+        async with self._connection.channel() as channel:
+            purged = await (await channel.get_queue(queue, ensure=False)).purge()
+        return int(purged.message_count or 0)
+
     async def depth(self, queue: str) -> int:
         if self._connection is None:
             raise RuntimeError("the broker is not connected: call connect() first")

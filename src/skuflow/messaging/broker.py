@@ -244,6 +244,10 @@ class Broker(abc.ABC):
         each with every attempt again (`Envelope.replayed`); answers how many moved."""
 
     @abc.abstractmethod
+    async def purge(self, queue: str) -> int:
+        """Remove every message ready in a queue (not those being handled); answers how many went."""
+
+    @abc.abstractmethod
     async def depth(self, queue: str) -> int:
         """Messages ready in a queue (not counting those delivered and not yet acked)."""
 

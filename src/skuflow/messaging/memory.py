@@ -245,6 +245,12 @@ class MemoryBroker(Broker):
         await asyncio.sleep(0)
         return len(chosen)
 
+    async def purge(self, queue: str) -> int:
+        source = self._queue(queue)
+        purged = len(source.ready)
+        source.ready.clear()
+        return purged
+
     async def depth(self, queue: str) -> int:
         source = self._queue(queue)
         return len(source.ready) + source.waiting

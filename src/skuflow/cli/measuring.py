@@ -1,0 +1,141 @@
+"""`skuflow compare` and `skuflow bench`: figures, each beside what it is compared with."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Protocol, TypeVar
+
+import typer
+from rich.table import Table
+
+from skuflow.cli.base import console, err_console, errors, fail
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+class BenchReport(Protocol):
+    def as_dict(self) -> dict[str, object]: ...
+
+    def table(self) -> Table: ...
+
+
+def compare(
+    skus: Annotated[int, typer.Option(min=2, help="SKUs; half reported over HTTP, half in an FTP snapshot.")] = 100,
+    users: Annotated[int, typer.Option(min=1, help="Users signing up.")] = 20,
+    wishes: Annotated[int, typer.Option(min=1, help="SKUs each user wishes for.")] = 5,
+    concurrency: Annotated[int, typer.Option(min=1, help="HTTP stock reports in flight at once.")] = 10,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds each mode has to converge.")] = 60.0,
+    broker_url: Annotated[
+        str | None,
+        typer.Option(
+            help="amqp://... for RabbitMQ: a broker (vhost) of its own, since its queues are emptied first "
+            "(default: the in-process broker; never SKUFLOW_BROKER_URL, which may be a running system's)."
+        ),
+    ] = None,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL server to create scratch databases on (default: SQLite in a temp folder)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the figures as a Markdown table.")] = False,
+) -> None:
+    """Choreography and orchestration side by side: the same workload in each mode, until it converges."""
+    from skuflow import compare as comparing
+    from skuflow.platform.logging import configure_logging
+
+    broker = broker_url or "memory://"
+    if not broker.startswith(("memory://", "amqp://", "amqps://")):
+        fail(f"--broker-url must be memory:// or amqp://..., got {broker!r}")
+    configure_logging(level=logging.WARNING)
+    workload = comparing.Workload(skus, users, wishes, concurrency, timeout)
+    bars = comparing.progress_bars(err_console, transient=as_json or markdown)
+    with bars as progress, errors(usage=(), failure=(comparing.CompareError,)):
+        result = asyncio.run(comparing.run(workload, broker, postgres_url, progress))
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+    elif markdown:
+        print(comparing.markdown(result))
+    else:
+        console.print(comparing.table(result))
+
+
+def bench_bus(
+    messages: Annotated[int, typer.Option("--messages", "-n", min=1, help="Messages published per run.")] = 10_000,
+    runs: Annotated[int, typer.Option(min=1, help="Runs per side; medians are reported.")] = 3,
+    window: Annotated[int, typer.Option(min=1, help="Publisher confirms in flight.")] = 100,
+    url: Annotated[str | None, typer.Option(help="RabbitMQ URL (default: SKUFLOW_BROKER_URL if amqp).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """The messaging layer against raw aio-pika: publish and consume rates, and their ratio."""
+    from skuflow.bench import bus
+
+    url = _bench_amqp_url(url)
+    _bench(lambda say: bus.run(url, messages, runs, window, say), as_json, f"cannot reach RabbitMQ at {url}")
+
+
+def bench_outbox(
+    messages: Annotated[int, typer.Option("--messages", "-n", min=1, help="Messages per run.")] = 10_000,
+    runs: Annotated[int, typer.Option(min=1, help="Runs; medians are reported.")] = 3,
+    url: Annotated[str | None, typer.Option(help="RabbitMQ URL (default: SKUFLOW_BROKER_URL if amqp).")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="postgresql+asyncpg://... to measure PostgreSQL (default: a temporary SQLite).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """The outbox relay's drain rate beside publishing the same messages straight through the broker."""
+    from skuflow.bench import outbox
+
+    url = _bench_amqp_url(url)
+    measure = lambda say: outbox.run(url, database_url, messages, runs, say)  # noqa: E731
+    _bench(measure, as_json, "cannot reach RabbitMQ or the database")
+
+
+def bench_ftp(
+    lines: Annotated[int, typer.Option("--lines", "-n", min=10, help="Lines per file.")] = 1_000_000,
+    runs: Annotated[int, typer.Option(min=1, help="Runs; medians are reported.")] = 3,
+    databases: Annotated[
+        str, typer.Option(help="Comma-separated: sqlite, postgresql (each run on a fresh database).")
+    ] = "sqlite,postgresql",
+    postgres_url: Annotated[
+        str, typer.Option(help="The PostgreSQL server to create a scratch database on (dropped after).")
+    ] = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """The FTP feed's import rate (lines/s, first byte downloaded to commit) and peak memory, per database."""
+    from skuflow.bench import ftp
+
+    chosen = [name.strip() for name in databases.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - {"sqlite", "postgresql"})
+    if unknown or not chosen:
+        fail(f"--databases takes sqlite and/or postgresql, got {databases!r}")
+    measure = lambda say: ftp.run(lines, runs, chosen, postgres_url, say)  # noqa: E731
+    _bench(measure, as_json, "cannot reach the FTP or database server")
+
+
+Report = TypeVar("Report", bound=BenchReport)
+
+
+def _bench(
+    measure: Callable[[Callable[[str], None]], Coroutine[Any, Any, Report]], as_json: bool, unreachable: str
+) -> None:
+    """Run a benchmark and print its figures, as JSON or its table; its progress on stderr with JSON."""
+    say = err_console.print if as_json else console.print
+    with errors(usage=(), prefix=f"{unreachable}: "):
+        report = asyncio.run(measure(say))
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        console.print(report.table())
+
+
+def _bench_amqp_url(url: str | None) -> str:
+    if url is None:
+        configured = os.environ.get("SKUFLOW_BROKER_URL", "")
+        url = configured if configured.startswith("amqp") else DEFAULT_AMQP_URL
+    if not url.startswith(("amqp://", "amqps://")):
+        fail(f"--url must be a RabbitMQ URL (amqp://...), got {url!r}")
+    return url
