@@ -18,8 +18,6 @@ deduplication).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -47,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.messaging import Broker, Envelope, Outgoing, PublishError, PublishRefused
+from skuflow.platform.background import Wakeable
 from skuflow.platform.db import COPY_FROM, Database, utc
 
 log = logging.getLogger("skuflow.outbox")
@@ -194,69 +193,46 @@ class OutboxRelay:
         self.broker = broker
         self.batch_size = batch_size
         self.window = window
-        self.poll_seconds = poll_seconds
         self.keep_published = keep_published
         self.refused_backoff = refused_backoff
         self.published = 0
         self.last_error: str | None = None
         self.refusals_met = 0  # by this process: each time the broker refused a row
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._last_purge = datetime.now(UTC)
+        # Stopped after the batch in progress, so that what was published is marked.
+        self._loop = Wakeable(
+            "outbox relay", self._pass, poll_seconds=poll_seconds, stop_within=10.0, on_failure=self._failed
+        )
         outbox.relay = self
 
     def wake(self) -> None:
-        self._wakeup.set()
+        self._loop.wake()
 
     def start(self) -> None:
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="outbox relay")
+        self._loop.start()
 
     async def stop(self) -> None:
-        """Stop after the batch in progress (so that what was published is marked), within a bound."""
-        if self._task is None:
-            return
-        task, self._task = self._task, None
-        self._stopping = True
-        self._wakeup.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=10)
-        except TimeoutError:
-            task.cancel()
-        except Exception:
-            log.exception("outbox relay ended with an error")
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await self._loop.stop()
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
-    async def _run(self) -> None:
-        backoff = 0.5
-        last_purge = datetime.now(UTC)
-        while not self._stopping:
-            self._wakeup.clear()  # before the batch: a commit during it wakes the next one
-            try:
-                sent = await self.publish_batch()
-                if datetime.now(UTC) - last_purge > timedelta(minutes=1):
-                    last_purge = datetime.now(UTC)
-                    await self.purge()
-                self.last_error = None
-                backoff = 0.5
-            except Exception as error:
-                self.last_error = repr(error)
-                if isinstance(error, PublishError | OSError):
-                    log.warning("outbox relay: broker unavailable (%s); retrying in %.1fs", error, backoff)
-                else:
-                    log.exception("outbox relay failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30)
-                continue
-            if sent == self.batch_size:
-                continue  # more are waiting
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_seconds)
+    async def _pass(self) -> bool:
+        """One batch (and, once a minute, the purge of what was published long ago); whether more wait."""
+        sent = await self.publish_batch()
+        if datetime.now(UTC) - self._last_purge > timedelta(minutes=1):
+            self._last_purge = datetime.now(UTC)
+            await self.purge()
+        self.last_error = None
+        return sent == self.batch_size
+
+    def _failed(self, error: Exception, pause: float) -> None:
+        self.last_error = repr(error)
+        if isinstance(error, PublishError | OSError):
+            log.warning("outbox relay: broker unavailable (%s); retrying in %.1fs", error, pause)
+        else:
+            log.exception("outbox relay failed; retrying in %.1fs", pause)
 
     async def publish_batch(self) -> int:
         """Publish the oldest pending messages (up to a batch) and mark them; returns how many were taken."""

@@ -34,6 +34,7 @@ import aiosmtplib
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
 
+from skuflow.platform.background import Wakeable
 from skuflow.platform.db import Database
 from skuflow.platform.http import call_json
 from skuflow.platform.runtime import Check
@@ -84,38 +85,26 @@ class Mailer:
         self.catalog_url = catalog_url
         self.http: aiohttp.ClientSession | None = http
         self.batch_size = batch_size
-        self.poll_seconds = poll_seconds
         self.sent = 0
         self.failed = 0  # attempts that failed, in this process
         self.last_error: str | None = None
         self.failing = False  # the last send failed for a reason of the connection (the server away, 4xx...)
-        self._wakeup = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        # Stopped after the email being sent is sent and recorded (not cancelled between the SMTP server's
+        # acceptance and the record, which would send it again later), within a bound.
+        self._loop = Wakeable("mailer", self._pass, poll_seconds=poll_seconds, stop_within=STOP_WITHIN)
 
     def wake(self) -> None:
-        self._wakeup.set()
+        self._loop.wake()
 
     def start(self, http: aiohttp.ClientSession) -> None:
         self.http = http
         if self.smtp is None:
             log.warning("SKUFLOW_SMTP_URL is not set: wishlist emails are kept until it is")
             return
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="mailer")
+        self._loop.start()
 
     async def stop(self) -> None:
-        """Let the email being sent be sent and recorded (not cancelled between the SMTP server's acceptance
-        and the record, which would send it again later), within a bound; then stop."""
-        if self._task is not None:
-            self._stopping = True
-            self._wakeup.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), STOP_WITHIN)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     async def check(self) -> Check:
         """For /readyz: degraded while no SMTP server is set or this process's last send failed for the
@@ -136,18 +125,8 @@ class Mailer:
             details["failed_emails"] = f"cannot count: {error!r}"
         return Check("degraded" if self.smtp is None or self.failing else "ok", details)
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                busy = await self.send_due() == self.batch_size
-            except Exception:
-                log.exception("mailer pass failed")
-                busy = False
-            if busy:
-                continue
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_seconds)
+    async def _pass(self) -> bool:
+        return await self.send_due() == self.batch_size
 
     async def send_due(self) -> int:
         """Send the emails that are due; returns how many were tried."""
@@ -180,12 +159,12 @@ class Mailer:
         done = 0
         try:
             for row in rows:
-                if self._stopping or time.monotonic() > deadline:
+                if self._loop.stopping or time.monotonic() > deadline:
                     break
                 await self._record(row.id, await self._send(row))
                 done += 1
         finally:
-            if not self.db.is_sqlite and done < len(rows) and not self._stopping:
+            if not self.db.is_sqlite and done < len(rows) and not self._loop.stopping:
                 # Cut short (the deadline, or an unexpected error): the rest are due again now, not when the
                 # claim runs out.
                 with contextlib.suppress(Exception):
