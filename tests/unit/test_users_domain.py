@@ -9,16 +9,9 @@ import pytest
 from skuflow.users import emails, oauth, scopes, tokens
 from skuflow.users.oauth import ClientCredentialsGrant, OAuthError, PasswordGrant
 from skuflow.users.rate_limits import SlidingWindow, TokenAttempts
+from tests.support.clock import Clock
 
 FORM = oauth.FORM_TYPE
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # -- Scopes and tokens --

@@ -10,15 +10,7 @@ import pytest
 
 from skuflow.users import passwords
 from skuflow.users.rate_limits import SlidingWindow, TokenAttempts, network_of
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from tests.support.clock import Clock
 
 # -- The rate-limit windows --
 
