@@ -176,8 +176,10 @@ async def test_two_mailers_and_a_slow_server_send_each_email_once(system: System
     monkeypatch.setattr(mailer, "START_WITHIN", 2.0)
     system.smtp.delay_seconds = 0.3
     runtime = users_runtime(system)
-    second = mailer.Mailer(runtime.db, system.smtp.url, runtime.settings.catalog_url, poll_seconds=0.2)
-    second.start(system.http)
+    second = mailer.Mailer(
+        runtime.db, system.smtp.url, runtime.settings.catalog_url, http=lambda: system.http, poll_seconds=0.2
+    )
+    await second.start()
     try:
         wishers = [f"user{n}@example.com" for n in range(12)]
         for email in wishers:

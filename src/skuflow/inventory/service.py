@@ -42,8 +42,7 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
         ]
     )
     timeouts = StepTimeouts(runtime)  # in both modes: flows begun before a switch still end
-    runtime.on_start.append(timeouts.start)
-    runtime.on_stop.append(timeouts.stop)
+    runtime.run_beside(timeouts)
     runtime.metrics.watch_gauge(
         "skuflow_flow_steps_resent", "Flow steps this process sent again, unanswered", lambda: timeouts.resent
     )
@@ -51,18 +50,15 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
         "skuflow_flow_steps_failed", "Flow steps this process gave up on (their flows failed)", lambda: timeouts.failed
     )
     retention = Retention(runtime)
-    runtime.on_start.append(retention.start)
-    runtime.on_stop.append(retention.stop)
-    runtime.reports["retention"] = lambda: Check(
-        "ok", {"days": settings.retention_days, "deleted": dict(retention.deleted)}
+    runtime.run_beside(
+        retention,
+        check=("retention", lambda: Check("ok", {"days": settings.retention_days, "deleted": dict(retention.deleted)})),
     )
     if settings.warehouse_ftp_url:
         watcher = FeedWatcher(
             runtime, FtpLocation.parse(settings.warehouse_ftp_url), settings.warehouse_ftp_poll_seconds
         )
-        runtime.on_start.append(watcher.start)
-        runtime.on_stop.append(watcher.stop)
-        runtime.reports["warehouse_ftp"] = lambda: _feed_check(watcher.report())
+        runtime.run_beside(watcher, check=("warehouse_ftp", lambda: _feed_check(watcher.report())))
     else:
         runtime.reports["warehouse_ftp"] = lambda: Check(
             "ok", {"status": "not configured (SKUFLOW_WAREHOUSE_FTP_URL is unset)"}

@@ -13,7 +13,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -32,6 +32,17 @@ from skuflow.platform.settings import Settings, without_password
 log = logging.getLogger("skuflow.runtime")
 
 Hook = Callable[[], Awaitable[None]]
+Report = Callable[[], "Check | Awaitable[Check]"]
+
+
+class Component(Protocol):
+    """Something a service runs beside itself (a watcher, a sweeper, a reconciliation)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 READINESS_TIMEOUT = 2.0
 
 # ok: works; degraded: trouble that does not make the service unready (CONTRACT section 7); down: the
@@ -73,7 +84,7 @@ class ServiceRuntime:
         self.on_stop: list[Hook] = []
         # Trouble that does not make the service unready (CONTRACT section 7), shown in /readyz's body.
         # Each extra line of /readyz; a report may be a coroutine function (one that asks the database).
-        self.reports: dict[str, Callable[[], Check | Awaitable[Check]]] = {}
+        self.reports: dict[str, Report] = {}
         self.reconciliation: Reconciliation | None = None
         self._http: aiohttp.ClientSession | None = None
         self._verifier: Verifier | None = verifier
@@ -81,14 +92,23 @@ class ServiceRuntime:
     def subscribe(self, subscriptions: Sequence[Subscription[Any]]) -> None:
         self.subscriptions.extend(subscriptions)
 
+    def run_beside(self, component: Component, *, check: tuple[str, Report] | None = None) -> None:
+        """Run `component` beside the service: started once the service is (in the order added), stopped
+        before it stops (in the reverse order); `check`, its line in /readyz: a name and its report."""
+        self.on_start.append(component.start)
+        self.on_stop.append(component.stop)
+        if check is not None:
+            name, report = check
+            self.reports[name] = report
+
     def reconcile_with(self, reconciliation: Reconciliation) -> None:
         """Run `reconciliation` every SKUFLOW_RECONCILE_SECONDS, and on demand (POST /v1/admin/reconcile)."""
         self.reconciliation = reconciliation
-        self.on_start.append(reconciliation.start)
-        self.on_stop.append(reconciliation.stop)
-        self.reports["reconciliation"] = lambda: Check(
-            "ok", {"repaired": reconciliation.repaired, "last": reconciliation.last}
-        )
+
+        def shown() -> Check:
+            return Check("ok", {"repaired": reconciliation.repaired, "last": reconciliation.last})
+
+        self.run_beside(reconciliation, check=("reconciliation", shown))
 
     @property
     def http(self) -> aiohttp.ClientSession:

@@ -24,6 +24,7 @@ import contextlib
 import email.policy
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -75,7 +76,7 @@ class Mailer:
         db: Database,
         smtp_url: str | None,
         catalog_url: str,
-        http: Any = None,
+        http: Callable[[], aiohttp.ClientSession] | None = None,
         *,
         batch_size: int = 50,
         poll_seconds: float = 1.0,
@@ -83,7 +84,8 @@ class Mailer:
         self.db = db
         self.smtp = SmtpTarget.parse(smtp_url) if smtp_url else None
         self.catalog_url = catalog_url
-        self.http: aiohttp.ClientSession | None = http
+        self._session_of = http  # the service's HTTP client, there once the service has started
+        self.http: aiohttp.ClientSession | None = None
         self.batch_size = batch_size
         self.sent = 0
         self.failed = 0  # attempts that failed, in this process
@@ -96,8 +98,8 @@ class Mailer:
     def wake(self) -> None:
         self._loop.wake()
 
-    def start(self, http: aiohttp.ClientSession) -> None:
-        self.http = http
+    async def start(self) -> None:
+        self.http = self._session_of() if self._session_of is not None else None
         if self.smtp is None:
             log.warning("SKUFLOW_SMTP_URL is not set: wishlist emails are kept until it is")
             return

@@ -36,7 +36,7 @@ def build_app(settings: Settings) -> FastAPI:
     runtime = ServiceRuntime(
         "users", settings, database, outbox_table=db.outbox, verifier=accounts.LocalVerifier(database)
     )
-    mailer = Mailer(database, settings.smtp_url, settings.catalog_url)
+    mailer = Mailer(database, settings.smtp_url, settings.catalog_url, http=lambda: runtime.http)
     # What users listens to, in one place.
     runtime.subscribe(
         [
@@ -58,13 +58,9 @@ def build_app(settings: Settings) -> FastAPI:
     async def create_clients() -> None:
         await accounts.ensure_clients(database, secrets)
 
-    async def start_mailer() -> None:
-        mailer.start(runtime.http)
-
-    runtime.on_start += [create_clients, start_mailer]
+    runtime.on_start.append(create_clients)
+    runtime.run_beside(mailer, check=("email", mailer.check))
     runtime.reconcile_with(reconciliation(runtime, mailer.wake))
-    runtime.on_stop.append(mailer.stop)
-    runtime.reports["email"] = mailer.check
     runtime.metrics.watch_gauge("skuflow_emails_sent", "Wishlist emails this process sent", lambda: mailer.sent)
     runtime.metrics.watch_gauge(
         "skuflow_argon2_refused",
