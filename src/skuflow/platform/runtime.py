@@ -82,8 +82,8 @@ class ServiceRuntime:
         self.subscriptions: list[Subscription[Any]] = []
         self.on_start: list[Hook] = []
         self.on_stop: list[Hook] = []
-        # Trouble that does not make the service unready (CONTRACT section 7), shown in /readyz's body.
-        # Each extra line of /readyz; a report may be a coroutine function (one that asks the database).
+        # The other lines of /readyz: trouble that does not make the service unready (CONTRACT section 7); a
+        # report may be a coroutine function (one that asks the database).
         self.reports: dict[str, Report] = {}
         self.reconciliation: Reconciliation | None = None
         self._http: aiohttp.ClientSession | None = None
