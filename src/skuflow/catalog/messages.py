@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pydantic
 
-from skuflow.platform.flows import MESSAGE_MODEL, AvailableForSale, Revision
 from skuflow.platform.identifiers import Identifier
+from skuflow.platform.message_fields import MESSAGE_MODEL, AvailableForSale, Revision
 
 SKU_PROCESSED = "sku_processed"
 UPDATE_SKU_AVAILABILITY = "update_sku_availability"

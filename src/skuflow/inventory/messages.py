@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pydantic
 
-from skuflow.platform.flows import MESSAGE_MODEL
 from skuflow.platform.identifiers import Identifier
+from skuflow.platform.message_fields import MESSAGE_MODEL
 
 SKU_PROCESSED = "sku_processed"
 RECALCULATE_SKU = "recalculate_sku"

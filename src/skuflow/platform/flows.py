@@ -15,6 +15,7 @@ import pydantic
 
 from skuflow.messaging import COMMANDS, FLOW_ID, FLOW_REPLIES, Message, Reject
 from skuflow.platform.identifiers import IDENTIFIER_RULE, Identifier, is_identifier
+from skuflow.platform.message_fields import MESSAGE_MODEL, REVISION_MAX
 from skuflow.platform.runtime import ServiceRuntime
 
 log = logging.getLogger("skuflow.flows")
@@ -22,15 +23,6 @@ log = logging.getLogger("skuflow.flows")
 STEP_FINISHED = "step_finished"
 Step = Literal["recalculate_sku", "update_sku_availability", "update_wishlists_for_sku"]
 
-# What every message model of the system is held to: the contract's fields only, each of the contract's
-# JSON type (strict: "5", 5.0 or true is no <int>, "true" or 1 no <bool>).
-MESSAGE_MODEL = pydantic.ConfigDict(extra="forbid", strict=True)
-
-# Inventory's revision, carried by commands and replies, is a 32-bit column in every service's database, and
-# `available_for_sale` a 64-bit one: a number beyond them would fail at the database on every attempt.
-REVISION_MAX = 2**31 - 1
-Revision = Annotated[int, pydantic.Field(ge=1, le=REVISION_MAX)]
-AvailableForSale = Annotated[int, pydantic.Field(ge=0, le=2**63 - 1)]
 ERROR_MAX_CHARS = 1000  # an owner's reason in words (stored in the flow as it is)
 # ... in a text column, where PostgreSQL holds any character but NUL.
 StepError = Annotated[str, pydantic.Field(max_length=ERROR_MAX_CHARS, pattern=r"^[^\x00]*$")]
@@ -65,7 +57,7 @@ async def finish_step(
         log.warning("%s for %s carries no %s header: done, but no flow to tell", step, sku, FLOW_ID)
         return
     # AMQP tables may carry bytes, numbers, lists...: only text can be a flow id.
-    flow_id = header.decode(errors="replace") if isinstance(header, bytes) else header
+    flow_id = header.decode(errors="replace") if isinstance(header, bytes | bytearray) else header
     if not isinstance(flow_id, str):
         flow_id = ""
     if not is_identifier(flow_id):
