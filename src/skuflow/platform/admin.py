@@ -9,12 +9,11 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.exceptions import RequestValidationError
 
 from skuflow.messaging import Broker
 from skuflow.messaging.dead_letters import WORK_QUEUES, check_queue, dead_letters
 from skuflow.platform.auth import require_scope
-from skuflow.platform.responses import problem
+from skuflow.platform.responses import invalid, problem
 
 MAX_AGE_SECONDS = 100 * 365 * 24 * 3600
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_scope("admin"))])
@@ -62,7 +61,7 @@ def _queue_asked(queue: str) -> str:
     try:
         return check_queue(queue)
     except ValueError as error:
-        raise RequestValidationError([{"loc": ("query", "queue"), "msg": str(error), "type": "value_error"}]) from None
+        raise invalid(("query", "queue"), str(error)) from None
 
 
 @router.get("/dead-letters", summary="Dead letters per work queue: count, and each one's id, reason, attempts, age")

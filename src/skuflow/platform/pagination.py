@@ -13,6 +13,7 @@ from fastapi import Query
 from fastapi.exceptions import RequestValidationError
 
 from skuflow.platform.identifiers import is_identifier
+from skuflow.platform.responses import invalid
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -62,9 +63,7 @@ def _decoded(cursor: str) -> str:
 
 
 def _not_a_cursor() -> RequestValidationError:
-    return RequestValidationError(
-        [{"loc": ("query", "cursor"), "msg": "not a cursor this service returned", "type": "value_error"}]
-    )
+    return invalid(("query", "cursor"), "not a cursor this service returned")
 
 
 def page(items: list[dict[str, Any]], limit: int, key: str) -> dict[str, Any]:

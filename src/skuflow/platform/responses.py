@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
+
 # `detail` is a sentence, or (invalid input) one entry per problem with its location: FastAPI's shape.
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -35,6 +37,13 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 def problem(description: str) -> dict[str, Any]:
     """One error answer for an operation's `responses`: what it means, and the body it carries."""
     return {"description": description, "content": {"application/json": {"schema": PROBLEM_SCHEMA}}}
+
+
+def invalid(
+    loc: tuple[str | int, ...], message: str, kind: str = "value_error", **extra: Any
+) -> RequestValidationError:
+    """Invalid input found by an endpoint itself (not by its models): a 422 with one entry, in FastAPI's shape."""
+    return RequestValidationError([{"loc": loc, "msg": message, "type": kind, **extra}])
 
 
 # What any operation may answer, whatever it does: the app's middleware sees every request.

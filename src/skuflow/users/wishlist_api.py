@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -14,7 +13,7 @@ from skuflow.platform.auth import Principal, authenticated
 from skuflow.platform.db import utc
 from skuflow.platform.identifiers import Identifier
 from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, decode_number_cursor, page
-from skuflow.platform.responses import problem
+from skuflow.platform.responses import invalid, problem
 from skuflow.platform.web import runtime_of
 from skuflow.users import wishlists
 from skuflow.users.db import notifications, users
@@ -101,9 +100,7 @@ def wishlist_router() -> APIRouter:
         try:
             item, created = await wishlists.add_item(runtime_of(request), user_id, sku)
         except wishlists.WishlistFull as full:
-            raise RequestValidationError(
-                [{"loc": ("path", "sku"), "msg": str(full), "type": "wishlist_full", "input": sku}]
-            ) from None
+            raise invalid(("path", "sku"), str(full), "wishlist_full", input=sku) from None
         response.status_code = 201 if created else 200
         return item
 
