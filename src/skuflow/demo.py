@@ -8,11 +8,12 @@ its envelope; then a consumer answers with a command, which shows the flow's ids
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pydantic
 
-from skuflow.messaging import SKUFLOW, Broker, Handler, Message, Subscription, create_broker, flow_scope, new_id
+from skuflow.messaging import SKUFLOW, Broker, Message, create_broker, flow_scope, new_id, routes
+from skuflow.messaging.broker import BatchHandler
 from skuflow.platform.settings import Settings, without_password
 
 
@@ -55,39 +56,39 @@ async def _round_trip(settings: Settings, sku: str, say: Callable[[str], None]) 
             brokers.append(broker)
         inventory = brokers[0]
 
-        def listener(service: str) -> Handler[SkuProcessed]:
-            async def on_event(message: Message[SkuProcessed]) -> None:
+        def listener(route: routes.Route) -> BatchHandler[SkuProcessed]:
+            async def on_events(messages: Sequence[Message[SkuProcessed]]) -> None:
+                for message in messages:
+                    env = message.envelope
+                    await seen.put(
+                        f"[bold]{route.name}[/] got {message.body!r} (message_id={env.message_id[:8]}…, "
+                        f"correlation_id={env.correlation_id}, app_id={env.app_id})"
+                    )
+                    if route.consumer == "inventory":
+                        command = routes.recalculate_sku(
+                            message.body.sku, flow_id="demo", correlation_id=env.correlation_id
+                        )
+                        await inventory.publish_many([command])
+
+            return on_events
+
+        async def on_commands(messages: Sequence[Message[RecalculateSku]]) -> None:
+            for message in messages:
                 env = message.envelope
+                cause = (env.causation_id or "")[:8]
                 await seen.put(
-                    f"[bold]{service}.sku_processed[/] got {message.body!r} "
-                    f"(message_id={env.message_id[:8]}…, correlation_id={env.correlation_id}, app_id={env.app_id})"
+                    f"[bold]{routes.INVENTORY_RECALCULATE_SKU.name}[/] got {message.body!r} "
+                    f"(correlation_id={env.correlation_id}, causation_id={cause}…)"
                 )
-                if service == "inventory":
-                    command = inventory.envelope("recalculate_sku", RecalculateSku(sku=message.body.sku))
-                    await inventory.publish(command, "commands", "inventory.recalculate_sku")
 
-            return on_event
-
-        async def on_command(message: Message[RecalculateSku]) -> None:
-            env = message.envelope
-            cause = (env.causation_id or "")[:8]
-            await seen.put(
-                f"[bold]inventory.recalculate_sku[/] got {message.body!r} "
-                f"(correlation_id={env.correlation_id}, causation_id={cause}…)"
-            )
-
-        for broker, service in zip(brokers, LISTENERS, strict=True):
-            await broker.consume(
-                Subscription(f"{service}.sku_processed", "sku_processed", SkuProcessed, listener(service))
-            )
-        await inventory.consume(
-            Subscription("inventory.recalculate_sku", "recalculate_sku", RecalculateSku, on_command)
-        )
+        listened = (routes.INVENTORY_SKU_PROCESSED, routes.CATALOG_SKU_PROCESSED, routes.USERS_SKU_PROCESSED)
+        for broker, route in zip(brokers, listened, strict=True):
+            await broker.consume(route.bind(SkuProcessed, listener(route)))
+        await inventory.consume(routes.INVENTORY_RECALCULATE_SKU.bind(RecalculateSku, on_commands))
 
         correlation_id = f"demo-{new_id()[:8]}"
         with flow_scope(correlation_id):
-            event = inventory.envelope("sku_processed", SkuProcessed(sku=sku))
-            await inventory.publish(event, "sku_processed")
+            await inventory.publish_many([routes.sku_processed(sku)])
         broker_shown = without_password(settings.broker_url)
         say(f"published sku_processed {{'sku': {sku!r}}} via {broker_shown} (correlation_id={correlation_id})")
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from skuflow.catalog.db import products
 from skuflow.embedded.smtp import SmtpSink
 from skuflow.messaging import Broker, BrokerStats, Envelope, Queue, Topology, create_broker
-from skuflow.messaging.topology import SKU_PROCESSED
+from skuflow.messaging.routes import SKU_EVENTS
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.users import passwords
 from tests.conftest import ADMIN_SECRET, TEST_OPTIONS, WAREHOUSE_SECRET, Stack
@@ -151,7 +151,7 @@ async def system(stack: Stack, mode: str, smtp_sink: SmtpSink) -> AsyncIterator[
     observer = create_broker(stack.broker_url, "test-observer", TEST_OPTIONS)
     await observer.connect()
     # A queue of the test's own on the fanout exchange, that no service consumes: it sees every event.
-    await observer.declare(Topology((SKU_PROCESSED,), (Queue("test.observer.sku_processed", SKU_PROCESSED),)))
+    await observer.declare(Topology((SKU_EVENTS,), (Queue("test.observer.sku_processed", SKU_EVENTS),)))
     http = aiohttp.ClientSession()
     try:
         system = System(stack, http, users, inventory, catalog, smtp, observer)

@@ -9,10 +9,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from skuflow.catalog.availability import mark_sku_availability, store_availability
+from skuflow.catalog.consumers import CatalogConsumers, store_availability
 from skuflow.catalog.db import products
-from skuflow.catalog.messages import SKU_PROCESSED, SkuProcessed
+from skuflow.catalog.messages import SkuProcessed
 from skuflow.messaging import Envelope, Message
+from skuflow.messaging.routes import SKU_PROCESSED
+from skuflow.platform.availability import InventoryAvailability
+from skuflow.platform.flows import StepReplies
 from skuflow.platform.runtime import ServiceRuntime
 from tests.services.conftest import System
 from tests.support.waiting import wait_until
@@ -31,6 +34,13 @@ class Catalog:
     def runtime(self) -> ServiceRuntime:
         runtime: ServiceRuntime = self.system.catalog.app.state.runtime
         return runtime
+
+    @property
+    def consumers(self) -> CatalogConsumers:
+        """Catalog's handlers, over the running catalog's database and the running inventory."""
+        runtime = self.runtime
+        inventory = InventoryAvailability(runtime.settings.inventory_url, lambda: runtime.http)
+        return CatalogConsumers(runtime.db, inventory, StepReplies("catalog", runtime.broker.publish_many))
 
     async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, Any]:
         return await self.system.call(method, path, service="catalog", **kwargs)
@@ -224,7 +234,7 @@ async def test_products_are_listed_page_by_page_and_filtered_by_availability(cat
 
 
 def sku_processed(sku: str) -> Message[SkuProcessed]:
-    envelope = Envelope.new(SKU_PROCESSED, SkuProcessed(sku=sku), app_id="inventory")
+    envelope = Envelope.new(SKU_PROCESSED.name, SkuProcessed(sku=sku), app_id="inventory")
     return Message(SkuProcessed(sku=sku), envelope, attempt=1)
 
 
@@ -233,13 +243,13 @@ async def test_an_older_revision_arriving_late_never_overwrites_a_newer_one(cata
     await catalog.report_stock(T0, SKU_1=5)  # revision 1: available
     await catalog.report_stock(T0 + timedelta(minutes=1), SKU_1=0)  # revision 2: not available
 
-    await mark_sku_availability(catalog.runtime, sku_processed("SKU-1"))
+    await catalog.consumers.mark_availability([sku_processed("SKU-1")])
     _, product = await catalog.get("SKU-1")
     assert (product["available"], product["availability_revision"]) == (False, 2)
 
     late = await store_availability(catalog.runtime.db, "SKU-1", available=True, revision=1)
     same = await store_availability(catalog.runtime.db, "SKU-1", available=True, revision=2)
-    await mark_sku_availability(catalog.runtime, sku_processed("SKU-1"))  # a duplicate delivery
+    await catalog.consumers.mark_availability([sku_processed("SKU-1")])  # a duplicate delivery
 
     assert (late, same) == (False, False)
     assert await catalog.get("SKU-1") == (200, product), "neither the late revision nor the duplicates changed it"
@@ -247,14 +257,14 @@ async def test_an_older_revision_arriving_late_never_overwrites_a_newer_one(cata
     _, product = await catalog.get("SKU-1")
     assert (product["available"], product["availability_revision"]) == (True, 3)
 
-    await mark_sku_availability(catalog.runtime, sku_processed("GHOST-1"))  # unknown to inventory: acknowledged
+    await catalog.consumers.mark_availability([sku_processed("GHOST-1")])  # unknown to inventory: acknowledged
     async with catalog.runtime.db.reading() as session:
         assert await session.scalar(select(products.c.sku).where(products.c.sku == "GHOST-1")) is None
 
 
 async def test_a_malformed_message_is_dead_lettered_and_catalog_stays_ready_and_consuming(catalog: Catalog):
     observer = catalog.system.observer
-    await observer.publish(observer.envelope(SKU_PROCESSED, {"wrong": 1}), SKU_PROCESSED)
+    await observer.publish(observer.envelope(SKU_PROCESSED.name, {"wrong": 1}), SKU_PROCESSED.exchange.name)
 
     dlq = "catalog.sku_processed.dlq"
     await wait_until(lambda: observer.depth(dlq), what="the malformed message in catalog's DLQ")

@@ -25,7 +25,7 @@ from skuflow.embedded.ftp import FtpServer
 from skuflow.inventory.db import warehouse_files
 from skuflow.inventory.feed import watcher as watcher_module
 from skuflow.messaging import Broker, Envelope, Queue, Topology, create_broker
-from skuflow.messaging.topology import SKU_PROCESSED
+from skuflow.messaging.routes import SKU_EVENTS
 from skuflow.platform.ftp import FtpFileTooLarge, FtpLocation, connect
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import Settings
@@ -160,7 +160,7 @@ async def make_feed(stack: Stack, tmp_path: Path) -> AsyncIterator[FeedFactory]:
         users = await serve(users_app(settings), users_socket)
         observer = create_broker(stack.broker_url, "test-observer", TEST_OPTIONS)
         await observer.connect()
-        await observer.declare(Topology((SKU_PROCESSED,), (Queue("test.observer.sku_processed", SKU_PROCESSED),)))
+        await observer.declare(Topology((SKU_EVENTS,), (Queue("test.observer.sku_processed", SKU_EVENTS),)))
         inventory = await serve(build_app(settings))
         scratch = tmp_path / "warehouse"
         scratch.mkdir(exist_ok=True)

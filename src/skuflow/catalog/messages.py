@@ -7,9 +7,6 @@ import pydantic
 from skuflow.platform.identifiers import Identifier
 from skuflow.platform.message_fields import MESSAGE_MODEL, AvailableForSale, Revision
 
-SKU_PROCESSED = "sku_processed"
-UPDATE_SKU_AVAILABILITY = "update_sku_availability"
-
 
 class SkuProcessed(pydantic.BaseModel):
     """Inventory changed a SKU's numbers: `{"sku"}`, nothing else (ask inventory for the rest)."""

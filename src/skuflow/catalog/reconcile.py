@@ -3,17 +3,17 @@ long ago, or never, are compared with inventory's answer and repaired."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select
 
 from skuflow.catalog.db import products
+from skuflow.platform.availability import AvailabilitySource
+from skuflow.platform.db import Database
 from skuflow.platform.reconcile import Held, Reconciliation
-from skuflow.platform.runtime import ServiceRuntime
 
 
-def reconciliation(runtime: ServiceRuntime) -> Reconciliation:
-    db = runtime.db
+def reconciliation(db: Database, every: timedelta, inventory: AvailabilitySource) -> Reconciliation:
     column = products.c
 
     async def older(cutoff: datetime, after: str, limit: int) -> list[Held]:
@@ -41,4 +41,4 @@ def reconciliation(runtime: ServiceRuntime) -> Reconciliation:
         async with db.transaction() as session:
             await session.execute(products.update().where(column.sku.in_(skus)).values(availability_checked_at=now))
 
-    return Reconciliation("catalog", runtime, older, repair, checked)
+    return Reconciliation("catalog", every, inventory, older, repair, checked)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from functools import partial
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from skuflow.catalog import api
-from skuflow.catalog.availability import mark_sku_availability, update_sku_availability
+from skuflow.catalog.consumers import CatalogConsumers
 from skuflow.catalog.db import outbox
-from skuflow.catalog.messages import SKU_PROCESSED, UPDATE_SKU_AVAILABILITY, SkuProcessed, UpdateSkuAvailability
+from skuflow.catalog.messages import SkuProcessed, UpdateSkuAvailability
 from skuflow.catalog.reconcile import reconciliation
-from skuflow.messaging import Subscription
+from skuflow.messaging import routes
+from skuflow.platform.availability import InventoryAvailability
 from skuflow.platform.db import Database
+from skuflow.platform.flows import StepReplies
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import Settings
 from skuflow.platform.web import create_app
@@ -25,19 +27,15 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
     db = Database(settings.database_url("catalog"), MIGRATIONS)
     # Verifies the tokens it receives by asking users, like inventory.
     runtime = ServiceRuntime("catalog", settings, db, outbox_table=outbox)
-    # What catalog listens to, in one place.
+    inventory = InventoryAvailability(settings.inventory_url, lambda: runtime.http)
+    consumers = CatalogConsumers(db, inventory, StepReplies("catalog", runtime.broker.publish_many))
     runtime.subscribe(
         [
-            Subscription("catalog.sku_processed", SKU_PROCESSED, SkuProcessed, partial(mark_sku_availability, runtime)),
-            Subscription(
-                "catalog.update_sku_availability",
-                UPDATE_SKU_AVAILABILITY,
-                UpdateSkuAvailability,
-                partial(update_sku_availability, runtime),
-            ),
+            routes.CATALOG_SKU_PROCESSED.bind(SkuProcessed, consumers.mark_availability),
+            routes.CATALOG_UPDATE_SKU_AVAILABILITY.bind(UpdateSkuAvailability, consumers.update_availability),
         ]
     )
-    runtime.reconcile_with(reconciliation(runtime))
+    runtime.reconcile_with(reconciliation(db, timedelta(seconds=settings.reconcile_seconds), inventory))
     return runtime
 
 

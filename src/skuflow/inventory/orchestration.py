@@ -26,19 +26,19 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.inventory.db import flow_steps, flows, outbox, skus
-from skuflow.messaging import COMMANDS, FLOW_ID, Message, Outgoing, current_flow, new_id
+from skuflow.inventory.messages import StepFinished
+from skuflow.messaging import Message, Outgoing, current_flow, new_id, routes
 from skuflow.platform.background import Periodic
-from skuflow.platform.flows import StepFinished
-from skuflow.platform.runtime import ServiceRuntime
+from skuflow.platform.clock import Clock, utc_now
+from skuflow.platform.db import Database
+from skuflow.platform.outbox import Outbox
 
 log = logging.getLogger("skuflow.inventory.flows")
 
-RECALCULATE = "recalculate_sku"
-UPDATE_CATALOG = "update_sku_availability"
-UPDATE_WISHLISTS = "update_wishlists_for_sku"
+RECALCULATE = routes.RECALCULATE_SKU.name
+UPDATE_CATALOG = routes.UPDATE_SKU_AVAILABILITY.name
+UPDATE_WISHLISTS = routes.UPDATE_WISHLISTS_FOR_SKU.name
 STEPS = (RECALCULATE, UPDATE_CATALOG, UPDATE_WISHLISTS)
-OWNERS = {RECALCULATE: "inventory", UPDATE_CATALOG: "catalog", UPDATE_WISHLISTS: "users"}
-STEP_FINISHED = "step_finished"
 SWEEP_BATCH = 500
 
 
@@ -53,105 +53,115 @@ def new_flow_id() -> str:
     return f"{_last_microsecond:014x}{secrets.token_hex(9)}"
 
 
-async def start_flows(runtime: ServiceRuntime, session: AsyncSession, names: Sequence[str]) -> None:
-    """One flow per changed SKU, in the transaction that changed them, with its first command."""
-    if not names:
-        return
-    now = datetime.now(UTC)
-    revisions = dict((await session.execute(select(skus.c.sku, skus.c.revision).where(skus.c.sku.in_(names)))).all())
-    await session.execute(
-        flows.update()
-        .where(flows.c.sku.in_(names), flows.c.status == "running")
-        .values(status="superseded", updated_at=now, finished_at=now)
-    )
-    context = current_flow()
-    correlation_id = context.correlation_id if context else new_id()
-    started: list[dict[str, Any]] = []
-    steps: list[dict[str, Any]] = []
-    commands: list[Outgoing] = []
-    for sku in names:
-        flow = {
-            "flow_id": new_flow_id(),
-            "correlation_id": correlation_id,
-            "sku": sku,
-            "revision": revisions[sku],
-            "status": "running",
-            "started_at": now,
-            "updated_at": now,
-        }
-        started.append(flow)
-        commands.append(_command(runtime, RECALCULATE, flow))
-        for step in STEPS:
-            first = step == RECALCULATE
-            steps.append(
-                {
-                    "flow_id": flow["flow_id"],
-                    "step": step,
-                    "status": "pending",
-                    "attempts": 1 if first else 0,
-                    "sent_at": now if first else None,
-                    "command_id": commands[-1].envelope.message_id if first else None,
-                }
-            )
-    await runtime.db.insert_many(session, flows, started)
-    await runtime.db.insert_many(session, flow_steps, steps)
-    await _send(runtime, session, commands)
+class Orchestrator:
+    """Starts flows and moves them on; what it uses: inventory's database, its outbox and a clock."""
 
+    def __init__(self, db: Database, outbox: Outbox, clock: Clock = utc_now) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.clock = clock
 
-async def on_step_finished(runtime: ServiceRuntime, message: Message[StepFinished]) -> None:
-    """Consumer of `inventory.flow_replies`: move the flow on."""
-    reply = message.body
-    now = datetime.now(UTC)
-    async with runtime.db.transaction() as session:
-        flow = (
-            await session.execute(runtime.db.for_update(select(flows).where(flows.c.flow_id == reply.flow_id)))
-        ).first()
-        if flow is None:
-            log.warning("step_finished for unknown flow %s (%s): ignored", reply.flow_id, reply.step)
+    async def start_flows(self, session: AsyncSession, names: Sequence[str]) -> None:
+        """One flow per changed SKU, in the transaction that changed them, with its first command."""
+        if not names:
             return
-        step = (
-            await session.execute(
-                select(flow_steps).where(flow_steps.c.flow_id == reply.flow_id, flow_steps.c.step == reply.step)
-            )
-        ).first()
-        if step is None or step.attempts == 0 or reply.sku != flow.sku:
-            log.warning("an answer flow %s did not ask for (%s, %s): ignored", flow.flow_id, reply.step, reply.sku)
-            return
-        if flow.status != "running" or step.status != "pending":
-            # A repeat, or an answer after the flow failed or was superseded: the flow's outcome stands.
-            log.info("late or repeated %s for flow %s (%s): ignored", reply.step, reply.flow_id, flow.status)
-            return
-        if not reply.ok:
-            await _fail(session, flow.flow_id, reply.step, reply.error or "the step failed", now)
-            return
-        await _set_step(session, flow.flow_id, reply.step, status="done", finished_at=now)
-        if reply.step == RECALCULATE:
-            await _after_recalculation(runtime, session, flow, now)
-        elif await _all_done(session, flow.flow_id):
-            await session.execute(
-                flows.update()
-                .where(flows.c.flow_id == flow.flow_id, flows.c.status == "running")
-                .values(status="completed", updated_at=now, finished_at=now)
-            )
-        else:
-            await session.execute(flows.update().where(flows.c.flow_id == flow.flow_id).values(updated_at=now))
-
-
-async def _after_recalculation(runtime: ServiceRuntime, session: AsyncSession, flow: Any, now: datetime) -> None:
-    """Send catalog and users what recalculation found, with the revision it was found at."""
-    sku = (
+        now = self.clock()
+        query = select(skus.c.sku, skus.c.revision).where(skus.c.sku.in_(names))
+        revisions = dict((await session.execute(query)).all())
         await session.execute(
-            select(skus.c.available_for_sale, skus.c.recalculated_revision).where(skus.c.sku == flow.sku)
+            flows.update()
+            .where(flows.c.sku.in_(names), flows.c.status == "running")
+            .values(status="superseded", updated_at=now, finished_at=now)
         )
-    ).first()
-    assert sku is not None  # flows are only started for SKUs that exist, and SKUs are never deleted
-    values = {"available_for_sale": sku.available_for_sale, "recalculated_revision": sku.recalculated_revision}
-    await session.execute(flows.update().where(flows.c.flow_id == flow.flow_id).values(**values, updated_at=now))
-    row = {**flow._mapping, **values}
-    commands = [_command(runtime, step, row) for step in (UPDATE_CATALOG, UPDATE_WISHLISTS)]
-    for step, command in zip((UPDATE_CATALOG, UPDATE_WISHLISTS), commands, strict=True):
-        await _set_step(session, flow.flow_id, step, attempts=1, sent_at=now, command_id=command.envelope.message_id)
-    await _send(runtime, session, commands)
+        context = current_flow()
+        correlation_id = context.correlation_id if context else new_id()
+        started: list[dict[str, Any]] = []
+        steps: list[dict[str, Any]] = []
+        commands: list[Outgoing] = []
+        for sku in names:
+            flow = {
+                "flow_id": new_flow_id(),
+                "correlation_id": correlation_id,
+                "sku": sku,
+                "revision": revisions[sku],
+                "status": "running",
+                "started_at": now,
+                "updated_at": now,
+            }
+            started.append(flow)
+            commands.append(step_command(RECALCULATE, flow))
+            for step in STEPS:
+                first = step == RECALCULATE
+                steps.append(
+                    {
+                        "flow_id": flow["flow_id"],
+                        "step": step,
+                        "status": "pending",
+                        "attempts": 1 if first else 0,
+                        "sent_at": now if first else None,
+                        "command_id": commands[-1].envelope.message_id if first else None,
+                    }
+                )
+        await self.db.insert_many(session, flows, started)
+        await self.db.insert_many(session, flow_steps, steps)
+        await self.outbox.add_many(session, commands)
+
+    async def on_step_finished(self, messages: Sequence[Message[StepFinished]]) -> None:
+        """Consumer of `inventory.flow_replies`: move each reply's flow on."""
+        for message in messages:
+            await self._move_on(message.body)
+
+    async def _move_on(self, reply: StepFinished) -> None:
+        now = self.clock()
+        async with self.db.transaction() as session:
+            flow = (
+                await session.execute(self.db.for_update(select(flows).where(flows.c.flow_id == reply.flow_id)))
+            ).first()
+            if flow is None:
+                log.warning("step_finished for unknown flow %s (%s): ignored", reply.flow_id, reply.step)
+                return
+            step = (
+                await session.execute(
+                    select(flow_steps).where(flow_steps.c.flow_id == reply.flow_id, flow_steps.c.step == reply.step)
+                )
+            ).first()
+            if step is None or step.attempts == 0 or reply.sku != flow.sku:
+                log.warning("an answer flow %s did not ask for (%s, %s): ignored", flow.flow_id, reply.step, reply.sku)
+                return
+            if flow.status != "running" or step.status != "pending":
+                # A repeat, or an answer after the flow failed or was superseded: the flow's outcome stands.
+                log.info("late or repeated %s for flow %s (%s): ignored", reply.step, reply.flow_id, flow.status)
+                return
+            if not reply.ok:
+                await fail(session, flow.flow_id, reply.step, reply.error or "the step failed", now)
+                return
+            await _set_step(session, flow.flow_id, reply.step, status="done", finished_at=now)
+            if reply.step == RECALCULATE:
+                await self._after_recalculation(session, flow, now)
+            elif await _all_done(session, flow.flow_id):
+                await session.execute(
+                    flows.update()
+                    .where(flows.c.flow_id == flow.flow_id, flows.c.status == "running")
+                    .values(status="completed", updated_at=now, finished_at=now)
+                )
+            else:
+                await session.execute(flows.update().where(flows.c.flow_id == flow.flow_id).values(updated_at=now))
+
+    async def _after_recalculation(self, session: AsyncSession, flow: Any, now: datetime) -> None:
+        """Send catalog and users what recalculation found, with the revision it was found at."""
+        sku = (
+            await session.execute(
+                select(skus.c.available_for_sale, skus.c.recalculated_revision).where(skus.c.sku == flow.sku)
+            )
+        ).first()
+        assert sku is not None  # flows are only started for SKUs that exist, and SKUs are never deleted
+        values = {"available_for_sale": sku.available_for_sale, "recalculated_revision": sku.recalculated_revision}
+        await session.execute(flows.update().where(flows.c.flow_id == flow.flow_id).values(**values, updated_at=now))
+        row = {**flow._mapping, **values}
+        commands = [step_command(step, row) for step in (UPDATE_CATALOG, UPDATE_WISHLISTS)]
+        for step, sent in zip((UPDATE_CATALOG, UPDATE_WISHLISTS), commands, strict=True):
+            await _set_step(session, flow.flow_id, step, attempts=1, sent_at=now, command_id=sent.envelope.message_id)
+        await self.outbox.add_many(session, commands)
 
 
 async def _all_done(session: AsyncSession, flow_id: str) -> bool:
@@ -163,7 +173,7 @@ async def _all_done(session: AsyncSession, flow_id: str) -> bool:
     return not waiting
 
 
-async def _fail(session: AsyncSession, flow_id: str, step: str, error: str, now: datetime) -> None:
+async def fail(session: AsyncSession, flow_id: str, step: str, error: str, now: datetime) -> None:
     await _set_step(session, flow_id, step, status="failed", finished_at=now, error=error)
     await session.execute(
         flows.update()
@@ -179,19 +189,15 @@ async def _set_step(session: AsyncSession, flow_id: str, step: str, **values: An
     )
 
 
-def _command(runtime: ServiceRuntime, step: str, flow: Any) -> Outgoing:
+def step_command(step: str, flow: Any) -> Outgoing:
     """The command of `step` for a flow (a row of `flows`, or the same keys): first send or a resend."""
-    body: dict[str, Any] = {"sku": flow["sku"]}
-    if step != RECALCULATE:
-        body |= {"available_for_sale": flow["available_for_sale"], "revision": flow["recalculated_revision"]}
-    headers = {FLOW_ID: flow["flow_id"]}
-    envelope = runtime.broker.envelope(step, body, correlation_id=flow["correlation_id"], headers=headers)
-    return Outgoing(envelope, COMMANDS.name, f"{OWNERS[step]}.{step}")
-
-
-async def _send(runtime: ServiceRuntime, session: AsyncSession, commands: list[Outgoing]) -> None:
-    assert runtime.outbox is not None
-    await runtime.outbox.add_many(session, commands)
+    ids = {"flow_id": flow["flow_id"], "correlation_id": flow["correlation_id"]}
+    if step == RECALCULATE:
+        return routes.recalculate_sku(flow["sku"], **ids)
+    news = {"available_for_sale": flow["available_for_sale"], "revision": flow["recalculated_revision"], **ids}
+    if step == UPDATE_CATALOG:
+        return routes.update_sku_availability(flow["sku"], **news)
+    return routes.update_wishlists_for_sku(flow["sku"], **news)
 
 
 class StepTimeouts:
@@ -199,11 +205,12 @@ class StepTimeouts:
 
     Runs in every mode, so that flows started before a switch to choreography still end."""
 
-    def __init__(self, runtime: ServiceRuntime) -> None:
-        self.runtime = runtime
-        self.timeout = timedelta(seconds=runtime.settings.flow_step_timeout_seconds)
-        self.attempts = runtime.settings.flow_step_attempts
-        self.interval = min(1.0, runtime.settings.flow_step_timeout_seconds / 4)
+    def __init__(self, db: Database, outbox: Outbox, timeout_seconds: float, attempts: int) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.timeout = timedelta(seconds=timeout_seconds)
+        self.attempts = attempts
+        self.interval = min(1.0, timeout_seconds / 4)
         self.resent = 0
         self.failed = 0
         self._periodic = Periodic("flow step timeouts", self.drain, self.interval)
@@ -221,13 +228,13 @@ class StepTimeouts:
 
     async def sweep(self) -> int:
         """Handle the steps overdue now; answers how many."""
-        async with self.runtime.db.one_worker("skuflow-flow-step-timeouts") as mine:
+        async with self.db.one_worker("skuflow-flow-step-timeouts") as mine:
             return await self._sweep() if mine else 0
 
     async def _sweep(self) -> int:
         now = datetime.now(UTC)
         cutoff = now - self.timeout
-        db = self.runtime.db
+        db = self.db
         # A step's clock runs from when its command left the outbox (a big import's commands may wait
         # there a while); from when it was written once the relay has purged the row.
         command = outbox.alias("command")
@@ -258,10 +265,10 @@ class StepTimeouts:
             for row in overdue:
                 if row.attempts >= self.attempts:
                     error = f"no step_finished after {row.attempts} attempts of {self.timeout.total_seconds():g} s"
-                    await _fail(session, row.flow_id, row.step, error, now)
+                    await fail(session, row.flow_id, row.step, error, now)
                     self.failed += 1
                     continue
-                resend = _command(self.runtime, row.step, row._mapping)
+                resend = step_command(row.step, row._mapping)
                 await session.execute(
                     update(flow_steps)
                     .where(flow_steps.c.flow_id == row.flow_id, flow_steps.c.step == row.step)
@@ -269,6 +276,6 @@ class StepTimeouts:
                 )
                 resends.append(resend)
                 log.warning("flow %s: %s unanswered; sent again (%d)", row.flow_id, row.step, row.attempts + 1)
-            await _send(self.runtime, session, resends)
+            await self.outbox.add_many(session, resends)
             self.resent += len(resends)
         return len(overdue)

@@ -1,49 +1,31 @@
 """The asynchronous half of recording: recalculating a SKU's availability for sale after it changed.
 
-The availability endpoint already answers from the recorded totals (read your writes); this consumer of
-`inventory.sku_processed` recomputes `on_hand` from the stock levels themselves (repairing, loudly, any
-drift between the two), and stores `available_for_sale` with the revision it was computed for, the
-projection that the orchestrated flow sends on and that shows how far recalculation lags. Idempotent:
-a duplicate or late delivery recomputes the same values.
+The availability endpoint already answers from the recorded totals (read your writes); the consumers of
+`inventory.sku_processed` and `inventory.recalculate_sku` (consumers.py) recompute `on_hand` from the stock
+levels themselves (repairing, loudly, any drift between the two), and store `available_for_sale` with the
+revision it was computed for, the projection that the orchestrated flow sends on and that shows how far
+recalculation lags. Idempotent: a duplicate or late delivery recomputes the same values.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import func, select
 
 from skuflow.inventory import domain
 from skuflow.inventory.db import skus, stock_levels
-from skuflow.inventory.messages import RecalculateSku, SkuProcessed
-from skuflow.inventory.recording import announce_changes
-from skuflow.messaging import Message
-from skuflow.platform.flows import finish_step
-from skuflow.platform.runtime import ServiceRuntime
+from skuflow.inventory.recording import Announcer
+from skuflow.platform.db import Database
 
 log = logging.getLogger("skuflow.inventory")
 
 
-async def recalculate_availability(runtime: ServiceRuntime, message: Message[SkuProcessed]) -> None:
-    """Consumer of `inventory.sku_processed` (choreography)."""
-    await recalculate(runtime, message.body.sku)
-
-
-async def recalculate_for_flow(runtime: ServiceRuntime, message: Message[RecalculateSku]) -> None:
-    """Consumer of `inventory.recalculate_sku` (orchestration): recalculate, then reply with the revision."""
-    sku = message.body.sku
-    revision = await recalculate(runtime, sku)
-    if revision is None:
-        await finish_step(runtime, message, "recalculate_sku", sku, 0, error=f"unknown SKU {sku!r}")
-    else:
-        await finish_step(runtime, message, "recalculate_sku", sku, revision)
-
-
-async def recalculate(runtime: ServiceRuntime, sku: str) -> int | None:
+async def recalculate(db: Database, announcer: Announcer, sku: str, now: datetime) -> int | None:
     """Recalculate the SKU's availability; answers the revision it is now recalculated at (None: unknown)."""
-    async with runtime.db.transaction() as session:
-        row = (await session.execute(runtime.db.for_update(select(skus).where(skus.c.sku == sku)))).first()
+    async with db.transaction() as session:
+        row = (await session.execute(db.for_update(select(skus).where(skus.c.sku == sku)))).first()
         if row is None:
             log.warning("unknown SKU %s: nothing to recalculate", sku)
             return None
@@ -53,7 +35,6 @@ async def recalculate(runtime: ServiceRuntime, sku: str) -> int | None:
             )
             or 0
         )
-        now = datetime.now(UTC)
         values = {"revision": row.revision}
         if on_hand != row.on_hand:
             log.error(
@@ -71,5 +52,5 @@ async def recalculate(runtime: ServiceRuntime, sku: str) -> int | None:
             )
         )
         if values["revision"] != row.revision:  # announced at its new revision (a flow reads it)
-            await announce_changes(runtime, session, [sku])
+            await announcer.changed(session, [sku])
     return int(values["revision"])

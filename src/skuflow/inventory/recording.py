@@ -22,11 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.inventory import domain
 from skuflow.inventory.db import idempotency_keys, skus, stock_levels
-from skuflow.inventory.messages import SKU_PROCESSED, SkuProcessed
-from skuflow.inventory.orchestration import start_flows
-from skuflow.messaging import Outgoing, current_flow
+from skuflow.inventory.orchestration import Orchestrator
+from skuflow.messaging import current_flow, routes
 from skuflow.platform.db import Database, utc
+from skuflow.platform.outbox import Outbox
 from skuflow.platform.runtime import ServiceRuntime
+from skuflow.platform.settings import Mode
 
 log = logging.getLogger("skuflow.inventory")
 
@@ -221,15 +222,28 @@ async def set_safety_stock(runtime: ServiceRuntime, sku: str, safety_stock: int)
     await retrying_conflicts(attempt)
 
 
-async def announce_changes(runtime: ServiceRuntime, session: AsyncSession, names: Sequence[str]) -> None:
-    """Tell the rest of the system that SKUs changed, in the transaction that changed them: one
+class Announcer:
+    """Tells the rest of the system that SKUs changed, in the transaction that changed them: one
     `sku_processed` event each (choreography), or one flow each, started with its first command
-    (orchestration)."""
-    if runtime.settings.mode == "orchestration":
-        await start_flows(runtime, session, names)
-        return
-    assert runtime.outbox is not None
-    await runtime.outbox.add_many(
-        session,
-        [Outgoing(runtime.broker.envelope(SKU_PROCESSED, SkuProcessed(sku=sku)), SKU_PROCESSED) for sku in names],
-    )
+    (orchestration). What it uses: the mode, inventory's outbox and the orchestrator."""
+
+    def __init__(self, mode: Mode, outbox: Outbox, orchestrator: Orchestrator) -> None:
+        self.mode = mode
+        self.outbox = outbox
+        self.orchestrator = orchestrator
+
+    async def changed(self, session: AsyncSession, names: Sequence[str]) -> None:
+        if self.mode == "orchestration":
+            await self.orchestrator.start_flows(session, names)
+        else:
+            await self.outbox.add_many(session, [routes.sku_processed(sku) for sku in names])
+
+    @classmethod
+    def of(cls, runtime: ServiceRuntime) -> Announcer:
+        """The announcer of inventory's runtime (the API and the feed record through the runtime)."""
+        assert runtime.outbox is not None
+        return cls(runtime.settings.mode, runtime.outbox, Orchestrator(runtime.db, runtime.outbox))
+
+
+async def announce_changes(runtime: ServiceRuntime, session: AsyncSession, names: Sequence[str]) -> None:
+    await Announcer.of(runtime).changed(session, names)

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
 from skuflow.inventory import api, flows_api
+from skuflow.inventory.consumers import InventoryConsumers
 from skuflow.inventory.db import outbox
 from skuflow.inventory.feed.watcher import FeedWatcher
-from skuflow.inventory.messages import RECALCULATE_SKU, SKU_PROCESSED, RecalculateSku, SkuProcessed
-from skuflow.inventory.orchestration import STEP_FINISHED, StepTimeouts, on_step_finished
-from skuflow.inventory.recalculation import recalculate_availability, recalculate_for_flow
+from skuflow.inventory.messages import RecalculateSku, SkuProcessed, StepFinished
+from skuflow.inventory.orchestration import Orchestrator, StepTimeouts
+from skuflow.inventory.recording import Announcer
 from skuflow.inventory.retention import Retention
-from skuflow.messaging import FLOW_REPLIES, Subscription
+from skuflow.messaging import routes
 from skuflow.platform.db import Database
-from skuflow.platform.flows import StepFinished
+from skuflow.platform.flows import StepReplies
 from skuflow.platform.ftp import FtpLocation
 from skuflow.platform.runtime import Check, ServiceRuntime
 from skuflow.platform.settings import Settings
@@ -29,19 +29,23 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def build_runtime(settings: Settings) -> ServiceRuntime:
     db = Database(settings.database_url("inventory"), MIGRATIONS)
     runtime = ServiceRuntime("inventory", settings, db, outbox_table=outbox)
-    # What inventory listens to, in one place.
+    assert runtime.outbox is not None
+    orchestrator = Orchestrator(db, runtime.outbox)
+    consumers = InventoryConsumers(
+        db,
+        Announcer(settings.mode, runtime.outbox, orchestrator),
+        orchestrator,
+        StepReplies("inventory", runtime.broker.publish_many),
+    )
     runtime.subscribe(
         [
-            Subscription(
-                "inventory.sku_processed", SKU_PROCESSED, SkuProcessed, partial(recalculate_availability, runtime)
-            ),
-            Subscription(
-                "inventory.recalculate_sku", RECALCULATE_SKU, RecalculateSku, partial(recalculate_for_flow, runtime)
-            ),
-            Subscription(FLOW_REPLIES, STEP_FINISHED, StepFinished, partial(on_step_finished, runtime)),
+            routes.INVENTORY_SKU_PROCESSED.bind(SkuProcessed, consumers.recalculate_availability),
+            routes.INVENTORY_RECALCULATE_SKU.bind(RecalculateSku, consumers.recalculate_for_flow),
+            routes.INVENTORY_FLOW_REPLIES.bind(StepFinished, consumers.on_step_finished),
         ]
     )
-    timeouts = StepTimeouts(runtime)  # in both modes: flows begun before a switch still end
+    # In both modes: flows begun before a switch still end.
+    timeouts = StepTimeouts(db, runtime.outbox, settings.flow_step_timeout_seconds, settings.flow_step_attempts)
     runtime.run_beside(timeouts)
     runtime.metrics.watch_gauge(
         "skuflow_flow_steps_resent", "Flow steps this process sent again, unanswered", lambda: timeouts.resent

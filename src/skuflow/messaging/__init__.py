@@ -5,10 +5,13 @@ It imports no service: services import it, and share message *contracts* (names,
     broker = create_broker("amqp://guest:guest@127.0.0.1:5672/", app_id="catalog")
     async with broker:
         await broker.declare(SKUFLOW)
-        await broker.consume(Subscription("catalog.sku_processed", "sku_processed", SkuProcessed, handler))
-        await broker.publish(broker.envelope("sku_processed", {"sku": "SKU-1"}), "sku_processed")
+        await broker.consume(routes.CATALOG_SKU_PROCESSED.bind(SkuProcessed, handle_messages))
+        await broker.publish_many([routes.sku_processed("SKU-1")])
+
+The route of every message (exchange, queue, type, body schema, producer, consumer) is `routes.py`.
 """
 
+from skuflow.messaging import routes
 from skuflow.messaging.broker import (
     DEFAULT_RETRY_DELAYS,
     Broker,
@@ -25,23 +28,15 @@ from skuflow.messaging.broker import (
 )
 from skuflow.messaging.context import FlowContext, current_flow, flow_scope, new_id
 from skuflow.messaging.envelope import Envelope
-from skuflow.messaging.topology import (
-    COMMANDS,
-    FLOW_ID,
-    FLOW_REPLIES,
-    SKUFLOW,
-    Exchange,
-    Queue,
-    Topology,
-    dead_letter_queue,
-    wait_queue,
-)
+from skuflow.messaging.routes import COMMANDS, FLOW_ID, FLOW_REPLIES, ROUTES, SKUFLOW, MessageType, Route
+from skuflow.messaging.topology import Exchange, Queue, Topology, dead_letter_queue, wait_queue
 
 __all__ = [
     "COMMANDS",
     "DEFAULT_RETRY_DELAYS",
     "FLOW_ID",
     "FLOW_REPLIES",
+    "ROUTES",
     "SKUFLOW",
     "Broker",
     "BrokerOptions",
@@ -52,11 +47,13 @@ __all__ = [
     "FlowContext",
     "Handler",
     "Message",
+    "MessageType",
     "Outgoing",
     "PublishError",
     "PublishRefused",
     "Queue",
     "Reject",
+    "Route",
     "Subscription",
     "Topology",
     "create_broker",
@@ -64,6 +61,7 @@ __all__ = [
     "dead_letter_queue",
     "flow_scope",
     "new_id",
+    "routes",
     "wait_queue",
 ]
 

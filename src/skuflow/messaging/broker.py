@@ -97,6 +97,17 @@ class Message(Generic[ModelT]):
 
 
 Handler = Callable[[Message[ModelT]], Awaitable[None]]
+# A service's handler takes the messages it may handle together (one statement, one call for all of them);
+# `each` runs it on one message at a time, as the consumers deliver today.
+BatchHandler = Callable[[Sequence[Message[ModelT]]], Awaitable[None]]
+Publish = Callable[[Sequence["Outgoing"]], Awaitable[None]]
+
+
+def each(handler: BatchHandler[ModelT]) -> Handler[ModelT]:
+    async def one(message: Message[ModelT]) -> None:
+        await handler((message,))
+
+    return one
 
 
 @dataclass(frozen=True, slots=True)

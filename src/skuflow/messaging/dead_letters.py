@@ -9,7 +9,8 @@ from typing import Any
 
 from skuflow.messaging.broker import Broker
 from skuflow.messaging.envelope import ATTEMPTS, REASON, text
-from skuflow.messaging.topology import SKUFLOW, dead_letter_queue
+from skuflow.messaging.routes import SKUFLOW
+from skuflow.messaging.topology import dead_letter_queue
 
 WORK_QUEUES = tuple(queue.name for queue in SKUFLOW.queues)
 

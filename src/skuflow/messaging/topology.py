@@ -1,4 +1,4 @@
-"""The exchanges and queues of the system, declared once (CONTRACT section 2).
+"""Exchanges, queues and the topology they make (the system's own is in `routes.py`).
 
 Each broker turns a `Topology` into its own objects; declaring is idempotent. For every work queue `Q`
 the broker also declares `Q.dlq` (dead letters) and one wait queue per retry delay, `Q.retry.<ms>ms`,
@@ -78,24 +78,3 @@ def is_wait_queue_of(queue: str, candidate: str) -> bool:
 
 def wait_queues(queue: str, delays: Iterable[float]) -> list[str]:
     return sorted({wait_queue(queue, delay) for delay in delays})
-
-
-# -- The system's topology (CONTRACT section 2) ------------------------------------------------------------
-
-SKU_PROCESSED = Exchange("sku_processed", "fanout")
-COMMANDS = Exchange("commands", "direct")
-FLOW_REPLIES = "inventory.flow_replies"  # where the owners of the steps reply `step_finished`
-FLOW_ID = "flow_id"  # the header of a command naming its flow
-
-SKUFLOW = Topology(
-    exchanges=(SKU_PROCESSED, COMMANDS),
-    queues=(
-        Queue("inventory.sku_processed", SKU_PROCESSED),
-        Queue("catalog.sku_processed", SKU_PROCESSED),
-        Queue("users.sku_processed", SKU_PROCESSED),
-        Queue("inventory.recalculate_sku", COMMANDS),
-        Queue("catalog.update_sku_availability", COMMANDS),
-        Queue("users.update_wishlists_for_sku", COMMANDS),
-        Queue(FLOW_REPLIES, COMMANDS),
-    ),
-)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from skuflow.platform.availability import AvailabilitySource
 from skuflow.platform.background import Periodic
-from skuflow.platform.http import call_json
 
 log = logging.getLogger("skuflow.reconcile")
 
@@ -40,11 +40,19 @@ Checked = Callable[[list[str], datetime], Awaitable[None]]  # mark SKUs checked 
 
 
 class Reconciliation:
-    def __init__(self, service: str, runtime: Any, older: Older, repair: Repair, checked: Checked) -> None:
+    def __init__(
+        self,
+        service: str,
+        every: timedelta,
+        inventory: AvailabilitySource,
+        older: Older,
+        repair: Repair,
+        checked: Checked,
+    ) -> None:
         self.service = service
-        self.runtime = runtime
+        self.inventory = inventory
         self.older, self.repair, self.checked = older, repair, checked
-        self.every = timedelta(seconds=runtime.settings.reconcile_seconds)
+        self.every = every
         self.repaired = 0
         self.last: dict[str, Any] | None = None
         self._periodic = Periodic(
@@ -66,14 +74,11 @@ class Reconciliation:
         while batch := await self.older(cutoff, after, BATCH):
             after = batch[-1].sku
             for held in batch:
-                url = f"{self.runtime.settings.inventory_url}/v1/skus/{held.sku}/availability"
-                status, body = await call_json(self.runtime.http, "GET", url)
-                if status == 404:
+                answer = await self.inventory.availability(held.sku)
+                if answer is None:
                     unknown += 1
                     continue
-                if status != 200:
-                    raise RuntimeError(f"GET {url} answered {status}")
-                available, revision = bool(body["available"]), int(body["revision"])
+                available, revision = answer
                 if (available, revision) != (held.available, held.revision):
                     log.warning(
                         "%s: drift on SKU %s: held %s at revision %d, inventory has %s at revision %d; repairing",

@@ -33,11 +33,14 @@ class SettingsError(Exception):
     """A configuration value is unusable; the message names the variable and the problem."""
 
 
+Mode = Literal["choreography", "orchestration"]  # the coordination style (CONTRACT section 1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore", frozen=True)
 
     broker_url: str = "memory://"
-    mode: Literal["choreography", "orchestration"] = "choreography"
+    mode: Mode = "choreography"
     data_dir: Path = Path("./var")
     retry_delays: Annotated[tuple[float, ...], NoDecode] = (1, 5, 30, 120, 600)
     prefetch: int = Field(32, ge=1, le=65535)

@@ -7,9 +7,6 @@ import pydantic
 from skuflow.platform.identifiers import Identifier
 from skuflow.platform.message_fields import MESSAGE_MODEL, AvailableForSale, Revision
 
-SKU_PROCESSED = "sku_processed"
-UPDATE_WISHLISTS_FOR_SKU = "update_wishlists_for_sku"
-
 
 class SkuProcessed(pydantic.BaseModel):
     model_config = MESSAGE_MODEL

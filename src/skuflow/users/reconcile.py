@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from skuflow.platform.availability import Availability, AvailabilitySource
+from skuflow.platform.db import Database
 from skuflow.platform.reconcile import Held, Reconciliation
-from skuflow.platform.runtime import ServiceRuntime
 from skuflow.users.db import sku_availability, wishlist_items
-from skuflow.users.wishlists import Availability, record_availability
+from skuflow.users.wishlists import record_availability
 
 log = logging.getLogger("skuflow.users")
 
 
-def reconciliation(runtime: ServiceRuntime, emails_due: Callable[[], None]) -> Reconciliation:
-    db = runtime.db
+def reconciliation(
+    db: Database, every: timedelta, inventory: AvailabilitySource, emails_due: Callable[[], None]
+) -> Reconciliation:
     known = sku_availability.c
 
     async def older(cutoff: datetime, after: str, limit: int) -> list[Held]:
@@ -39,7 +41,7 @@ def reconciliation(runtime: ServiceRuntime, emails_due: Callable[[], None]) -> R
 
     async def repair(held: Held, available: bool, revision: int) -> None:
         if revision > held.revision:
-            await record_availability(runtime, held.sku, Availability(available, revision), emails_due)
+            await record_availability(db, held.sku, Availability(available, revision), emails_due)
             return
         # The same revision held with another value (or an older revision at inventory): only a restored
         # backup does that. Inventory is right; no email for a transition that cannot be placed in order.
@@ -54,4 +56,4 @@ def reconciliation(runtime: ServiceRuntime, emails_due: Callable[[], None]) -> R
         async with db.transaction() as session:
             await session.execute(sku_availability.update().where(known.sku.in_(skus)).values(checked_at=now))
 
-    return Reconciliation("users", runtime, older, repair, checked)
+    return Reconciliation("users", every, inventory, older, repair, checked)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from functools import partial
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from skuflow.messaging import Subscription
+from skuflow.messaging import routes
+from skuflow.platform.availability import InventoryAvailability
 from skuflow.platform.db import Database
+from skuflow.platform.flows import StepReplies
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import PREFIX, Settings, SettingsError
 from skuflow.platform.web import create_app
-from skuflow.users import accounts, db, passwords, rate_limits, wishlists
+from skuflow.users import accounts, db, passwords, rate_limits
 from skuflow.users.api import NoStore, auth_router, users_router
+from skuflow.users.consumers import UsersConsumers
 from skuflow.users.mailer import Mailer
-from skuflow.users.messages import SKU_PROCESSED, UPDATE_WISHLISTS_FOR_SKU, SkuProcessed, UpdateWishlistsForSku
+from skuflow.users.messages import SkuProcessed, UpdateWishlistsForSku
 from skuflow.users.reconcile import reconciliation
 from skuflow.users.wishlist_api import wishlist_router
 
@@ -37,21 +40,13 @@ def build_app(settings: Settings) -> FastAPI:
         "users", settings, database, outbox_table=db.outbox, verifier=accounts.LocalVerifier(database)
     )
     mailer = Mailer(database, settings.smtp_url, settings.catalog_url, http=lambda: runtime.http)
-    # What users listens to, in one place.
+    inventory = InventoryAvailability(settings.inventory_url, lambda: runtime.http)
+    replies = StepReplies("users", runtime.broker.publish_many)
+    consumers = UsersConsumers(database, inventory, replies, emails_due=mailer.wake)
     runtime.subscribe(
         [
-            Subscription(
-                "users.sku_processed",
-                SKU_PROCESSED,
-                SkuProcessed,
-                partial(wishlists.learn_availability, runtime, mailer.wake),
-            ),
-            Subscription(
-                "users.update_wishlists_for_sku",
-                UPDATE_WISHLISTS_FOR_SKU,
-                UpdateWishlistsForSku,
-                partial(wishlists.update_wishlists, runtime, mailer.wake),
-            ),
+            routes.USERS_SKU_PROCESSED.bind(SkuProcessed, consumers.learn_availability),
+            routes.USERS_UPDATE_WISHLISTS_FOR_SKU.bind(UpdateWishlistsForSku, consumers.update_wishlists),
         ]
     )
 
@@ -60,7 +55,8 @@ def build_app(settings: Settings) -> FastAPI:
 
     runtime.on_start.append(create_clients)
     runtime.run_beside(mailer, check=("email", mailer.check))
-    runtime.reconcile_with(reconciliation(runtime, mailer.wake))
+    every = timedelta(seconds=settings.reconcile_seconds)
+    runtime.reconcile_with(reconciliation(database, every, inventory, mailer.wake))
     runtime.metrics.watch_gauge("skuflow_emails_sent", "Wishlist emails this process sent", lambda: mailer.sent)
     runtime.metrics.watch_gauge(
         "skuflow_argon2_refused",

@@ -1,9 +1,9 @@
 """Wishlists, and what users learns of availability: the transitions that make emails due.
 
-Users keeps, per SKU, the availability and revision it last learned from inventory. A `sku_processed`
-event makes it ask inventory for the current availability; only a newer revision than the recorded one
-changes anything (redeliveries and late messages are ignored). When the SKU goes from not available (or
-unknown) to available, one notification per wishlisting user is written in the same transaction, unique
+Users keeps, per SKU, the availability and revision it last learned from inventory (from events and
+commands, see consumers.py, and when it reconciles); only a newer revision than the recorded one changes
+anything (redeliveries and late messages are ignored). When the SKU goes from not available (or unknown) to
+available, one notification per wishlisting user is written in the same transaction, unique
 per user, SKU and revision: the mailer sends them afterwards (see mailer.py).
 """
 
@@ -11,63 +11,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from skuflow.messaging import Message
-from skuflow.platform.db import utc
-from skuflow.platform.flows import finish_step
-from skuflow.platform.http import ServiceUnavailable, call_json
+from skuflow.platform.availability import Availability
+from skuflow.platform.db import Database, utc
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.users import emails
 from skuflow.users.db import notifications, sku_availability, users, wishlist_items
-from skuflow.users.messages import SkuProcessed, UpdateWishlistsForSku
 
 log = logging.getLogger("skuflow.users")
 
 
-@dataclass(frozen=True, slots=True)
-class Availability:
-    available: bool
-    revision: int
-
-
-async def learn_availability(
-    runtime: ServiceRuntime, emails_due: Callable[[], None], message: Message[SkuProcessed]
-) -> None:
-    """Consumer of `users.sku_processed`: ask inventory, then record what is new (`emails_due` wakes the
-    mailer once emails are committed)."""
-    sku = message.body.sku
-    status, body = await call_json(runtime.http, "GET", f"{runtime.settings.inventory_url}/v1/skus/{sku}/availability")
-    if status == 404:
-        log.warning("inventory does not know SKU %s: nothing to update", sku)
-        return
-    if status != 200 or not isinstance(body, dict):
-        raise ServiceUnavailable(f"inventory answered {status} for the availability of {sku}")
-    news = Availability(bool(body["available"]), int(body["revision"]))
-    await record_availability(runtime, sku, news, emails_due)
-
-
-async def update_wishlists(
-    runtime: ServiceRuntime, emails_due: Callable[[], None], message: Message[UpdateWishlistsForSku]
-) -> None:
-    """Consumer of `users.update_wishlists_for_sku` (orchestration): the same recording as above, with the
-    availability the command carries (a stale or repeated one changes nothing), then the reply."""
-    command = message.body
-    news = Availability(command.available_for_sale > 0, command.revision)
-    await record_availability(runtime, command.sku, news, emails_due)
-    await finish_step(runtime, message, "update_wishlists_for_sku", command.sku, command.revision)
-
-
 async def record_availability(
-    runtime: ServiceRuntime, sku: str, news: Availability, emails_due: Callable[[], None] = lambda: None
+    db: Database,
+    sku: str,
+    news: Availability,
+    emails_due: Callable[[], None] = lambda: None,
+    now: datetime | None = None,
 ) -> int:
-    """Record a SKU's availability at a revision; returns how many emails became due."""
-    db = runtime.db
-    now = datetime.now(UTC)
+    """Record a SKU's availability at a revision; returns how many emails became due (`emails_due` is called
+    once they are committed)."""
+    now = now or datetime.now(UTC)
     async with db.transaction() as session:
         known = (
             await session.execute(db.for_update(select(sku_availability).where(sku_availability.c.sku == sku)))
