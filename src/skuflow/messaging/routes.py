@@ -93,18 +93,19 @@ RECALCULATE_SKU = MessageType(
     schema=_body(sku=_IDENTIFIER),
     summary="Orchestration, step 1: recalculate the SKU's availability for sale, then reply.",
 )
+_NEWS = _body(sku=_IDENTIFIER, available_for_sale=_AVAILABLE_FOR_SALE, revision=_REVISION)  # what step 1 found
 UPDATE_SKU_AVAILABILITY = MessageType(
     "update_sku_availability",
     COMMANDS,
     producers=("inventory",),
-    schema=_body(sku=_IDENTIFIER, available_for_sale=_AVAILABLE_FOR_SALE, revision=_REVISION),
+    schema=_NEWS,
     summary="Orchestration, step 2: mark the product available or not, then reply.",
 )
 UPDATE_WISHLISTS_FOR_SKU = MessageType(
     "update_wishlists_for_sku",
     COMMANDS,
     producers=("inventory",),
-    schema=_body(sku=_IDENTIFIER, available_for_sale=_AVAILABLE_FOR_SALE, revision=_REVISION),
+    schema=_NEWS,
     summary="Orchestration, step 3: record availability for the wishlists, email if it became available.",
 )
 STEP_FINISHED = MessageType(
@@ -170,15 +171,15 @@ def recalculate_sku(sku: str, *, flow_id: str, correlation_id: str) -> Outgoing:
 def update_sku_availability(
     sku: str, *, available_for_sale: int, revision: int, flow_id: str, correlation_id: str
 ) -> Outgoing:
-    body = {"sku": sku, "available_for_sale": available_for_sale, "revision": revision}
-    return _command(UPDATE_SKU_AVAILABILITY, body, flow_id, correlation_id)
+    news = {"sku": sku, "available_for_sale": available_for_sale, "revision": revision}
+    return _command(UPDATE_SKU_AVAILABILITY, news, flow_id, correlation_id)
 
 
 def update_wishlists_for_sku(
     sku: str, *, available_for_sale: int, revision: int, flow_id: str, correlation_id: str
 ) -> Outgoing:
-    body = {"sku": sku, "available_for_sale": available_for_sale, "revision": revision}
-    return _command(UPDATE_WISHLISTS_FOR_SKU, body, flow_id, correlation_id)
+    news = {"sku": sku, "available_for_sale": available_for_sale, "revision": revision}
+    return _command(UPDATE_WISHLISTS_FOR_SKU, news, flow_id, correlation_id)
 
 
 def step_finished(*, flow_id: str, sku: str, step: str, revision: int, error: str | None, sender: str) -> Outgoing:
