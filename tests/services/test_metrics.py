@@ -38,7 +38,7 @@ async def test_deliveries_per_queue_publishes_per_route_and_calls_between_servic
     await wait_until(catalog_acked, what="catalog to take its message")
     inventory, catalog = await scrape(system, "inventory"), await scrape(system, "catalog")
     published = "skuflow_published_messages_total"
-    calls = value(catalog, "skuflow_http_client_requests_total", target="inventory", route="/v1/skus/{id}/availability")
+    calls = value(catalog, "skuflow_http_client_requests_total", target="inventory", route="/v1/skus")
     if mode == "choreography":
         assert value(inventory, published, exchange="sku_processed", type="sku_processed") == 1
         assert value(inventory, published, exchange="commands") == 0

@@ -46,13 +46,16 @@ class Inventory:
     def __init__(self, **known: Availability) -> None:
         self.known = dict(known)
         self.down = False
-        self.asked: list[str] = []
+        self.asked: list[list[str]] = []
 
     async def availability(self, sku: str) -> Availability | None:
-        self.asked.append(sku)
+        return (await self.availabilities([sku])).get(sku)
+
+    async def availabilities(self, skus: Sequence[str]) -> dict[str, Availability]:
+        self.asked.append(sorted(skus))
         if self.down:
             raise ServiceUnavailable("inventory is down")
-        return self.known.get(sku)
+        return {sku: self.known[sku] for sku in skus if sku in self.known}
 
 
 class Sent:
@@ -109,7 +112,7 @@ async def test_catalog_marks_what_inventory_answers_and_keeps_the_newest_revisio
         3,
         NOW.replace(tzinfo=None),
     )
-    assert inventory.asked == ["SKU-1", "SKU-1"]
+    assert inventory.asked == [["SKU-1"], ["SKU-1"]]
 
 
 async def test_catalog_marks_nothing_for_a_sku_inventory_does_not_know_and_fails_while_inventory_is_down(
@@ -268,3 +271,66 @@ async def test_a_repaired_drift_is_announced_in_the_mode_of_the_system(inventory
         assert (announced, started) == (["sku_processed"], [])
     else:
         assert (announced, started) == (["recalculate_sku"], [("SKU-1", 2)])
+
+
+# -- batches ------------------------------------------------------------------------------------------------
+
+
+async def test_catalog_asks_inventory_once_for_a_batch_and_stores_each_answer(catalog_db: Database):
+    inventory = Inventory(**{"SKU-1": Availability(True, 3), "SKU-2": Availability(False, 4)})
+    consumers = CatalogConsumers(catalog_db, inventory, StepReplies("catalog", Sent()), clock=lambda: NOW)
+    batch = [delivered(CatalogSkuProcessed(sku=sku)) for sku in ("SKU-2", "SKU-1", "GHOST-1", "SKU-1")]
+
+    await consumers.mark_availability(batch)
+
+    assert inventory.asked == [["GHOST-1", "SKU-1", "SKU-2"]], "one look-up, each SKU once"
+    assert ((await product(catalog_db, "SKU-1")).available, (await product(catalog_db, "SKU-2")).available) == (
+        True,
+        False,
+    )
+    assert await product(catalog_db, "GHOST-1") is None
+
+
+async def test_commands_of_a_batch_for_one_sku_leave_the_newest_and_each_gets_its_reply(catalog_db: Database):
+    sent = Sent()
+    consumers = CatalogConsumers(catalog_db, Inventory(), StepReplies("catalog", sent))
+    commands = [
+        UpdateSkuAvailability(sku="SKU-1", available_for_sale=4, revision=3),
+        UpdateSkuAvailability(sku="SKU-1", available_for_sale=0, revision=2),
+    ]
+
+    await consumers.update_availability([delivered(command, flow_id=FLOW) for command in commands])
+
+    row = await product(catalog_db, "SKU-1")
+    assert (row.available, row.availability_revision) == (True, 3)
+    assert [body["revision"] for body in sent.bodies()] == [3, 2]
+
+
+async def test_users_records_a_batch_in_one_go_and_emails_each_wisher_of_each_sku_once(users_db: Database):
+    async with users_db.transaction() as session:
+        await session.execute(wishlist_items.insert().values(user_id="u1", sku="SKU-2", added_at=NOW))
+    wakes: list[str] = []
+    inventory = Inventory(**{"SKU-1": Availability(True, 2), "SKU-2": Availability(True, 7)})
+    consumers = UsersConsumers(users_db, inventory, StepReplies("users", Sent()), emails_due=lambda: wakes.append("w"))
+
+    await consumers.learn_availability([delivered(UsersSkuProcessed(sku=sku)) for sku in ("SKU-1", "SKU-2", "SKU-1")])
+
+    assert await due_emails(users_db) == [("u1", "SKU-1", 2), ("u1", "SKU-2", 7), ("u2", "SKU-1", 2)]
+    assert wakes == ["w"]
+
+
+async def test_inventory_recalculates_a_batch_in_one_transaction(inventory_db: Database):
+    async with inventory_db.transaction() as session:
+        await session.execute(skus.insert().values(sku="SKU-2", on_hand=0, safety_stock=0, revision=4, updated_at=NOW))
+    sent = Sent()
+    consumers = inventory_consumers(inventory_db, "orchestration", sent)
+
+    await consumers.recalculate_for_flow(
+        [delivered(RecalculateSku(sku=sku), flow_id=FLOW) for sku in ("SKU-2", "SKU-1", "GHOST-1")]
+    )
+
+    assert [(body["sku"], body["revision"], body["ok"]) for body in sent.bodies()] == [
+        ("SKU-2", 4, True),
+        ("SKU-1", 1, True),
+        ("GHOST-1", 0, False),
+    ]

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from skuflow.catalog.service import build_runtime as catalog_runtime
 from skuflow.inventory.service import build_runtime as inventory_runtime
-from skuflow.messaging import ROUTES, SKUFLOW, Outgoing, Subscription, routes
+from skuflow.messaging import ROUTES, SKUFLOW, Envelope, Outgoing, Subscription, routes
 from skuflow.platform.settings import Settings
 from skuflow.users.service import build_app as users_app
 from tests.support.json_schema import bodies
@@ -80,6 +80,7 @@ def _model_of(subscriptions: dict[str, list[Subscription[Any]]], route: routes.R
     return subscription.model
 
 
+BUILT_COMMAND = Envelope.new("recalculate_sku", {"sku": "SKU-1"}, app_id="inventory", correlation_id="c-1")
 IDS = {"flow_id": "0190c7f3a2b4c5d6e7f8a9b0c1d2e3f4", "correlation_id": "c-1"}
 BUILT = {
     "sku_processed": routes.sku_processed("SKU-1"),
@@ -87,7 +88,13 @@ BUILT = {
     "update_sku_availability": routes.update_sku_availability("SKU-1", available_for_sale=3, revision=2, **IDS),
     "update_wishlists_for_sku": routes.update_wishlists_for_sku("SKU-1", available_for_sale=0, revision=2, **IDS),
     "step_finished": routes.step_finished(
-        flow_id=IDS["flow_id"], sku="SKU-1", step="recalculate_sku", revision=2, error=None, sender="catalog"
+        flow_id=IDS["flow_id"],
+        sku="SKU-1",
+        step="recalculate_sku",
+        revision=2,
+        error=None,
+        sender="catalog",
+        command=BUILT_COMMAND,
     ),
 }
 
@@ -106,7 +113,9 @@ def test_a_constructed_message_has_a_body_of_its_schema_and_reaches_exactly_its_
     assert reached == [route.name for route in ROUTES if route.message == message]
 
 
-def test_commands_carry_their_flow_and_correlation_ids():
+def test_commands_carry_their_flow_and_correlation_ids_and_a_reply_its_commands():
     command = BUILT["update_sku_availability"]
     assert command.envelope.headers == {"flow_id": IDS["flow_id"]}
     assert command.envelope.correlation_id == "c-1"
+    reply = BUILT["step_finished"].envelope
+    assert (reply.correlation_id, reply.causation_id) == ("c-1", BUILT_COMMAND.message_id)

@@ -9,7 +9,7 @@ deliveries in any order leave the newest answer in place. Inventory not knowing 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +19,7 @@ from skuflow.catalog import domain
 from skuflow.catalog.db import products
 from skuflow.catalog.messages import SkuProcessed, UpdateSkuAvailability
 from skuflow.messaging import Message
-from skuflow.platform.availability import AvailabilitySource
+from skuflow.platform.availability import Availability, AvailabilitySource, newest
 from skuflow.platform.clock import Clock, utc_now
 from skuflow.platform.db import Database
 from skuflow.platform.flows import StepReplies
@@ -40,54 +40,66 @@ class CatalogConsumers:
         self.clock = clock
 
     async def mark_availability(self, messages: Sequence[Message[SkuProcessed]]) -> None:
-        """`catalog.sku_processed` (choreography): ask inventory, store what is newer."""
-        for message in messages:
-            sku = message.body.sku
-            answer = await self.inventory.availability(sku)  # unreachable or failing: retried later
-            if answer is None:
-                log.info("inventory does not know SKU %s: no availability to mark", sku)
-                continue
-            stored = await stored_revision(self.db, sku)
-            if stored is not None and not domain.is_newer(answer.revision, stored):
-                # A duplicate or a late delivery: answered without taking the write lock.
-                log.debug("SKU %s: revision %d already known (stored %d)", sku, answer.revision, stored)
-                continue
-            await self._store(sku, answer.available, answer.revision)
+        """`catalog.sku_processed` (choreography): ask inventory (one call for the batch), store what is newer
+        (one statement)."""
+        skus = {message.body.sku for message in messages}
+        answers = await self.inventory.availabilities(list(skus))  # unreachable or failing: retried later
+        for sku in skus - answers.keys():
+            log.info("inventory does not know SKU %s: no availability to mark", sku)
+        # Duplicates and late deliveries end at this read, without taking the write lock.
+        stored = await stored_revisions(self.db, answers)
+        newer = {
+            sku: answer
+            for sku, answer in answers.items()
+            if sku not in stored or domain.is_newer(answer.revision, stored[sku])
+        }
+        await self._store(newer)
 
     async def update_availability(self, messages: Sequence[Message[UpdateSkuAvailability]]) -> None:
         """`catalog.update_sku_availability` (orchestration): the command carries the availability and its
-        revision; stored only if newer, so a stale or repeated command changes nothing. Then the reply."""
-        for message in messages:
-            command = message.body
-            await self._store(command.sku, command.available_for_sale > 0, command.revision)
-            await self.replies.finish(message, "update_sku_availability", command.sku, command.revision)
-
-    async def _store(self, sku: str, available: bool, revision: int) -> None:
-        if await store_availability(self.db, sku, available=available, revision=revision, checked_at=self.clock()):
-            log.info("SKU %s is %savailable (revision %d)", sku, "" if available else "not ", revision)
-
-
-async def stored_revision(db: Database, sku: str) -> int | None:
-    """The inventory revision catalog holds for `sku` (None: no row yet)."""
-    async with db.reading() as session:
-        revision: int | None = await session.scalar(
-            select(products.c.availability_revision).where(products.c.sku == sku)
+        revision; stored only if newer, so a stale or repeated command changes nothing. Then the replies."""
+        news = newest(
+            (message.body.sku, Availability(message.body.available_for_sale > 0, message.body.revision))
+            for message in messages
         )
-    return revision
+        await self._store(news)
+        replies = [
+            self.replies.reply(message, "update_sku_availability", message.body.sku, message.body.revision)
+            for message in messages
+        ]
+        await self.replies.send(replies)
+
+    async def _store(self, news: dict[str, Availability]) -> None:
+        if not news:
+            return
+        stored = await store_availabilities(self.db, news, self.clock())
+        log.debug("availability of %d SKUs stored (%d newer than catalog's)", len(news), stored)
 
 
-async def store_availability(
-    db: Database, sku: str, *, available: bool, revision: int, checked_at: datetime | None = None
-) -> bool:
-    """Store inventory's answer at `revision` unless a newer (or the same) one is stored; True if stored.
+async def stored_revisions(db: Database, skus: Iterable[str]) -> dict[str, int]:
+    """The inventory revision catalog holds for each of `skus` that has a row."""
+    query = select(products.c.sku, products.c.availability_revision).where(products.c.sku.in_(set(skus)))
+    async with db.reading() as session:
+        return {row.sku: row.availability_revision for row in await session.execute(query)}
+
+
+async def store_availabilities(db: Database, news: Mapping[str, Availability], now: datetime) -> int:
+    """Store inventory's answers, each unless a newer (or the same) revision is stored; answers how many were.
 
     One statement, so that two answers racing each other cannot both win: an insert for a SKU catalog has
     not heard of (a row without a name: not a product yet), else an update conditional on the revision.
     """
-    now = checked_at or utc_now()
-    statement = db.insert(products).values(
-        sku=sku, available=available, availability_revision=revision, availability_checked_at=now, updated_at=now
-    )
+    rows = [
+        {
+            "sku": sku,
+            "available": answer.available,
+            "availability_revision": answer.revision,
+            "availability_checked_at": now,
+            "updated_at": now,
+        }
+        for sku, answer in sorted(news.items())  # in key order: concurrent writers lock rows in the same order
+    ]
+    statement = db.insert(products).values(rows)
     statement = statement.on_conflict_do_update(
         index_elements=[products.c.sku],
         set_={
@@ -100,4 +112,11 @@ async def store_availability(
     )
     async with db.transaction() as session:
         result: Any = await session.execute(statement)
-    return bool(result.rowcount)
+    return int(result.rowcount)
+
+
+async def store_availability(
+    db: Database, sku: str, *, available: bool, revision: int, checked_at: datetime | None = None
+) -> bool:
+    """`store_availabilities` for one SKU; True if stored."""
+    return bool(await store_availabilities(db, {sku: Availability(available, revision)}, checked_at or utc_now()))

@@ -18,7 +18,7 @@ from skuflow.inventory.recording import IdempotencyConflict, record_report, set_
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
 from skuflow.platform.identifiers import Identifier
-from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
+from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, Cursor, Limit, decode_cursor, page
 from skuflow.platform.responses import problem
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.web import runtime_of
@@ -143,6 +143,14 @@ async def list_skus(
             "SKUFLOW_LOW_STOCK_THRESHOLD (true) or above it (false)"
         ),
     ] = None,
+    sku: Annotated[
+        list[Identifier] | None,
+        Query(
+            max_length=MAX_LIMIT,
+            description=f"Only these SKUs (repeat the parameter, at most {MAX_LIMIT}); unknown ones are left out. "
+            "How catalog and users ask for the availability of many SKUs at once.",
+        ),
+    ] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
@@ -151,6 +159,8 @@ async def list_skus(
     query = select(skus).order_by(skus.c.sku).limit(limit + 1)
     if after is not None:
         query = query.where(skus.c.sku > after)
+    if sku is not None:
+        query = query.where(skus.c.sku.in_(set(sku)))
     if low_stock is not None:
         for_sale = case((skus.c.on_hand > skus.c.safety_stock, skus.c.on_hand - skus.c.safety_stock), else_=0)
         threshold = runtime.settings.low_stock_threshold

@@ -34,19 +34,20 @@ class InventoryConsumers:
         self.clock = clock
 
     async def recalculate_availability(self, messages: Sequence[Message[SkuProcessed]]) -> None:
-        """`inventory.sku_processed` (choreography)."""
-        for message in messages:
-            await recalculate(self.db, self.announcer, message.body.sku, self.clock())
+        """`inventory.sku_processed` (choreography): one transaction for the batch."""
+        await recalculate(self.db, self.announcer, [message.body.sku for message in messages], self.clock())
 
     async def recalculate_for_flow(self, messages: Sequence[Message[RecalculateSku]]) -> None:
-        """`inventory.recalculate_sku` (orchestration): recalculate, then reply with the revision."""
+        """`inventory.recalculate_sku` (orchestration): recalculate, then reply with each revision."""
+        revisions = await recalculate(self.db, self.announcer, [message.body.sku for message in messages], self.clock())
+        replies = []
         for message in messages:
             sku = message.body.sku
-            revision = await recalculate(self.db, self.announcer, sku, self.clock())
-            if revision is None:
-                await self.replies.finish(message, "recalculate_sku", sku, 0, error=f"unknown SKU {sku!r}")
+            if sku in revisions:
+                replies.append(self.replies.reply(message, "recalculate_sku", sku, revisions[sku]))
             else:
-                await self.replies.finish(message, "recalculate_sku", sku, revision)
+                replies.append(self.replies.reply(message, "recalculate_sku", sku, 0, error=f"unknown SKU {sku!r}"))
+        await self.replies.send(replies)
 
     async def on_step_finished(self, messages: Sequence[Message[StepFinished]]) -> None:
         """`inventory.flow_replies`: each reply moves its flow on."""

@@ -107,45 +107,47 @@ class Orchestrator:
         await self.outbox.add_many(session, commands)
 
     async def on_step_finished(self, messages: Sequence[Message[StepFinished]]) -> None:
-        """Consumer of `inventory.flow_replies`: move each reply's flow on."""
-        for message in messages:
-            await self._move_on(message.body)
-
-    async def _move_on(self, reply: StepFinished) -> None:
+        """Consumer of `inventory.flow_replies`: move each reply's flow on, the batch in one transaction (the
+        flows locked in key order, as two batches of two processes then queue instead of deadlocking)."""
         now = self.clock()
         async with self.db.transaction() as session:
-            flow = (
-                await session.execute(self.db.for_update(select(flows).where(flows.c.flow_id == reply.flow_id)))
-            ).first()
-            if flow is None:
-                log.warning("step_finished for unknown flow %s (%s): ignored", reply.flow_id, reply.step)
-                return
-            step = (
-                await session.execute(
-                    select(flow_steps).where(flow_steps.c.flow_id == reply.flow_id, flow_steps.c.step == reply.step)
-                )
-            ).first()
-            if step is None or step.attempts == 0 or reply.sku != flow.sku:
-                log.warning("an answer flow %s did not ask for (%s, %s): ignored", flow.flow_id, reply.step, reply.sku)
-                return
-            if flow.status != "running" or step.status != "pending":
-                # A repeat, or an answer after the flow failed or was superseded: the flow's outcome stands.
-                log.info("late or repeated %s for flow %s (%s): ignored", reply.step, reply.flow_id, flow.status)
-                return
-            if not reply.ok:
-                await fail(session, flow.flow_id, reply.step, reply.error or "the step failed", now)
-                return
-            await _set_step(session, flow.flow_id, reply.step, status="done", finished_at=now)
-            if reply.step == RECALCULATE:
-                await self._after_recalculation(session, flow, now)
-            elif await _all_done(session, flow.flow_id):
-                await session.execute(
-                    flows.update()
-                    .where(flows.c.flow_id == flow.flow_id, flows.c.status == "running")
-                    .values(status="completed", updated_at=now, finished_at=now)
-                )
-            else:
-                await session.execute(flows.update().where(flows.c.flow_id == flow.flow_id).values(updated_at=now))
+            for message in sorted(messages, key=lambda message: message.body.flow_id):
+                with message.flow():
+                    await self._move_on(session, message.body, now)
+
+    async def _move_on(self, session: AsyncSession, reply: StepFinished, now: datetime) -> None:
+        flow = (
+            await session.execute(self.db.for_update(select(flows).where(flows.c.flow_id == reply.flow_id)))
+        ).first()
+        if flow is None:
+            log.warning("step_finished for unknown flow %s (%s): ignored", reply.flow_id, reply.step)
+            return
+        step = (
+            await session.execute(
+                select(flow_steps).where(flow_steps.c.flow_id == reply.flow_id, flow_steps.c.step == reply.step)
+            )
+        ).first()
+        if step is None or step.attempts == 0 or reply.sku != flow.sku:
+            log.warning("an answer flow %s did not ask for (%s, %s): ignored", flow.flow_id, reply.step, reply.sku)
+            return
+        if flow.status != "running" or step.status != "pending":
+            # A repeat, or an answer after the flow failed or was superseded: the flow's outcome stands.
+            log.info("late or repeated %s for flow %s (%s): ignored", reply.step, reply.flow_id, flow.status)
+            return
+        if not reply.ok:
+            await fail(session, flow.flow_id, reply.step, reply.error or "the step failed", now)
+            return
+        await _set_step(session, flow.flow_id, reply.step, status="done", finished_at=now)
+        if reply.step == RECALCULATE:
+            await self._after_recalculation(session, flow, now)
+        elif await _all_done(session, flow.flow_id):
+            await session.execute(
+                flows.update()
+                .where(flows.c.flow_id == flow.flow_id, flows.c.status == "running")
+                .values(status="completed", updated_at=now, finished_at=now)
+            )
+        else:
+            await session.execute(flows.update().where(flows.c.flow_id == flow.flow_id).values(updated_at=now))
 
     async def _after_recalculation(self, session: AsyncSession, flow: Any, now: datetime) -> None:
         """Send catalog and users what recalculation found, with the revision it was found at."""

@@ -10,9 +10,10 @@ recalculation lags. Idempotent: a duplicate or late delivery recomputes the same
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from skuflow.inventory import domain
 from skuflow.inventory.db import skus, stock_levels
@@ -22,35 +23,45 @@ from skuflow.platform.db import Database
 log = logging.getLogger("skuflow.inventory")
 
 
-async def recalculate(db: Database, announcer: Announcer, sku: str, now: datetime) -> int | None:
-    """Recalculate the SKU's availability; answers the revision it is now recalculated at (None: unknown)."""
+async def recalculate(db: Database, announcer: Announcer, names: Iterable[str], now: datetime) -> dict[str, int]:
+    """Recalculate the SKUs' availability in one transaction; answers the revision each is now recalculated at
+    (a SKU inventory does not know is left out)."""
+    wanted = sorted(set(names))  # rows locked in key order, as every writer does
     async with db.transaction() as session:
-        row = (await session.execute(db.for_update(select(skus).where(skus.c.sku == sku)))).first()
-        if row is None:
+        query = select(skus).where(skus.c.sku.in_(wanted))
+        rows = (await session.execute(db.for_update(query.order_by(skus.c.sku)))).all()
+        for sku in set(wanted) - {row.sku for row in rows}:
             log.warning("unknown SKU %s: nothing to recalculate", sku)
-            return None
-        on_hand = int(
-            await session.scalar(
-                select(func.coalesce(func.sum(stock_levels.c.on_hand), 0)).where(stock_levels.c.sku == sku)
+        if not rows:
+            return {}
+        summed = select(stock_levels.c.sku, func.sum(stock_levels.c.on_hand)).group_by(stock_levels.c.sku)
+        sums = dict((await session.execute(summed.where(stock_levels.c.sku.in_(wanted)))).all())
+        changes = []
+        repaired = []
+        for row in rows:
+            on_hand = int(sums.get(row.sku) or 0)
+            revision = row.revision
+            if on_hand != row.on_hand:
+                log.error(
+                    "SKU %s: recorded on_hand %d but its stock levels sum to %d; repairing",
+                    row.sku,
+                    row.on_hand,
+                    on_hand,
+                )
+                revision += 1
+                repaired.append(row.sku)
+            changes.append(
+                {
+                    "key": row.sku,
+                    "on_hand": on_hand,
+                    "revision": revision,
+                    "updated_at": now if revision != row.revision else row.updated_at,
+                    "available_for_sale": domain.available_for_sale(on_hand, row.safety_stock),
+                    "recalculated_revision": revision,
+                    "recalculated_at": now,
+                }
             )
-            or 0
-        )
-        values = {"revision": row.revision}
-        if on_hand != row.on_hand:
-            log.error(
-                "SKU %s: recorded on_hand %d but its stock levels sum to %d; repairing", sku, row.on_hand, on_hand
-            )
-            values = {"on_hand": on_hand, "revision": row.revision + 1, "updated_at": now}
-        await session.execute(
-            skus.update()
-            .where(skus.c.sku == sku)
-            .values(
-                **values,
-                available_for_sale=domain.available_for_sale(on_hand, row.safety_stock),
-                recalculated_revision=values["revision"],
-                recalculated_at=now,
-            )
-        )
-        if values["revision"] != row.revision:  # announced at its new revision (a flow reads it)
-            await announcer.changed(session, [sku])
-    return int(values["revision"])
+        await session.execute(skus.update().where(skus.c.sku == bindparam("key")), changes)
+        if repaired:  # announced at their new revisions (a flow reads them)
+            await announcer.changed(session, repaired)
+    return {change["key"]: change["revision"] for change in changes}

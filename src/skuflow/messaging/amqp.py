@@ -26,7 +26,7 @@ from aio_pika.abc import (
 from yarl import URL
 
 from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishError, PublishRefused, Subscription
-from skuflow.messaging.consumer import RepublishingDelivery, handle_delivery
+from skuflow.messaging.consumer import RepublishingDelivery, batcher_for, handle_delivery
 from skuflow.messaging.envelope import CAUSATION_ID, CONTENT_TYPE, Envelope, text
 from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queue
 
@@ -281,6 +281,7 @@ class _AmqpConsumer:
         self._channel = channel
         self._queue = queue
         self._subscription = subscription
+        self._batcher = batcher_for(subscription, broker.options)
         self._tag: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -309,6 +310,7 @@ class _AmqpConsumer:
                 _AmqpDelivery(self._broker, self.queue, message),
                 self._broker.options,
                 self._broker.stats,
+                self._batcher,
             )
         except Exception:
             # Settling failed: the retry or dead-letter copy could not be published. If the channel died

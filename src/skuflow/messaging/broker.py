@@ -18,6 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import pydantic
 
+from skuflow.messaging.context import flow_scope
 from skuflow.messaging.envelope import Envelope
 from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queues
 
@@ -95,6 +96,11 @@ class Message(Generic[ModelT]):
     envelope: Envelope
     attempt: int
 
+    def flow(self) -> flow_scope:
+        """The message's flow, for work done on its behalf: its correlation id, and itself as the cause of
+        whatever is published (a handler of a single message already runs in it; one of a batch says so)."""
+        return flow_scope(self.envelope.correlation_id, causation_id=self.envelope.message_id)
+
 
 Handler = Callable[[Message[ModelT]], Awaitable[None]]
 # A service's handler takes the messages it may handle together (one statement, one call for all of them);
@@ -112,12 +118,25 @@ def each(handler: BatchHandler[ModelT]) -> Handler[ModelT]:
 
 @dataclass(frozen=True, slots=True)
 class Subscription(Generic[ModelT]):
-    """A queue, the one message type it carries, the model that validates its body, and its handler."""
+    """A queue, the one message type it carries, the model that validates its body, and its handler.
+
+    A batched subscription's `batch_handler` takes the messages that arrive together (at most `max_batch`);
+    `handler` then runs it on one message (see `skuflow.messaging.batching`)."""
 
     queue: str
     message_type: str
     model: type[ModelT]
     handler: Handler[ModelT]
+    batch_handler: BatchHandler[ModelT] | None = None
+    max_batch: int = 1
+
+    @classmethod
+    def batched(
+        cls, queue: str, message_type: str, model: type[ModelT], handler: BatchHandler[ModelT], max_batch: int
+    ) -> Subscription[ModelT]:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        return cls(queue, message_type, model, each(handler), batch_handler=handler, max_batch=max_batch)
 
 
 @dataclass(frozen=True, slots=True)

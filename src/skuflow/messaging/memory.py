@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishRefused, Subscription
-from skuflow.messaging.consumer import RepublishingDelivery, handle_delivery
+from skuflow.messaging.consumer import RepublishingDelivery, batcher_for, handle_delivery
 from skuflow.messaging.envelope import DEATHS, REASON, Envelope
 from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queue
 
@@ -274,6 +274,7 @@ class _MemoryConsumer:
         self._broker = broker
         self._queue = queue
         self._subscription = subscription
+        self._batcher = batcher_for(subscription, broker.options)
         self._slots = asyncio.Semaphore(prefetch)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pump: asyncio.Task[None] | None = None
@@ -305,7 +306,7 @@ class _MemoryConsumer:
     async def _process(self, envelope: Envelope) -> None:
         delivery = _MemoryDelivery(self._broker, self.queue, envelope)
         try:
-            await handle_delivery(self._subscription, delivery, self._broker.options, self._broker.stats)
+            await handle_delivery(self._subscription, delivery, self._broker.options, self._broker.stats, self._batcher)
         except asyncio.CancelledError:
             # Stopped past the grace period: like an unacked message on a closed channel, back it goes.
             if not delivery.settled:

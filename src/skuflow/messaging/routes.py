@@ -19,13 +19,14 @@ from typing import Any, TypeVar
 
 import pydantic
 
-from skuflow.messaging.broker import BatchHandler, Outgoing, Subscription, each
+from skuflow.messaging.broker import BatchHandler, Outgoing, Subscription
 from skuflow.messaging.envelope import Envelope
 from skuflow.messaging.topology import Exchange, Queue, Topology
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
 FLOW_ID = "flow_id"  # the header of a command naming its flow
+MAX_BATCH = 100  # messages a handler takes at once, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +54,13 @@ class Route:
     def name(self) -> str:
         return self.queue.name
 
-    def bind(self, model: type[ModelT], handler: BatchHandler[ModelT]) -> Subscription[ModelT]:
-        """The subscription of `handler` to this queue, validating bodies with the consumer's own `model`."""
-        return Subscription(self.queue.name, self.message.name, model, each(handler))
+    def bind(
+        self, model: type[ModelT], handler: BatchHandler[ModelT], max_batch: int = MAX_BATCH
+    ) -> Subscription[ModelT]:
+        """The subscription of `handler` to this queue, validating bodies with the consumer's own `model`;
+        `handler` takes the messages that arrive together (at most `max_batch`, and never more than the
+        consumer's prefetch holds)."""
+        return Subscription.batched(self.queue.name, self.message.name, model, handler, max_batch)
 
 
 # -- The bodies' rules (CONTRACT sections 2 and 7; docs/contract.md) ----------------------------------------
@@ -182,10 +187,13 @@ def update_wishlists_for_sku(
     return _command(UPDATE_WISHLISTS_FOR_SKU, news, flow_id, correlation_id)
 
 
-def step_finished(*, flow_id: str, sku: str, step: str, revision: int, error: str | None, sender: str) -> Outgoing:
-    """A step owner's reply (`sender`: the owner), in the flow of the command it answers."""
+def step_finished(
+    *, flow_id: str, sku: str, step: str, revision: int, error: str | None, sender: str, command: Envelope
+) -> Outgoing:
+    """A step owner's reply (`sender`: the owner) to `command`, in the command's flow and caused by it."""
     body = {"flow_id": flow_id, "sku": sku, "step": step, "revision": revision, "ok": error is None, "error": error}
-    return _outgoing(STEP_FINISHED, body, app_id=sender, routing_key=FLOW_REPLIES)
+    ids = {"correlation_id": command.correlation_id, "causation_id": command.message_id}
+    return _outgoing(STEP_FINISHED, body, app_id=sender, routing_key=FLOW_REPLIES, **ids)
 
 
 def _command(message: MessageType, body: dict[str, Any], flow_id: str, correlation_id: str) -> Outgoing:

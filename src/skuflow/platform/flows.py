@@ -9,6 +9,7 @@ takes each step's first reply and ignores the others).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from skuflow.messaging import FLOW_ID, Message, Outgoing, Reject, routes
@@ -36,9 +37,19 @@ class StepReplies:
 
         A `flow_id` header that no reply may carry is `Reject`ed: the command is done (and idempotent), and its
         dead letter says why no reply went out, rather than being retried to no end."""
-        reply = step_finished(command, step, sku, revision, error, sender=self.sender)
-        if reply is not None:
-            await self._publish([reply])
+        await self.send([self.reply(command, step, sku, revision, error)])
+
+    def reply(
+        self, command: Message[Any], step: Step, sku: str, revision: int, error: str | None = None
+    ) -> Outgoing | None:
+        """The reply `finish` sends, to send with others (`send`); `Reject` as `finish`."""
+        return step_finished(command, step, sku, revision, error, sender=self.sender)
+
+    async def send(self, replies: Sequence[Outgoing | None]) -> None:
+        """Send replies together (None: a command that names no flow, to which nobody waits for a reply)."""
+        ready = [reply for reply in replies if reply is not None]
+        if ready:
+            await self._publish(ready)
 
 
 def step_finished(
@@ -56,4 +67,6 @@ def step_finished(
     if not is_identifier(flow_id):
         raise Reject(f"the {FLOW_ID} header {header!r:.80} is not a flow id ({IDENTIFIER_RULE}): no reply sent")
     error = error[:ERROR_MAX_CHARS].replace("\x00", "\ufffd") if error is not None else None
-    return routes.step_finished(flow_id=flow_id, sku=sku, step=step, revision=revision, error=error, sender=sender)
+    return routes.step_finished(
+        flow_id=flow_id, sku=sku, step=step, revision=revision, error=error, sender=sender, command=command.envelope
+    )

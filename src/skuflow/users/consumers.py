@@ -12,12 +12,12 @@ import logging
 from collections.abc import Callable, Sequence
 
 from skuflow.messaging import Message
-from skuflow.platform.availability import Availability, AvailabilitySource
+from skuflow.platform.availability import Availability, AvailabilitySource, newest
 from skuflow.platform.clock import Clock, utc_now
 from skuflow.platform.db import Database
 from skuflow.platform.flows import StepReplies
 from skuflow.users.messages import SkuProcessed, UpdateWishlistsForSku
-from skuflow.users.wishlists import record_availability
+from skuflow.users.wishlists import record_availabilities
 
 log = logging.getLogger("skuflow.users")
 
@@ -41,22 +41,28 @@ class UsersConsumers:
         self.clock = clock
 
     async def learn_availability(self, messages: Sequence[Message[SkuProcessed]]) -> None:
-        """`users.sku_processed` (choreography): ask inventory, then record what is new."""
-        for message in messages:
-            sku = message.body.sku
-            news = await self.inventory.availability(sku)  # unreachable or failing: retried later
-            if news is None:
-                log.warning("inventory does not know SKU %s: nothing to update", sku)
-                continue
-            await self._record(sku, news)
+        """`users.sku_processed` (choreography): ask inventory (one call for the batch), then record what is
+        new (one transaction)."""
+        skus = {message.body.sku for message in messages}
+        news = await self.inventory.availabilities(list(skus))  # unreachable or failing: retried later
+        for sku in skus - news.keys():
+            log.warning("inventory does not know SKU %s: nothing to update", sku)
+        await self._record(news)
 
     async def update_wishlists(self, messages: Sequence[Message[UpdateWishlistsForSku]]) -> None:
-        """`users.update_wishlists_for_sku` (orchestration): record the availability the command carries (a
+        """`users.update_wishlists_for_sku` (orchestration): record the availability the commands carry (a
         stale or repeated one changes nothing), then reply."""
-        for message in messages:
-            command = message.body
-            await self._record(command.sku, Availability(command.available_for_sale > 0, command.revision))
-            await self.replies.finish(message, "update_wishlists_for_sku", command.sku, command.revision)
+        news = newest(
+            (message.body.sku, Availability(message.body.available_for_sale > 0, message.body.revision))
+            for message in messages
+        )
+        await self._record(news)
+        replies = [
+            self.replies.reply(message, "update_wishlists_for_sku", message.body.sku, message.body.revision)
+            for message in messages
+        ]
+        await self.replies.send(replies)
 
-    async def _record(self, sku: str, news: Availability) -> None:
-        await record_availability(self.db, sku, news, self.emails_due, now=self.clock())
+    async def _record(self, news: dict[str, Availability]) -> None:
+        if news:
+            await record_availabilities(self.db, news, self.emails_due, self.clock())

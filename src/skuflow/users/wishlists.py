@@ -10,11 +10,11 @@ per user, SKU and revision: the mailer sends them afterwards (see mailer.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 
 from skuflow.platform.availability import Availability
 from skuflow.platform.db import Database, utc
@@ -32,29 +32,43 @@ async def record_availability(
     emails_due: Callable[[], None] = lambda: None,
     now: datetime | None = None,
 ) -> int:
-    """Record a SKU's availability at a revision; returns how many emails became due (`emails_due` is called
-    once they are committed)."""
-    now = now or datetime.now(UTC)
+    """`record_availabilities` for one SKU."""
+    return await record_availabilities(db, {sku: news}, emails_due, now or datetime.now(UTC))
+
+
+async def record_availabilities(
+    db: Database, news: Mapping[str, Availability], emails_due: Callable[[], None], now: datetime
+) -> int:
+    """Record SKUs' availability, each at its revision, in one transaction; returns how many emails became due
+    (`emails_due` is called once they are committed)."""
+    names = sorted(news)  # rows locked in key order, as every writer does
     async with db.transaction() as session:
-        known = (
-            await session.execute(db.for_update(select(sku_availability).where(sku_availability.c.sku == sku)))
-        ).first()
-        if not emails.is_news(news.revision, known.revision if known else None):
-            return 0
-        row = {"sku": sku, "available": news.available, "revision": news.revision, "checked_at": now}
-        if known is None:
-            # A concurrent first record of the same SKU fails on the key; the message is retried and then
-            # finds this row.
-            await session.execute(sku_availability.insert().values(**row))
-        else:
-            await session.execute(sku_availability.update().where(sku_availability.c.sku == sku).values(**row))
-        if not emails.email_due(known.available if known else None, news.available):
+        query = select(sku_availability).where(sku_availability.c.sku.in_(names)).order_by(sku_availability.c.sku)
+        known = {row.sku: row for row in await session.execute(db.for_update(query))}
+        fresh = [sku for sku in names if emails.is_news(news[sku].revision, _revision(known.get(sku)))]
+        rows = [
+            {"sku": sku, "available": news[sku].available, "revision": news[sku].revision, "checked_at": now}
+            for sku in fresh
+        ]
+        # A concurrent first record of the same SKU fails on the key; the messages are retried and then find
+        # its row.
+        await db.insert_many(session, sku_availability, [row for row in rows if row["sku"] not in known])
+        updated = [{**row, "key": row["sku"]} for row in rows if row["sku"] in known]
+        if updated:
+            await session.execute(
+                sku_availability.update()
+                .where(sku_availability.c.sku == bindparam("key"))
+                .values(available=bindparam("available"), revision=bindparam("revision"), checked_at=now),
+                updated,
+            )
+        became_available = [sku for sku in fresh if emails.email_due(_available(known.get(sku)), news[sku].available)]
+        if not became_available:
             return 0
         wishers = (
             await session.execute(
-                select(users.c.id, users.c.email)
+                select(users.c.id, users.c.email, wishlist_items.c.sku)
                 .join(wishlist_items, wishlist_items.c.user_id == users.c.id)
-                .where(wishlist_items.c.sku == sku)
+                .where(wishlist_items.c.sku.in_(became_available))
             )
         ).all()
         if wishers:
@@ -63,20 +77,28 @@ async def record_availability(
                 statement,
                 [
                     {
-                        "user_id": user.id,
-                        "sku": sku,
-                        "revision": news.revision,
-                        "email": user.email,
+                        "user_id": wisher.id,
+                        "sku": wisher.sku,
+                        "revision": news[wisher.sku].revision,
+                        "email": wisher.email,
                         "created_at": now,
                         "next_attempt_at": now,
                         "attempts": 0,
                     }
-                    for user in wishers
+                    for wisher in wishers
                 ],
             )
             db.after_commit(session, emails_due)
-        log.info("SKU %s is available again (revision %d): %d email(s) due", sku, news.revision, len(wishers))
+        log.info("%d SKU(s) available again: %d email(s) due", len(became_available), len(wishers))
         return len(wishers)
+
+
+def _revision(known: Any) -> int | None:
+    return known.revision if known is not None else None
+
+
+def _available(known: Any) -> bool | None:
+    return known.available if known is not None else None
 
 
 class WishlistFull(Exception):
