@@ -7,7 +7,8 @@ emails with a temporary failure (451), `refuse_recipients` answers those address
 (550), `delay_seconds` takes that long over each email, `close_after` ends a connection once it has carried
 that many emails (as servers that limit messages per connection do: 421 to the next MAIL, then closed); and as
 a server with AUTH (`credentials`) and TLS (`tls`: STARTTLS, or `implicit_tls`). `connections` counts the
-connections it accepted; stopping it drops the open ones, as a server going down does.
+connections it accepted, `open_connections` those still open; stopping it drops the open ones, as a server
+going down does.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class SmtpSink:
         user = f"{self.credentials[0]}:{self.credentials[1]}@" if self.credentials else ""
         query = "?starttls=true" if self.tls and not self.implicit_tls else ""
         return f"{scheme}://{user}127.0.0.1:{self.port}{query}"
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         loop = asyncio.get_running_loop()
