@@ -18,6 +18,7 @@ was sent leaves the email unrecorded either way, and without the retry it would 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -45,6 +46,7 @@ class SmtpPool:
         self.opened = 0  # connections opened
         self._client: aiosmtplib.SMTP | None = None
         self._last_used = 0.0
+        self._lock = asyncio.Lock()  # one email at a time on the one connection, whoever calls
 
     @property
     def connected(self) -> bool:
@@ -52,23 +54,29 @@ class SmtpPool:
 
     async def send(self, sender: str, recipient: str, content: bytes) -> None:
         """Send one email; raises what aiosmtplib raises when it is not accepted."""
-        reused = self.connected
-        try:
-            await self._try(sender, recipient, content)
-        except (aiosmtplib.SMTPException, OSError) as error:
-            if not (reused and about_the_connection(error)):
-                raise
-            log.debug("the SMTP connection went away (%r): sending again on a fresh one", error)
-            await self._try(sender, recipient, content)
-        finally:
-            if not self.reuse:
-                await self.close()
+        async with self._lock:
+            reused = self.connected
+            try:
+                await self._try(sender, recipient, content)
+            except (aiosmtplib.SMTPException, OSError) as error:
+                if not (reused and about_the_connection(error)):
+                    raise
+                log.debug("the SMTP connection went away (%r): sending again on a fresh one", error)
+                await self._try(sender, recipient, content)
+            finally:
+                if not self.reuse:
+                    await self._close()
 
     async def close_if_idle(self) -> None:
-        if self._client is not None and time.monotonic() - self._last_used >= self.idle_seconds:
-            await self.close()
+        async with self._lock:
+            if self._client is not None and time.monotonic() - self._last_used >= self.idle_seconds:
+                await self._close()
 
     async def close(self) -> None:
+        async with self._lock:
+            await self._close()
+
+    async def _close(self) -> None:
         """QUIT, briefly, and close."""
         client, self._client = self._client, None
         if client is None:
