@@ -96,6 +96,33 @@ def test_bench_ftp_measures_each_database_and_prints_json(postgresql):
             assert set(figures) == {"lines_per_second", "seconds", "peak_memory_mb", "memory_growth_mb", "of_target"}
 
 
+def test_bench_mailer_measures_both_ways_on_each_database_and_prints_json(postgresql):
+    result = skuflow("bench", "mailer", "-n", "60", "--runs", "2", "--postgres-url", postgresql.url, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["emails"], report["runs"], report["smtp"]) == (60, 2, "plain")
+    assert sorted(report["databases"]) == ["postgresql", "sqlite"]
+    for figures in report["databases"].values():
+        assert set(figures) == {
+            "pooled_emails_per_second",
+            "per_email_connection_emails_per_second",
+            "pooled_ratio",
+            "pooled_connections",
+        }
+        assert figures["pooled_emails_per_second"] > 0
+        assert figures["per_email_connection_emails_per_second"] > 0
+        assert figures["pooled_ratio"] > 0
+        assert figures["pooled_connections"] == 1, "the emails of the pooled side share one connection"
+
+
+def test_bench_mailer_table_over_starttls_and_auth():
+    result = skuflow("bench", "mailer", "-n", "20", "--runs", "1", "--tls")
+    assert result.returncode == 0, result.stderr
+    assert "STARTTLS and AUTH" in result.stdout
+    assert "a connection per email (emails/s)" in result.stdout
+    assert "1 / 20" in result.stdout
+
+
 def test_bench_ftp_table_and_a_bad_choice_of_database():
     result = skuflow("bench", "ftp", "-n", "500", "--runs", "1", "--databases", "sqlite")
     assert result.returncode == 0, result.stderr

@@ -14,21 +14,19 @@ part of the work that no database can remove.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 from rich.table import Table
-from sqlalchemy.engine import make_url
 
 from skuflow.bench.memory import peak_resident
+from skuflow.bench.scratch import scratch_database
 from skuflow.embedded.ftp import FOLDER, FtpServer
 from skuflow.inventory.feed.importer import Delivery, import_delivery
 from skuflow.inventory.feed.lines import read_batches
@@ -137,7 +135,7 @@ async def run(
             for name in databases:
                 figures = DatabaseFigures(name)
                 for n in range(runs):
-                    async with _database(name, root, postgres_url) as url:
+                    async with scratch_database(name, root, postgres_url) as url:
                         created, updated = await _one_run(server.location(), url, root)
                     figures.create.append(created)
                     figures.update.append(updated)
@@ -194,23 +192,3 @@ async def _one_run(location: FtpLocation, database_url: str, root: Path) -> tupl
         return results[0], results[1]
     finally:
         await runtime.db.close()
-
-
-@contextlib.asynccontextmanager
-async def _database(name: str, root: Path, postgres_url: str) -> AsyncIterator[str]:
-    """A database of its own for one run: a new SQLite file, or a scratch database on the server."""
-    if name == "sqlite":
-        yield f"sqlite+aiosqlite:///{root / f'bench-{uuid.uuid4().hex}.db'}"
-        return
-    server = make_url(postgres_url)
-    scratch = f"skuflow_bench_{uuid.uuid4().hex[:12]}"
-    dsn = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    admin = await asyncpg.connect(dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{scratch}"')
-        try:
-            yield server.set(database=scratch).render_as_string(hide_password=False)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
-    finally:
-        await admin.close()

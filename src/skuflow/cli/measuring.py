@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -114,6 +115,27 @@ def bench_ftp(
         fail(f"--databases takes sqlite and/or postgresql, got {databases!r}")
     measure = lambda say: ftp.run(lines, runs, chosen, postgres_url, say)  # noqa: E731
     _bench(measure, as_json, "cannot reach the FTP or database server")
+
+
+def bench_mailer(
+    emails: Annotated[int, typer.Option("--emails", "-n", min=1, help="Emails due per run.")] = 2_000,
+    runs: Annotated[int, typer.Option(min=1, help="Runs per database; medians are reported.")] = 3,
+    postgres_url: Annotated[
+        str | None,
+        typer.Option(
+            help="A PostgreSQL server to measure too, on a scratch database (dropped after); default: SQLite only."
+        ),
+    ] = None,
+    tls: Annotated[bool, typer.Option("--tls", help="STARTTLS and AUTH, as a submission server wants.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """The mailer's send rate over one pooled SMTP connection beside a connection per email, per database."""
+    from skuflow.bench import mailer
+
+    if tls and shutil.which("openssl") is None:
+        fail("--tls needs openssl, to make the server's certificate")
+    measure = lambda say: mailer.run(emails, runs, postgres_url, tls, say)  # noqa: E731
+    _bench(measure, as_json, "cannot reach the database or the SMTP sink")
 
 
 Report = TypeVar("Report", bound=BenchReport)

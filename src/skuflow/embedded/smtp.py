@@ -4,8 +4,11 @@ It speaks real SMTP on a real port; it just delivers nowhere. Like a real server
 that is not one mailbox with a permanent 553, and keeps bounded memory: the newest KEEP_MAILS emails, each
 at most MAX_MAIL_BYTES. For the tests it can act as a server in trouble: `refuse_next` answers the next N
 emails with a temporary failure (451), `refuse_recipients` answers those addresses with a permanent one
-(550), `delay_seconds` takes that long over each email; and as a server with AUTH (`credentials`) and TLS
-(`tls`: STARTTLS, or `implicit_tls`).
+(550), `delay_seconds` takes that long over each email, `close_after` ends a connection once it has carried
+that many emails (as servers that limit messages per connection do: 421 to the next MAIL, then closed); and as
+a server with AUTH (`credentials`) and TLS (`tls`: STARTTLS, or `implicit_tls`). `connections` counts the
+connections it accepted, `open_connections` those still open; stopping it drops the open ones, as a server
+going down does.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ class SmtpSink:
         self.refused = 0
         self.refuse_recipients: set[str] = set()
         self.delay_seconds = 0.0
+        self.close_after: int | None = None
+        self.connections = 0
+        self._open: set[_Connection] = set()
         self.on_mail = on_mail
         self.credentials = credentials
         self.tls = tls
@@ -66,6 +72,10 @@ class SmtpSink:
         query = "?starttls=true" if self.tls and not self.implicit_tls else ""
         return f"{scheme}://{user}127.0.0.1:{self.port}{query}"
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._session, host, port, ssl=self.tls if self.implicit_tls else None)
@@ -73,7 +83,8 @@ class SmtpSink:
 
     def _session(self) -> SMTP:
         starttls = self.tls if not self.implicit_tls else None
-        return SMTP(
+        self.connections += 1
+        return _Connection(
             self,
             hostname="skuflow-sink",
             data_size_limit=MAX_MAIL_BYTES,
@@ -107,11 +118,13 @@ class SmtpSink:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            self._server.close()  # stops listening; the connections already open are dropped below
+            for connection in list(self._open):
+                connection.drop()
             await self._server.wait_closed()
             self._server = None
 
-    async def handle_DATA(self, _server: SMTP, _session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(self, server: SMTP, _session: Session, envelope: Envelope) -> str:
         await asyncio.sleep(self.delay_seconds)  # a slow server (the tests); the email counts once answered
         if self.refuse_next > 0:
             self.refuse_next -= 1
@@ -128,6 +141,38 @@ class SmtpSink:
             message_id=str(message["Message-ID"] or ""),
         )
         self.mails.append(mail)
+        if isinstance(server, _Connection):
+            server.accepted += 1
         if self.on_mail is not None:
             self.on_mail(mail)
         return "250 OK"
+
+
+class _Connection(SMTP):
+    """One client's connection to the sink: what it carried, for `close_after`, and a way to drop it."""
+
+    def __init__(self, sink: SmtpSink, **options: Any) -> None:
+        super().__init__(sink, **options)
+        self.sink = sink
+        self.accepted = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.sink._open.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.sink._open.discard(self)
+        super().connection_lost(error)
+
+    def drop(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        limit = self.sink.close_after
+        if limit is not None and self.accepted >= limit and self.transport is not None:
+            # aiosmtpd's own way of ending a session: the 421, then the connection closed.
+            await self.push("421 4.7.0 Too many messages on one connection, closing")
+            self.transport.close()
+            return
+        await super().smtp_MAIL(arg)

@@ -15,6 +15,11 @@ carries a Message-ID derived from its row, so that a resend after a crash betwee
 one window where it could go twice) is recognisable as the same email. Headers are built from parsed
 addresses and one-line text only, so no stored text can add a header. On PostgreSQL several processes share
 the work (`FOR UPDATE SKIP LOCKED`), each holding what it claimed for CLAIM_SECONDS.
+
+The emails go one after another over one SMTP connection, kept open while they keep coming (`smtp_pool`
+says what becomes of it after each kind of failure, and when an email is tried once more on a fresh one), and
+each product's name is asked of catalog once in a pass, not once an email. One INFO line a pass says how
+many were sent; each email's own line is DEBUG.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import contextlib
 import email.policy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -43,13 +48,16 @@ from skuflow.platform.smtp import SmtpTarget
 from skuflow.platform.text import one_line
 from skuflow.users import emails
 from skuflow.users.db import notifications
+from skuflow.users.smtp_pool import SmtpPool
 
 log = logging.getLogger("skuflow.users.mailer")
 
 SENDER = Address("skuflow", addr_spec="notifications@skuflow.local")
 
 CLAIM_SECONDS = 120.0  # how long a mailer holds the emails it took before another may take them
-# One deadline for the whole of one email: the product's name from catalog, connect, TLS, AUTH, MAIL, RCPT, DATA.
+# One deadline for the whole of one email: the product's name from catalog (for the first email of its SKU in a
+# pass), connect, TLS and AUTH when a connection is opened, MAIL, RCPT, DATA, and the one try on a fresh
+# connection should the one kept open have gone away.
 SEND_SECONDS = 30.0
 # A send starts only while it can end, counted from before the claim was taken, with a whole SEND_SECONDS to
 # spare for recording its outcome: a slow SMTP server or catalog cannot make the claim run out under an email
@@ -80,9 +88,12 @@ class Mailer:
         *,
         batch_size: int = 50,
         poll_seconds: float = 1.0,
+        pooled: bool = True,
     ) -> None:
         self.db = db
         self.smtp = SmtpTarget.parse(smtp_url) if smtp_url else None
+        # One connection for many emails; `pooled=False`, a connection per email, is the benchmark's baseline.
+        self._pool = SmtpPool(self.smtp, step_seconds=SEND_SECONDS, reuse=pooled) if self.smtp else None
         self.catalog_url = catalog_url
         self._session_of = http  # the service's HTTP client, there once the service has started
         self.http: aiohttp.ClientSession | None = None
@@ -107,6 +118,8 @@ class Mailer:
 
     async def stop(self) -> None:
         await self._loop.stop()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def check(self) -> Check:
         """For /readyz: degraded while no SMTP server is set or this process's last send failed for the
@@ -128,7 +141,11 @@ class Mailer:
         return Check("degraded" if self.smtp is None or self.failing else "ok", details)
 
     async def _pass(self) -> bool:
-        return await self.send_due() == self.batch_size
+        try:
+            return await self.send_due() == self.batch_size
+        finally:
+            if self._pool is not None:
+                await self._pool.close_if_idle()
 
     async def send_due(self) -> int:
         """Send the emails that are due; returns how many were tried."""
@@ -136,7 +153,30 @@ class Mailer:
             return await self._send_due() if mine else 0
 
     async def _send_due(self) -> int:
-        now, claimed_at = datetime.now(UTC), time.monotonic()
+        claimed_at = time.monotonic()
+        rows = await self._claim()
+        # Counted from before the claim was taken, so that the last send ends well within it. The rest of the
+        # batch, still claimed, is released below.
+        deadline = claimed_at + START_WITHIN
+        names: dict[str, str] = {}  # product names, asked of catalog once per SKU in this pass
+        sent, failed = self.sent, self.failed
+        done = 0
+        try:
+            for row in rows:
+                if self._loop.stopping or time.monotonic() > deadline:
+                    break
+                await self._record(row.id, await self._send(row, names))
+                done += 1
+        finally:
+            if not self.db.is_sqlite and done < len(rows) and not self._loop.stopping:
+                await self._release(rows[done:])
+            if self.sent > sent:  # one line a pass, not one an email
+                log.info("emailed %d, %d failed", self.sent - sent, self.failed - failed)
+        return len(rows)
+
+    async def _claim(self) -> Sequence[Any]:
+        """The due rows of this pass, oldest first; on PostgreSQL claimed (and the claim committed)."""
+        now = datetime.now(UTC)
         query = (
             select(notifications)
             .where(notifications.c.status == "pending", notifications.c.next_attempt_at <= now)
@@ -145,36 +185,25 @@ class Mailer:
         )
         if self.db.is_sqlite:  # one mailer at a time (one_worker): nobody else takes them
             async with self.db.reading() as session:
-                rows = (await session.execute(query)).all()
-        else:
-            # Claimed, and the claim committed, before anything is sent: other mailers skip these rows until
-            # the claim runs out (it does, should this process die before recording what it sent).
+                return (await session.execute(query)).all()
+        # Claimed, and the claim committed, before anything is sent: other mailers skip these rows until the
+        # claim runs out (it does, should this process die before recording what it sent).
+        async with self.db.transaction() as session:
+            rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
+            if rows:
+                claim = {"next_attempt_at": now + timedelta(seconds=CLAIM_SECONDS)}
+                ids = [row.id for row in rows]
+                await session.execute(update(notifications).where(notifications.c.id.in_(ids)).values(**claim))
+        return rows
+
+    async def _release(self, rows: Sequence[Any]) -> None:
+        """A pass cut short (the deadline, or an unexpected error): the rest are due again now, not when the
+        claim runs out."""
+        with contextlib.suppress(Exception):
+            ids = [row.id for row in rows]
             async with self.db.transaction() as session:
-                rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
-                if rows:
-                    claim = {"next_attempt_at": now + timedelta(seconds=CLAIM_SECONDS)}
-                    ids = [row.id for row in rows]
-                    await session.execute(update(notifications).where(notifications.c.id.in_(ids)).values(**claim))
-        # Counted from before the claim was taken, so that the last send ends well within it. The rest of the
-        # batch, still claimed, is released below.
-        deadline = claimed_at + START_WITHIN
-        done = 0
-        try:
-            for row in rows:
-                if self._loop.stopping or time.monotonic() > deadline:
-                    break
-                await self._record(row.id, await self._send(row))
-                done += 1
-        finally:
-            if not self.db.is_sqlite and done < len(rows) and not self._loop.stopping:
-                # Cut short (the deadline, or an unexpected error): the rest are due again now, not when the
-                # claim runs out.
-                with contextlib.suppress(Exception):
-                    ids = [row.id for row in rows[done:]]
-                    async with self.db.transaction() as session:
-                        released = update(notifications).where(notifications.c.id.in_(ids))
-                        await session.execute(released.values(next_attempt_at=datetime.now(UTC)))
-        return len(rows)
+                released = update(notifications).where(notifications.c.id.in_(ids))
+                await session.execute(released.values(next_attempt_at=datetime.now(UTC)))
 
     async def _record(self, notification: int, values: dict[str, Any]) -> None:
         """Record the outcome of one email, each in its own transaction, trying again while the database is
@@ -192,30 +221,26 @@ class Mailer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _send(self, row: Any) -> dict[str, Any]:
+    async def _send(self, row: Any, names: dict[str, str]) -> dict[str, Any]:
         """Try one email; the column values that record the outcome. Never raises: whatever this one row
         holds, the rows behind it are sent."""
-        assert self.smtp is not None
         try:
             async with asyncio.timeout(SEND_SECONDS):  # one deadline for all of it: see START_WITHIN
-                return await self._build_and_send(row)
-        except TimeoutError:
+                return await self._build_and_send(row, names)
+        except TimeoutError:  # the pool dropped a connection cut mid-command
             return self._failure(row, f"not sent within {SEND_SECONDS:.0f} s", permanent=False)
 
-    async def _build_and_send(self, row: Any) -> dict[str, Any]:
-        assert self.smtp is not None
+    async def _build_and_send(self, row: Any, names: dict[str, str]) -> dict[str, Any]:
+        assert self._pool is not None
         try:
-            message = self._message(row, await self._product_name(row.sku))
+            if row.sku not in names:
+                names[row.sku] = await self._product_name(row.sku)
+            message = self._message(row, names[row.sku])
         except Exception as error:
             return self._failure(row, f"cannot build the email: {type(error).__name__}: {error}", permanent=True)
         try:
-            await aiosmtplib.send(
-                on_the_wire(message),
-                sender=SENDER.addr_spec,
-                recipients=[message["To"].addresses[0].addr_spec],  # never read from other headers
-                timeout=SEND_SECONDS,
-                **self.smtp.connection_options(),
-            )
+            recipient = message["To"].addresses[0].addr_spec  # never read from other headers
+            await self._pool.send(SENDER.addr_spec, recipient, on_the_wire(message))
         except Exception as error:
             if not isinstance(error, aiosmtplib.SMTPException | OSError):  # not foreseen: worth a traceback
                 log.exception("email %d: unexpected error while sending; it will be tried again", row.id)
@@ -223,7 +248,7 @@ class Mailer:
         self.sent += 1
         self.failing = False
         subject = str(message["Subject"])
-        log.info("emailed %r: %s", row.email, subject)
+        log.debug("emailed %r: %s", row.email, subject)
         return {
             "status": "sent",
             "attempts": row.attempts + 1,

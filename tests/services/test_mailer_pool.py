@@ -1,0 +1,239 @@
+"""The mailer's pooled SMTP connection (users/smtp_pool.py) against the real SMTP sink, on the test's database
+(SQLite, and PostgreSQL where mailers claim with SKIP LOCKED): the emails of a pass share one connection, a
+server that closes it mid-batch costs no email, a refusal in the middle of a batch fails that email alone
+and the rest go on the same connection, and the connection ends when idle and at stop. Last, with the running
+system: catalog is asked each product's name once a pass, not once an email.
+
+The mailer's passes are run here by hand (`send_due`), so that what one pass does is what is counted."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from skuflow.embedded.smtp import SmtpSink
+from skuflow.platform.db import Database
+from skuflow.platform.smtp import SmtpTarget
+from skuflow.users.db import notifications
+from skuflow.users.mailer import SENDER, Mailer
+from skuflow.users.service import MIGRATIONS
+from skuflow.users.smtp_pool import SmtpPool
+from tests.conftest import Stack
+from tests.services.conftest import System
+from tests.support.waiting import wait_until
+
+_users = itertools.count()
+
+
+@pytest.fixture
+async def users_db(stack: Stack) -> AsyncIterator[Database]:
+    db = Database(stack.database_urls["users"], MIGRATIONS)
+    await db.migrate()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[SmtpSink]:
+    server = SmtpSink()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def mailer(users_db: Database, sink: SmtpSink) -> AsyncIterator[Mailer]:
+    """A mailer whose passes the test runs (not started: no loop of its own); no catalog, so each name is
+    the SKU."""
+    sender = Mailer(users_db, sink.url, "http://127.0.0.1:9")
+    try:
+        yield sender
+    finally:
+        await sender.stop()
+
+
+async def due(db: Database, *addresses: str, sku: str = "SKU-1") -> None:
+    """Emails due now, one per address, in this order (the mailer sends the oldest first)."""
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "user_id": f"u{next(_users)}",
+            "sku": sku,
+            "revision": 1,
+            "email": address,
+            "created_at": now,
+            "next_attempt_at": now,
+        }
+        for address in addresses
+    ]
+    async with db.transaction() as session:
+        await session.execute(notifications.insert(), rows)
+
+
+async def outcomes(db: Database) -> dict[str, Any]:
+    async with db.reading() as session:
+        return {row.email: row for row in (await session.execute(select(notifications))).all()}
+
+
+def received(sink: SmtpSink) -> list[str]:
+    return [recipient for mail in sink.mails for recipient in mail.recipients]
+
+
+def people(count: int, start: int = 0) -> list[str]:
+    return [f"user{n}@example.com" for n in range(start, start + count)]
+
+
+async def test_the_emails_of_a_pass_share_one_connection_and_the_next_pass_keeps_it(
+    users_db: Database, sink: SmtpSink, mailer: Mailer
+):
+    await due(users_db, *people(10))
+
+    assert await mailer.send_due() == 10
+
+    assert received(sink) == people(10)
+    assert sink.connections == 1, "ten emails, one connection"
+    assert len({mail.message_id for mail in sink.mails}) == 10, "each email its own Message-ID"
+    rows = await outcomes(users_db)
+    assert {(row.status, row.attempts) for row in rows.values()} == {("sent", 1)}
+
+    await due(users_db, *people(3, start=10))  # more emails while the connection is still open
+    assert await mailer.send_due() == 3
+    assert received(sink) == people(13)
+    assert sink.connections == 1, "kept across passes while emails keep coming"
+
+
+async def test_a_server_closing_the_connection_mid_batch_costs_no_email_and_sends_none_twice(
+    users_db: Database, sink: SmtpSink, mailer: Mailer
+):
+    sink.close_after = 3  # 421 to the fourth MAIL on a connection, then closed
+
+    await due(users_db, *people(10))
+    assert await mailer.send_due() == 10
+
+    assert received(sink) == people(10), "every email once, in order"
+    assert sink.connections == 4, "3 + 3 + 3 + 1: a fresh connection each time the server closed one"
+    rows = await outcomes(users_db)
+    assert {(row.status, row.attempts, row.last_error) for row in rows.values()} == {("sent", 1, None)}
+    check = await mailer.check()
+    assert (check.state, check.details["failed_attempts"]) == ("ok", 0), "a closed connection is no failure"
+
+
+async def test_a_recipient_refused_for_good_mid_batch_fails_alone_and_the_rest_go_on_the_same_connection(
+    users_db: Database, sink: SmtpSink, mailer: Mailer
+):
+    addresses = [*people(4), "gone@example.com", *people(4, start=4)]
+    sink.refuse_recipients = {"gone@example.com"}
+    await due(users_db, *addresses)
+
+    assert await mailer.send_due() == 9
+
+    assert received(sink) == people(8)
+    assert sink.connections == 1, "a 550 to one recipient leaves the connection usable (RSET)"
+    rows = await outcomes(users_db)
+    gone = rows.pop("gone@example.com")
+    assert (gone.status, gone.attempts, gone.permanent_failures) == ("pending", 1, 1)
+    assert "550" in gone.last_error
+    assert {(row.status, row.attempts) for row in rows.values()} == {("sent", 1)}
+    assert (await mailer.check()).state == "ok", "a refusal of one recipient says nothing of the server"
+
+
+async def test_a_temporary_refusal_of_one_email_keeps_the_connection_for_the_next(
+    users_db: Database, sink: SmtpSink, mailer: Mailer
+):
+    sink.refuse_next = 1  # 451 to the first email's content
+    await due(users_db, *people(4))
+
+    assert await mailer.send_due() == 4
+
+    assert received(sink) == people(4)[1:]
+    assert sink.connections == 1
+    first = (await outcomes(users_db))[people(1)[0]]
+    assert (first.status, first.attempts, first.permanent_failures) == ("pending", 1, 0)
+    assert "451" in first.last_error
+
+
+async def test_a_server_restarted_between_passes_is_reconnected_to(users_db: Database, sink: SmtpSink, mailer: Mailer):
+    await due(users_db, *people(2))
+    assert await mailer.send_due() == 2
+    port = sink.port
+    await sink.stop()  # drops the open connection
+    await sink.start(port=port)
+
+    await due(users_db, *people(2, start=2))
+    assert await mailer.send_due() == 2
+
+    assert received(sink) == people(4)
+    assert sink.connections == 2
+    assert {(row.status, row.attempts) for row in (await outcomes(users_db)).values()} == {("sent", 1)}
+
+
+async def test_the_connection_ends_at_stop(users_db: Database, sink: SmtpSink, mailer: Mailer):
+    await due(users_db, *people(2))
+    await mailer.send_due()
+    assert sink.open_connections == 1
+
+    await mailer.stop()
+
+    await wait_until(lambda: sink.open_connections == 0, what="the connection closed at stop")
+
+
+async def test_an_idle_connection_is_closed_and_the_next_email_opens_another(sink: SmtpSink):
+    pool = SmtpPool(SmtpTarget.parse(sink.url), step_seconds=5.0, idle_seconds=0.0)
+    content = b"Subject: hello\r\n\r\nhello\r\n"
+    try:
+        await pool.send(SENDER.addr_spec, "ada@example.com", content)
+        assert sink.open_connections == 1
+
+        await pool.close_if_idle()
+
+        await wait_until(lambda: sink.open_connections == 0, what="the idle connection closed")
+        await pool.send(SENDER.addr_spec, "bob@example.com", content)
+        assert (received(sink), sink.connections, pool.opened) == (["ada@example.com", "bob@example.com"], 2, 2)
+    finally:
+        await pool.close()
+
+
+async def test_one_connection_per_email_when_not_pooled(users_db: Database, sink: SmtpSink):
+    """The benchmark's baseline: the mailer as it was, a connection opened and closed for each email."""
+    mailer = Mailer(users_db, sink.url, "http://127.0.0.1:9", pooled=False)
+    try:
+        await due(users_db, *people(3))
+        assert await mailer.send_due() == 3
+    finally:
+        await mailer.stop()
+    assert (received(sink), sink.connections) == (people(3), 3)
+    await wait_until(lambda: sink.open_connections == 0, what="each connection closed after its email")
+
+
+async def test_catalog_is_asked_each_products_name_once_a_pass(system: System):
+    admin = await system.admin_token()
+    product = {"name": "Blue mug", "price": "9.90"}
+    status, _, _ = await system.call("PUT", "/v1/products/SKU-1", token=admin, service="catalog", json=product)
+    assert status == 200
+    wishers = people(6)
+    for address in wishers:
+        user_id, token = await system.sign_up(address)
+        path = f"/v1/users/{user_id}/wishlist/SKU-1"
+        assert (await system.call("PUT", path, token=token, service="users"))[0] == 201
+    body = {"warehouse_id": "WH-1", "items": [{"sku": "SKU-1", "on_hand": 5}]}
+    assert (await system.call("POST", "/v1/stock", token=await system.client_token(), json=body))[0] == 202
+
+    await wait_until(lambda: len(system.smtp.mails) == len(wishers), what="the six emails")
+
+    assert sorted(received(system.smtp)) == wishers
+    assert {mail.subject for mail in system.smtp.mails} == {"Blue mug is available again"}
+    # The six rows are written in one transaction, so one pass takes them all: one look-up, one connection.
+    async with system.http.get(f"{system.catalog.url}/metrics") as response:
+        metrics = await response.text()
+    asked = 'skuflow_http_requests_total{method="GET",route="/v1/products/{sku}",service="catalog",status="200"}'
+    assert f"{asked} 1.0" in metrics
+    assert system.smtp.connections == 1
