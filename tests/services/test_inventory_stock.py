@@ -290,3 +290,26 @@ async def test_operations_endpoints(system: System, warehouse: str):
     assert 'skuflow_http_requests_total{method="POST",route="/v1/stock",service="inventory",status="202"} 1.0' in text
     status, spec, _ = await system.call("GET", "/openapi.json")
     assert "/v1/stock" in spec["paths"]
+
+
+async def test_reports_recorded_together_keep_each_its_own_answer_flow_and_outcome(system: System, warehouse: str):
+    """Reports arriving at once share transactions (group commit): each still gets its own answer, its events
+    its own correlation id, and one whose Idempotency-Key was used for another request fails alone."""
+    await post_stock(system, warehouse, report(SKU_0=1), **{"Idempotency-Key": "used"})
+    reports = [
+        post_stock(system, warehouse, report(**{f"SKU_{n}": n}), **{"X-Correlation-ID": f"flow-{n}"})
+        for n in range(1, 13)
+    ]
+    reused = post_stock(system, warehouse, report(SKU_99=9), **{"Idempotency-Key": "used"})
+    *answers, refused = await asyncio.gather(*reports, reused)
+
+    assert [answer for _, answer in answers] == [
+        {"accepted": 1, "stale": 0, "correlation_id": f"flow-{n}"} for n in range(1, 13)
+    ]
+    assert refused[0] == 422
+    assert "different request" in refused[1]["detail"]
+    assert (await system.call("GET", "/v1/skus/SKU-99/availability"))[0] == 404, "nothing of it recorded"
+    events = {event.json()["sku"]: event.correlation_id for event in await system.published()}
+    assert {sku: flow for sku, flow in events.items() if sku != "SKU-0"} == {
+        f"SKU-{n}": f"flow-{n}" for n in range(1, 13)
+    }

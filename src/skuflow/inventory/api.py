@@ -14,7 +14,7 @@ from sqlalchemy import case, select
 from skuflow.inventory import domain
 from skuflow.inventory.db import skus
 from skuflow.inventory.fields import AsOf, OnHand
-from skuflow.inventory.recording import IdempotencyConflict, record_report, set_safety_stock
+from skuflow.inventory.recording import IdempotencyConflict, Recorder, Report, set_safety_stock
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
 from skuflow.platform.identifiers import Identifier
@@ -97,12 +97,14 @@ async def report_stock(
     as_of = report.as_of or datetime.now(UTC)
     levels = [domain.ReportedLevel(report.warehouse_id, item.sku, item.on_hand, as_of) for item in report.items]
     try:
-        answer = await record_report(
-            runtime_of(request),
-            levels,
-            principal=principal.sub,
-            idempotency_key=idempotency_key,
-            request_fingerprint=report.model_dump(mode="json"),
+        recorder: Recorder = request.app.state.recorder
+        answer = await recorder.record(
+            Report.of(
+                levels,
+                principal=principal.sub,
+                idempotency_key=idempotency_key,
+                request=report.model_dump(mode="json"),
+            )
         )
     except IdempotencyConflict as error:
         raise HTTPException(422, str(error)) from None

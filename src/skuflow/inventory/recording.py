@@ -25,6 +25,7 @@ from skuflow.inventory.db import idempotency_keys, skus, stock_levels
 from skuflow.inventory.orchestration import Orchestrator
 from skuflow.messaging import current_flow, routes
 from skuflow.platform.db import Database, utc
+from skuflow.platform.group_commit import GroupCommit, Submitted
 from skuflow.platform.outbox import Outbox
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import Mode
@@ -45,37 +46,80 @@ class Answer:
     replayed: bool = False
 
 
-async def record_report(
-    runtime: ServiceRuntime,
-    levels: Sequence[domain.ReportedLevel],
-    *,
-    principal: str,
-    idempotency_key: str | None,
-    request_fingerprint: Any,
-) -> Answer:
-    fingerprint = hashlib.sha256(json.dumps(request_fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A stock report as recorded: its levels, who sent it, and its Idempotency-Key (if any) with the
+    fingerprint of the request that used it."""
 
-    async def attempt() -> Answer:
-        async with runtime.db.transaction() as session:
-            if idempotency_key is not None:
-                earlier = await _earlier_answer(session, principal, idempotency_key, fingerprint)
-                if earlier is not None:
-                    return earlier
-            answer = await _record(runtime, session, levels)
-            if idempotency_key is not None:
-                await session.execute(
-                    idempotency_keys.insert().values(
-                        principal=principal,
-                        key=idempotency_key,
-                        request_hash=fingerprint,
-                        status=answer.status,
-                        response=answer.body,
-                        created_at=datetime.now(UTC),
-                    )
+    levels: Sequence[domain.ReportedLevel]
+    principal: str
+    idempotency_key: str | None
+    fingerprint: str
+
+    @classmethod
+    def of(
+        cls,
+        levels: Sequence[domain.ReportedLevel],
+        *,
+        principal: str,
+        idempotency_key: str | None,
+        request: Any,
+    ) -> Report:
+        encoded = json.dumps(request, sort_keys=True, default=str).encode()
+        return cls(levels, principal, idempotency_key, hashlib.sha256(encoded).hexdigest())
+
+
+class Recorder:
+    """Records stock reports, those that arrive together in one transaction (platform/group_commit.py): under
+    load each report no longer waits for the write lock behind every other, one transaction each."""
+
+    def __init__(self, runtime: ServiceRuntime, max_batch: int = 100) -> None:
+        self.runtime = runtime
+        self.group: GroupCommit[Report, Answer] = GroupCommit(self._write, self._alone, max_batch)
+
+    async def record(self, report: Report) -> Answer:
+        """The report recorded with the events it causes, or nothing of it (`IdempotencyConflict`)."""
+        return await self.group.submit(report)
+
+    async def _alone(self, report: Report) -> Answer:
+        async def attempt() -> Answer:
+            async with self.runtime.db.transaction() as session:
+                return await self._record(session, report)
+
+        return await retrying_conflicts(attempt)
+
+    async def _write(self, reports: Sequence[Submitted[Report]]) -> list[Answer | Exception]:
+        """The reports in one transaction, each in its request's flow. A report refused before it wrote
+        anything (its Idempotency-Key used for another request) is that report's answer; any other error
+        fails the transaction, and every report is then recorded alone."""
+        answers: list[Answer | Exception] = []
+        async with self.runtime.db.transaction() as session:
+            for submitted in reports:
+                try:
+                    answers.append(await submitted.run(lambda report: self._record(session, report)))
+                except IdempotencyConflict as conflict:
+                    answers.append(conflict)
+        return answers
+
+    async def _record(self, session: AsyncSession, report: Report) -> Answer:
+        key = report.idempotency_key
+        if key is not None:
+            earlier = await _earlier_answer(session, report.principal, key, report.fingerprint)
+            if earlier is not None:
+                return earlier
+        answer = await _record(self.runtime, session, report.levels)
+        if key is not None:
+            await session.execute(
+                idempotency_keys.insert().values(
+                    principal=report.principal,
+                    key=key,
+                    request_hash=report.fingerprint,
+                    status=answer.status,
+                    response=answer.body,
+                    created_at=datetime.now(UTC),
                 )
-            return answer
-
-    return await retrying_conflicts(attempt)
+            )
+        return answer
 
 
 async def retrying_conflicts(attempt: Callable[[], Awaitable[T]], tries: int = 3) -> T:

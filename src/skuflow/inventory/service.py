@@ -13,7 +13,7 @@ from skuflow.inventory.db import outbox
 from skuflow.inventory.feed.watcher import FeedWatcher
 from skuflow.inventory.messages import RecalculateSku, SkuProcessed, StepFinished
 from skuflow.inventory.orchestration import Orchestrator, StepTimeouts
-from skuflow.inventory.recording import Announcer
+from skuflow.inventory.recording import Announcer, Recorder
 from skuflow.inventory.retention import Retention
 from skuflow.messaging import routes
 from skuflow.platform.db import Database
@@ -71,12 +71,15 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
 
 
 def build_app(settings: Settings) -> FastAPI:
-    return create_app(
-        build_runtime(settings),
+    runtime = build_runtime(settings)
+    app = create_app(
+        runtime,
         [api.router, flows_api.router],
         title="skuflow inventory",
         description="Stock numbers per warehouse and SKU, and availability for sale.",
     )
+    app.state.recorder = Recorder(runtime)  # the stock reports' group commit (POST /v1/stock)
+    return app
 
 
 def _feed_check(report: dict[str, Any]) -> Check:
