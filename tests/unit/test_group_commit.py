@@ -71,7 +71,7 @@ async def test_what_arrives_while_a_write_runs_goes_together_in_the_next_each_in
     assert await first == "a by alice"
     assert await asyncio.gather(*others) == ["bb by bob", "cc by carol", "dd by dave"]
     assert store.writes == [["a"], ["bb", "cc", "dd"]]
-    assert (group.transactions, group.largest) == (2, 3)
+    assert (group.gathering.batches, group.gathering.largest) == (2, 3)
 
 
 async def test_an_item_refused_before_writing_fails_alone_and_the_others_commit():
