@@ -76,8 +76,12 @@ class System:
         """Each service's `/metrics`, read as (metric, labels) -> value."""
         scraped = {}
         for name in services:
-            async with self.client.http.get(f"{getattr(self.settings, f'{name}_url')}/metrics") as response:
-                text = await response.text()
+            url = f"{getattr(self.settings, f'{name}_url')}/metrics"
+            try:
+                async with self.client.http.get(url) as response:
+                    text = await response.text()
+            except aiohttp.ClientError as error:
+                raise BenchError(f"the system under test stopped answering: {name} at {url}: {error}") from None
             scraped[name] = {
                 (sample.name, tuple(sorted(sample.labels.items()))): sample.value
                 for family in text_string_to_metric_families(text)
