@@ -68,11 +68,12 @@ class ServiceClient:
     async def all(
         self, service: str, path: str, *, as_client: str | None = None, limit: int = 500
     ) -> list[dict[str, Any]]:
-        """Every item of a paged list (`items`, `next_cursor`), page by page."""
+        """Every item of a paged list (`items`, `next_cursor`), page by page; `path` may have a query."""
         items: list[dict[str, Any]] = []
         query: dict[str, Any] = {"limit": limit}
+        joint = "&" if "?" in path else "?"
         while True:
-            page = await self.call("GET", service, f"{path}?{urlencode(query)}", as_client=as_client)
+            page = await self.call("GET", service, f"{path}{joint}{urlencode(query)}", as_client=as_client)
             items += page["items"]
             if page["next_cursor"] is None:
                 return items

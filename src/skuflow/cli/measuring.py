@@ -33,8 +33,8 @@ def compare(
     broker_url: Annotated[
         str | None,
         typer.Option(
-            help="amqp://... for RabbitMQ: a broker (vhost) of its own, since its queues are emptied first "
-            "(default: the in-process broker; never SKUFLOW_BROKER_URL, which may be a running system's)."
+            help="amqp://... for RabbitMQ (each mode runs on a scratch vhost of it, made through its management "
+            "API on port 15672; default: the in-process broker; never SKUFLOW_BROKER_URL)."
         ),
     ] = None,
     postgres_url: Annotated[
@@ -52,7 +52,7 @@ def compare(
     if not broker.startswith(("memory://", "amqp://", "amqps://")):
         fail(f"--broker-url must be memory:// or amqp://..., got {broker!r}")
     configure_logging(level=logging.WARNING)
-    workload = comparing.Workload(skus, users, wishes, concurrency, timeout)
+    workload = comparing.Workload(skus, users, wishes, concurrency=concurrency, timeout=timeout)
     bars = comparing.progress_bars(err_console, transient=as_json or markdown)
     with bars as progress, errors(usage=(), failure=(comparing.CompareError,)):
         result = asyncio.run(comparing.run(workload, broker, postgres_url, progress))
@@ -62,6 +62,58 @@ def compare(
         print(comparing.markdown(result))
     else:
         console.print(comparing.table(result))
+
+
+def bench_e2e(
+    skus: Annotated[int, typer.Option(min=1, help="SKUs, each changed from 0 to available once per phase.")] = 5_000,
+    users: Annotated[int, typer.Option(min=1, help="Users signing up.")] = 500,
+    wishes: Annotated[int, typer.Option(min=1, help="SKUs each user wishes for (an email each per phase).")] = 10,
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="SKUs per HTTP stock report.")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="HTTP stock reports in flight at most.")] = 32,
+    rate: Annotated[
+        float | None, typer.Option(min=0.01, help="Start this many reports a second (open loop), not back to back.")
+    ] = None,
+    via: Annotated[str, typer.Option(help="http, ftp, or both: one phase each (both: HTTP first).")] = "both",
+    mode: Annotated[str, typer.Option(help="choreography, orchestration, or both.")] = "both",
+    embedded: Annotated[
+        bool, typer.Option("--embedded", help="The in-process broker and SQLite (default: RabbitMQ and PostgreSQL).")
+    ] = False,
+    broker_url: Annotated[
+        str | None, typer.Option(help="RabbitMQ (default: SKUFLOW_BROKER_URL if amqp, else the local one).")
+    ] = None,
+    rabbitmq_api: Annotated[
+        str | None, typer.Option(help="Its management API, for a scratch vhost (default: http://<host>:15672).")
+    ] = None,
+    postgres_url: Annotated[
+        str, typer.Option(help="The PostgreSQL server to create scratch databases on (dropped after).")
+    ] = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds each phase has to converge.")] = 600.0,
+    poll: Annotated[float, typer.Option(min=0.01, help="Seconds between two looks at convergence.")] = 0.25,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every figure as JSON.")] = False,
+) -> None:
+    """The whole flow end to end: `skuflow up` in a process of its own, this one the warehouse and the users;
+    every SKU changed once per phase, measured until catalog shows it and every due email is accepted."""
+    from skuflow.bench import e2e
+    from skuflow.platform.logging import configure_logging
+
+    modes = e2e.MODES if mode == "both" else (mode,)
+    phases = ("http", "ftp") if via == "both" else (via,)
+    if not set(modes) <= set(e2e.MODES):
+        fail(f"--mode takes choreography, orchestration or both, got {mode!r}")
+    if not set(phases) <= {"http", "ftp"}:
+        fail(f"--via takes http, ftp or both, got {via!r}")
+    if embedded:
+        choice = e2e.StackChoice("memory://")
+    else:
+        choice = e2e.StackChoice(_bench_amqp_url(broker_url, "--broker-url"), postgres_url, rabbitmq_api)
+    configure_logging(level=logging.WARNING)
+    workload = e2e.Workload(skus, users, wishes, batch, concurrency, rate, timeout, poll)
+    with e2e.progress_bars(err_console, transient=as_json) as progress, errors(usage=(), failure=(e2e.BenchError,)):
+        report = asyncio.run(e2e.run(choice, workload, progress, modes, phases))
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        console.print(e2e.table(report))
 
 
 def bench_bus(
@@ -154,10 +206,10 @@ def _bench(
         console.print(report.table())
 
 
-def _bench_amqp_url(url: str | None) -> str:
+def _bench_amqp_url(url: str | None, option: str = "--url") -> str:
     if url is None:
         configured = os.environ.get("SKUFLOW_BROKER_URL", "")
         url = configured if configured.startswith("amqp") else DEFAULT_AMQP_URL
     if not url.startswith(("amqp://", "amqps://")):
-        fail(f"--url must be a RabbitMQ URL (amqp://...), got {url!r}")
+        fail(f"{option} must be a RabbitMQ URL (amqp://...), got {url!r}")
     return url

@@ -1,44 +1,27 @@
-"""How `skuflow compare` shows its figures: a rich table, Markdown, and progress bars while it runs."""
+"""How `skuflow compare` shows its figures: a rich table and Markdown (its progress bars are the harness's)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from skuflow.compare.figures import Comparison, ModeFigures
-
-
-@contextlib.contextmanager
-def progress_bars(console: Console, transient: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """Bars on `console`, one per phase, moved by the callback this yields; gone at the end if `transient`."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=transient) as bars:
-        tasks: dict[str, Any] = {}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bars.add_task(phase, total=total)
-            bars.update(tasks[phase], completed=done, total=total)
-
-        yield progress
+from skuflow.bench.e2e import PhaseFigures
+from skuflow.compare.figures import Comparison
 
 
 def rows(comparison: Comparison) -> list[tuple[str, list[str]]]:
     """The comparison as (figure, one value per mode) rows, for the table and the Markdown."""
     modes = comparison.modes
 
-    def each(read: Callable[[ModeFigures], Any]) -> list[str]:
+    def each(read: Callable[[PhaseFigures], Any]) -> list[str]:
         return [_shown(read(figures)) for figures in modes]
 
-    def keys(read: Callable[[ModeFigures], dict[str, Any]]) -> list[str]:
+    def keys(read: Callable[[PhaseFigures], dict[str, Any]]) -> list[str]:
         return sorted({key for figures in modes for key in read(figures)})
 
-    def breakdown(read: Callable[[ModeFigures], dict[str, float]]) -> list[tuple[str, list[str]]]:
+    def breakdown(read: Callable[[PhaseFigures], dict[str, float]]) -> list[tuple[str, list[str]]]:
         return [(f"  {key}", [_shown(read(f).get(key, 0)) for f in modes]) for key in keys(read)]
 
     table: list[tuple[str, list[str]]] = [
@@ -56,7 +39,7 @@ def rows(comparison: Comparison) -> list[tuple[str, list[str]]]:
         ("emails accepted", each(lambda f: f.emails)),
         ("deliveries retried / dead-lettered", each(lambda f: f"{f.retried:g} / {f.dead_lettered:g}")),
         ("flow steps resent / failed", each(lambda f: f"{f.steps_resent:g} / {f.steps_failed:g}")),
-        ("peak memory, whole process (MB)", each(lambda f: round(f.peak_memory_mb))),
+        ("peak memory, system process (MB)", each(lambda f: round(f.peak_memory_mb))),
     ]
     for service in keys(lambda f: f.knows):
         table.append((f"{service} used", ["; ".join(f.knows.get(service, [])) or "-" for f in modes]))
@@ -64,10 +47,11 @@ def rows(comparison: Comparison) -> list[tuple[str, list[str]]]:
 
 
 def table(comparison: Comparison) -> Table:
-    workload = comparison.workload
+    report = comparison.report
+    workload = report.workload
     title = (
         f"skuflow compare: {workload.skus} SKUs, {workload.users} users x {workload.wishes} wishes, "
-        f"{comparison.broker} + {comparison.databases}"
+        f"{report.broker} + {report.databases}"
     )
     result = Table(title=title)
     result.add_column("figure")

@@ -1,0 +1,106 @@
+"""`skuflow bench e2e`: the whole flow measured end to end, the system in its own process and the load
+generator in this one. `skuflow compare` is a view of the same harness (both modes, one mixed phase).
+
+For each mode, a fresh system (`system`: `skuflow up` as a subprocess on free ports, a scratch data folder,
+the bench's SMTP sink and FTP server) on a scratch stack (`stack`: the in-process broker and SQLite, or a
+scratch RabbitMQ vhost and scratch PostgreSQL databases). Setup, not measured (`driver`): N products at 0 on
+hand, M users each wishing for K of them, then rest. Each phase changes every SKU from 0 to available once
+and is measured until converged: catalog shows every SKU available, the sink has every due email, no flow
+runs. Between phases every SKU goes back to 0 (not measured). Counts come from the services' `/metrics`
+before and after a phase at rest; CPU and peak memory per process from /proc (`processes`); what each
+figure means is in `figures`; `rendering` shows them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from skuflow.bench.e2e.driver import Driver
+from skuflow.bench.e2e.figures import BenchError, NotConverged, PhaseFigures, Progress, Report, Workload, count_messages
+from skuflow.bench.e2e.processes import Watch
+from skuflow.bench.e2e.rendering import progress_bars, table
+from skuflow.bench.e2e.stack import StackChoice, scratch_stack
+from skuflow.bench.e2e.system import running
+from skuflow.service_client import ServiceError
+
+__all__ = [
+    "MODES",
+    "PHASES",
+    "BenchError",
+    "NotConverged",
+    "PhaseFigures",
+    "Report",
+    "StackChoice",
+    "Workload",
+    "progress_bars",
+    "run",
+    "table",
+]
+
+MODES = ("choreography", "orchestration")
+PHASES = ("http", "ftp", "mixed")  # every SKU over HTTP; every SKU in one snapshot; half and half (compare's)
+
+
+async def run(
+    choice: StackChoice,
+    workload: Workload,
+    progress: Progress,
+    modes: tuple[str, ...] = MODES,
+    phases: tuple[str, ...] = ("http", "ftp"),
+    seed: int = 7,
+) -> Report:
+    """Each mode in turn, each phase in turn, on the same workload; `BenchError` (or `NotConverged`) says why not."""
+    report = Report(workload, choice.broker, choice.databases)
+    report.versions = {"python": platform.python_version(), "skuflow": importlib.metadata.version("skuflow")}
+    report.machine = {"cpus": os.cpu_count() or 0, "load_average": [round(n, 2) for n in os.getloadavg()]}
+    try:
+        for mode in modes:
+            report.phases += await _one_mode(mode, choice, workload, phases, progress, seed, report.versions)
+    except ServiceError as error:
+        raise BenchError(str(error)) from None
+    except OSError as error:
+        raise BenchError(f"cannot reach the broker or the database: {error}") from None
+    return report
+
+
+async def _one_mode(
+    mode: str,
+    choice: StackChoice,
+    workload: Workload,
+    phases: tuple[str, ...],
+    progress: Progress,
+    seed: int,
+    versions: dict[str, str],
+) -> list[PhaseFigures]:
+    rng = random.Random(seed)  # the same workload in every mode
+    skus = [f"SKU-{n:05d}" for n in range(workload.skus)]
+    results = []
+    with tempfile.TemporaryDirectory(prefix=f"skuflow-bench-{mode}-") as scratch:
+        async with scratch_stack(choice) as stack, running(mode, Path(scratch), stack) as system:
+            versions.update(stack.versions)
+            driver = Driver(system, workload, lambda phase, done, total: progress(f"{mode}: {phase}", done, total))
+            await driver.setup(skus, rng)
+            watch = Watch(system.process.pid, os.getpid())
+            for n, phase in enumerate(phases):
+                if n:
+                    await driver.reset(skus)
+                before = await system.settled(workload.poll)
+                mails_before = len(system.mailbox.accepted)
+                half = len(skus) // 2 if phase == "mixed" else len(skus) if phase == "http" else 0
+                watch.start()
+                started = time.monotonic()
+                sent = await driver.change(phase, skus[:half], skus[half:])
+                await driver.converge(phase, skus, started, mails_before)
+                figures = PhaseFigures(mode, phase, processes=watch.stop())
+                figures.load_average = [round(n, 2) for n in os.getloadavg()]
+                figures.peak_memory_mb = sum(p.peak_rss_mb for p in figures.processes if p.role == "system")
+                count_messages(figures, before, await system.settled(workload.poll))
+                await driver.figures(figures, skus, sent, mails_before)
+                results.append(figures)
+    return results

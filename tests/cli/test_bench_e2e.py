@@ -1,0 +1,165 @@
+"""`skuflow bench e2e` with tiny sizes, as a user runs it, on both stacks: it converges in both modes and
+both phases, and its JSON has every figure (no figure is held to a time)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.cli.test_cli import skuflow
+
+SIZES = ["--skus", "20", "--users", "4", "--wishes", "2", "--concurrency", "4", "--timeout", "40"]
+PHASE_FIELDS = {
+    "mode",
+    "phase",
+    "skus",
+    "reports",
+    "due_emails",
+    "converge_seconds",
+    "changes_per_second",
+    "catalog_latency_ms",
+    "email_latency_ms",
+    "answer_ms",
+    "published",
+    "delivered",
+    "retried",
+    "dead_lettered",
+    "steps_resent",
+    "steps_failed",
+    "http_calls",
+    "emails",
+    "processes",
+    "peak_memory_mb",
+    "load_average",
+    "knows",
+}
+PERCENTILES = {"p50", "p99", "max", "count"}
+
+
+def check_report(
+    report: dict, broker: str, databases: str, batch: int = 1, via: tuple[str, ...] = ("http", "ftp")
+) -> None:
+    assert (report["broker"], report["databases"]) == (broker, databases)
+    assert set(report["workload"]) == {"skus", "users", "wishes", "batch", "concurrency", "rate", "timeout", "poll"}
+    assert {"python", "skuflow"} <= set(report["versions"])
+    if broker == "amqp":
+        assert {"rabbitmq", "postgresql"} <= set(report["versions"])
+    assert report["machine"]["cpus"] >= 1
+    assert len(report["machine"]["load_average"]) == 3
+    assert set(report["modes"]) == {"choreography", "orchestration"}
+    for mode, phases in report["modes"].items():
+        assert set(phases) == set(via)
+        for phase, figures in phases.items():
+            assert set(figures) == PHASE_FIELDS, (mode, phase)
+            assert (figures["mode"], figures["phase"], figures["skus"]) == (mode, phase, 20)
+            assert figures["emails"] == figures["due_emails"] == 8  # 4 users x 2 wishes, each SKU available once
+            assert figures["converge_seconds"] > 0
+            assert figures["changes_per_second"] > 0
+            for latency in ("catalog_latency_ms", "email_latency_ms", "answer_ms"):
+                assert set(figures[latency]) == PERCENTILES
+            assert figures["catalog_latency_ms"]["count"] == 20
+            assert figures["email_latency_ms"]["count"] == 8
+            assert sum(figures["published"].values()) >= 20
+            assert sum(figures["delivered"].values()) >= 60  # three queues' worth per SKU in either mode
+            roles = {process["role"] for process in figures["processes"]}
+            assert roles == {"system", "bench"}
+            for process in figures["processes"]:
+                assert set(process) == {"role", "pid", "command", "cpu_seconds", "peak_rss_mb"}
+                assert process["peak_rss_mb"] > 0
+        if "http" in phases:  # `batch` SKUs a report
+            assert (phases["http"]["reports"], phases["http"]["answer_ms"]["count"]) == (20 // batch, 20 // batch)
+        if "ftp" in phases:  # one snapshot, no HTTP report
+            assert (phases["ftp"]["reports"], phases["ftp"]["answer_ms"]["count"]) == (0, 0)
+
+
+def test_bench_e2e_embedded_both_modes_both_phases():
+    result = skuflow("bench", "e2e", *SIZES, "--embedded", "--json")
+    assert result.returncode == 0, result.stderr
+    check_report(json.loads(result.stdout), "memory", "sqlite")
+
+
+@pytest.mark.amqp
+def test_bench_e2e_on_rabbitmq_and_postgresql(amqp_url: str, postgresql):
+    args = ["--broker-url", amqp_url, "--postgres-url", postgresql.url]
+    result = skuflow("bench", "e2e", *SIZES, *args, "--batch", "5", "--via", "http", "--json")  # under a minute
+    assert result.returncode == 0, result.stderr
+    check_report(json.loads(result.stdout), "amqp", "postgresql", batch=5, via=("http",))
+
+
+def test_bench_e2e_prints_a_table_at_a_rate_over_one_phase():
+    result = skuflow("bench", "e2e", *SIZES, "--embedded", "--mode", "orchestration", "--via", "http", "--rate", "50")
+    assert result.returncode == 0, result.stderr
+    assert "SKU changes/s converged" in result.stdout
+    assert "orchestration" in result.stdout
+    assert "choreography" not in result.stdout
+
+
+def test_bench_e2e_names_what_it_cannot_reach_and_never_falls_back():
+    closed = "amqp://guest:guest@127.0.0.1:1/"
+    result = skuflow("bench", "e2e", *SIZES, "--broker-url", closed, "--rabbitmq-api", "http://127.0.0.1:1")
+    assert result.returncode == 1
+    assert "cannot reach RabbitMQ's management API at http://127.0.0.1:1" in result.stderr
+    wrong = skuflow("bench", "e2e", "--broker-url", "memory://")
+    assert (wrong.returncode, "--broker-url must be a RabbitMQ URL" in wrong.stderr) == (2, True)
+
+
+@pytest.mark.amqp
+def test_bench_e2e_names_an_unreachable_postgresql(amqp_url: str):
+    args = ["--broker-url", amqp_url, "--postgres-url", "postgresql+asyncpg://postgres@127.0.0.1:1/postgres"]
+    result = skuflow("bench", "e2e", *SIZES, *args)
+    assert result.returncode == 1
+    assert "cannot reach PostgreSQL at postgresql+asyncpg://postgres@127.0.0.1:1/postgres" in result.stderr
+
+
+def test_bench_e2e_stops_the_system_it_started_when_interrupted(tmp_path):
+    """Ctrl-C in the middle: the bench stops its `skuflow up` (no process of it is left)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skuflow", "bench", "e2e", "--embedded", "--skus", "2000", "--users", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        children = _wait_for_children(process.pid, seconds=30)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=45)
+        for child in children:
+            assert not os.path.exists(f"/proc/{child}") or _is_zombie(child), f"skuflow up ({child}) left running"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _wait_for_children(pid: int, seconds: float) -> list[int]:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and _parent(int(entry)) == pid]
+        if found:
+            time.sleep(3)  # into the setup
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"bench e2e started no system within {seconds} s")
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
