@@ -10,11 +10,11 @@ import inspect
 import json
 import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from skuflow.embedded.certificate import self_signed
 from skuflow.embedded.smtp import SmtpSink
 from skuflow.platform.runtime import Check, ServiceRuntime
 from tests.services.conftest import System
@@ -30,16 +30,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (openssl, as on every Debian machine)."""
     if shutil.which("openssl") is None:
         pytest.fail("openssl is needed to make the test's certificate", pytrace=False)
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(params=["auth in clear", "starttls", "implicit tls"])

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -32,6 +31,7 @@ from sqlalchemy import update
 
 from skuflow.bench.scratch import scratch_database
 from skuflow.bench.smtp_server import SinkProcess, TlsAndAuth, sink_process
+from skuflow.embedded.certificate import self_signed
 from skuflow.platform.db import Database
 from skuflow.users.db import notifications
 from skuflow.users.mailer import Mailer
@@ -181,15 +181,8 @@ async def _due_again(db: Database) -> None:
 
 
 def _self_signed(folder: Path) -> TlsAndAuth:
-    """A certificate for 127.0.0.1 (openssl, as on every Debian machine) and an account for AUTH."""
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
+    """A certificate for 127.0.0.1 and an account for AUTH."""
+    cert, key = self_signed(folder)
     return TlsAndAuth(cert, key, "bench", uuid.uuid4().hex)
 
 
