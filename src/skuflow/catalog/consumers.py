@@ -63,11 +63,7 @@ class CatalogConsumers:
             for message in messages
         )
         await self._store(news)
-        replies = [
-            self.replies.reply(message, "update_sku_availability", message.body.sku, message.body.revision)
-            for message in messages
-        ]
-        await self.replies.send(replies)
+        await self.replies.finish_each(messages, "update_sku_availability")
 
     async def _store(self, news: dict[str, Availability]) -> None:
         if not news:

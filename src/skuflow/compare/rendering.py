@@ -8,6 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from skuflow.bench.e2e import PhaseFigures
+from skuflow.bench.e2e.rendering import figures_table
 from skuflow.compare.figures import Comparison
 
 
@@ -53,13 +54,7 @@ def table(comparison: Comparison) -> Table:
         f"skuflow compare: {workload.skus} SKUs, {workload.users} users x {workload.wishes} wishes, "
         f"{report.broker} + {report.databases}"
     )
-    result = Table(title=title)
-    result.add_column("figure")
-    for figures in comparison.modes:
-        result.add_column(figures.mode, justify="right")
-    for label, values in rows(comparison):
-        result.add_row(label, *values)
-    return result
+    return figures_table(title, [figures.mode for figures in comparison.modes], rows(comparison))
 
 
 def markdown(comparison: Comparison) -> str:

@@ -45,6 +45,11 @@ class StepReplies:
         """The reply `finish` sends, to send with others (`send`); `Reject` as `finish`."""
         return step_finished(command, step, sku, revision, error, sender=self.sender)
 
+    async def finish_each(self, commands: Sequence[Message[Any]], step: Step) -> None:
+        """Reply to each command that `step` is done at the revision it carried (`body.sku`, `body.revision`),
+        together; `Reject` as `finish`."""
+        await self.send([self.reply(command, step, command.body.sku, command.body.revision) for command in commands])
+
     async def send(self, replies: Sequence[Outgoing | None]) -> None:
         """Send replies together (None: a command that names no flow, to which nobody waits for a reply)."""
         ready = [reply for reply in replies if reply is not None]

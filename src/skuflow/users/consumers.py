@@ -57,11 +57,7 @@ class UsersConsumers:
             for message in messages
         )
         await self._record(news)
-        replies = [
-            self.replies.reply(message, "update_wishlists_for_sku", message.body.sku, message.body.revision)
-            for message in messages
-        ]
-        await self.replies.send(replies)
+        await self.replies.finish_each(messages, "update_wishlists_for_sku")
 
     async def _record(self, news: dict[str, Availability]) -> None:
         if news:

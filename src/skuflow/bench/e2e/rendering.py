@@ -65,11 +65,17 @@ def table(report: Report) -> Table:
         f"skuflow bench e2e: {workload.skus} SKUs, {workload.users} users x {workload.wishes} wishes, "
         f"{workload.batch} SKU(s) per report, {pace}; {report.broker} + {report.databases}\n{versions}"
     )
+    columns = [f"{figures.mode}\n{figures.phase}" for figures in report.phases]
+    return figures_table(title, columns, rows(report.phases))
+
+
+def figures_table(title: str, columns: list[str], rows: list[tuple[str, list[str]]]) -> Table:
+    """A table of one labelled row per figure and one column per mode (and phase)."""
     result = Table(title=title)
     result.add_column("figure")
-    for figures in report.phases:
-        result.add_column(f"{figures.mode}\n{figures.phase}", justify="right")
-    for label, values in rows(report.phases):
+    for column in columns:
+        result.add_column(column, justify="right")
+    for label, values in rows:
         result.add_row(label, *values)
     return result
 
