@@ -59,8 +59,9 @@ class _Slot:
 
 
 class Supervisor:
-    def __init__(self, spec: ServiceSpec, settings: Settings, workers: int) -> None:
+    def __init__(self, spec: ServiceSpec, settings: Settings, workers: int, *, end_with_parent: bool = False) -> None:
         self.spec = spec
+        self.end_with_parent = end_with_parent  # `skuflow up --processes` started it: stop (draining) when it dies
         self.settings = settings
         self.slots = [_Slot(n) for n in range(1, workers + 1)]
         self.grace = settings.shutdown_grace_seconds
@@ -73,6 +74,8 @@ class Supervisor:
     def run(self) -> int:
         self._socket = bind_service(self.spec, self.settings)
         signal.signal(signal.SIGTERM, self._on_stop)
+        if self.end_with_parent:
+            _end_with_parent()
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         log.info("supervising %d %s worker(s) on %s", len(self.slots), self.spec.name, self.spec.url(self.settings))

@@ -14,7 +14,7 @@ import importlib
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -59,11 +59,14 @@ SERVICES = {
 EMBEDDED_SMTP = ("127.0.0.1", 2525)
 
 
-def up_table(running: Settings, *, embedded_smtp: bool, embedded_ftp: bool) -> Table:
-    """What `skuflow up` shows once the system is up: each service's URL, the mode, broker, SMTP, FTP, data."""
+def up_table(running: Settings, *, embedded_smtp: bool, embedded_ftp: bool, processes: str = "") -> Table:
+    """What `skuflow up` shows once the system is up: each service's URL, where the services run
+    (`processes`, when not in this one), the mode, broker, SMTP, FTP, data."""
     table = Table(title="skuflow is up", show_header=False)
     for spec in SERVICES.values():
         table.add_row(spec.name, spec.url(running), f"{spec.url(running)}/docs")
+    if processes:
+        table.add_row("processes", *processes.split("\n", 1))
     table.add_row("mode", running.mode, "SKUFLOW_MODE: choreography (events) or orchestration (flows)")
     table.add_row("broker", without_password(running.broker_url), "")
     sink_note = "embedded sink: emails are shown here" if embedded_smtp else ""
@@ -84,8 +87,17 @@ async def run_up(
     on_mail: Callable[[ReceivedMail], None],
     ftp_password: str,
 ) -> None:
-    """The whole system: every service, plus an embedded SMTP sink when SKUFLOW_SMTP_URL is not set and an
-    embedded FTP server (the warehouse's) when SKUFLOW_WAREHOUSE_FTP_URL is not set."""
+    """The whole system in this process: every service, beside the embedded servers (`embedded_servers`)."""
+    async with embedded_servers(settings, on_mail, ftp_password) as settings:
+        await run_services(list(SERVICES.values()), settings, lambda: on_ready(settings))
+
+
+@contextlib.asynccontextmanager
+async def embedded_servers(
+    settings: Settings, on_mail: Callable[[ReceivedMail], None], ftp_password: str
+) -> AsyncIterator[Settings]:
+    """For the block, an SMTP sink when SKUFLOW_SMTP_URL is not set and an FTP server (the warehouse's) when
+    SKUFLOW_WAREHOUSE_FTP_URL is not set, on their fixed addresses; yields the settings pointing at them."""
     ftp_server: ftp.FtpServer | None = None
     if settings.warehouse_ftp_url is None:
         ftp_server = ftp.FtpServer(settings.data_dir.resolve() / "ftp", ftp.USER, ftp_password)
@@ -97,32 +109,24 @@ async def run_up(
                 f"{_reason(error)} (set SKUFLOW_WAREHOUSE_FTP_URL to use another server)"
             ) from None
         settings = settings.model_copy(update={"warehouse_ftp_url": ftp_server.url()})
-    try:
-        await _run_with_smtp(settings, on_ready, on_mail)
-    finally:
-        if ftp_server is not None:
-            ftp_server.stop()
-
-
-async def _run_with_smtp(
-    settings: Settings, on_ready: Callable[[Settings], None], on_mail: Callable[[ReceivedMail], None]
-) -> None:
     sink: SmtpSink | None = None
-    if settings.smtp_url is None:
-        sink = SmtpSink(on_mail=on_mail)
-        try:
-            await sink.start(*EMBEDDED_SMTP)
-        except OSError as error:
-            raise OSError(
-                f"cannot start the embedded SMTP sink on {EMBEDDED_SMTP[0]}:{EMBEDDED_SMTP[1]}: "
-                f"{_reason(error)} (set SKUFLOW_SMTP_URL to use another server)"
-            ) from None
-        settings = settings.model_copy(update={"smtp_url": sink.url})
     try:
-        await run_services(list(SERVICES.values()), settings, lambda: on_ready(settings))
+        if settings.smtp_url is None:
+            sink = SmtpSink(on_mail=on_mail)
+            try:
+                await sink.start(*EMBEDDED_SMTP)
+            except OSError as error:
+                raise OSError(
+                    f"cannot start the embedded SMTP sink on {EMBEDDED_SMTP[0]}:{EMBEDDED_SMTP[1]}: "
+                    f"{_reason(error)} (set SKUFLOW_SMTP_URL to use another server)"
+                ) from None
+            settings = settings.model_copy(update={"smtp_url": sink.url})
+        yield settings
     finally:
         if sink is not None:
             await sink.stop()
+        if ftp_server is not None:
+            ftp_server.stop()
 
 
 async def run_services(
@@ -133,6 +137,17 @@ async def run_services(
 ) -> None:
     """Serve every service until SIGINT, SIGTERM or SIGHUP; raise if one cannot start (ports checked first).
     `sockets`: already listening ones, one per service (a supervisor's workers share theirs)."""
+    with stop_signals() as stop:
+        async with serving(specs, settings, sockets) as tasks:
+            on_ready()
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[asyncio.Event]:
+    """For the block, an event that SIGINT, SIGTERM and SIGHUP set (in the running loop)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -142,11 +157,7 @@ async def run_services(
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
         loop.add_signal_handler(signal.SIGHUP, _hung_up, stop)
     try:
-        async with serving(specs, settings, sockets) as tasks:
-            on_ready()
-            stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
+        yield stop
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)  # a no-op for one it did not add

@@ -85,6 +85,36 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGINT) -> tuple[int, str,
     return process.returncode, out, err
 
 
+def walk_through(environment: dict[str, str]) -> str:
+    """The README's walk-through against a running system: a user wishes for SKU-1, the warehouse reports
+    it, an email arrives; then a file on the FTP server is imported. Answers the report's correlation id."""
+    inventory, users = environment["SKUFLOW_INVENTORY_URL"], environment["SKUFLOW_USERS_URL"]
+    user_id, token = sign_up_and_log_in(users, "ada@example.com")
+    status, item = call_json("PUT", f"{users}/v1/users/{user_id}/wishlist/SKU-1", token=token)
+    assert (status, item["available"]) == (201, False)
+    pushed = skuflow("warehouse", "push", "--warehouse", "WH-1", "--sku", "SKU-1", "--on-hand", "12", env=environment)
+    assert pushed.returncode == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["accepted"] == 1
+    status, view = get_json(f"{inventory}/v1/skus/SKU-1/availability")
+    assert (status, view["available_for_sale"], view["available"]) == (200, 12, True)
+    deadline = time.monotonic() + 30
+    while not _notified(users, user_id, token):
+        assert time.monotonic() < deadline, "no email within 30 s"
+        time.sleep(0.2)
+
+    # The other way in: a file on the embedded FTP server.
+    stock = Path(environment["SKUFLOW_DATA_DIR"]).parent / "stock.csv"
+    stock.write_text("warehouse_id,sku,on_hand\nWH-1,SKU-2,4\n")
+    uploaded = skuflow("warehouse", "upload", str(stock), env=environment)
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert "/outbox/stock.csv" in uploaded.stdout
+    deadline = time.monotonic() + 30
+    while get_json(f"{inventory}/v1/skus/SKU-2/availability")[0] != 200:
+        assert time.monotonic() < deadline, "the uploaded file was not imported within 30 s"
+        time.sleep(0.2)
+    return str(json.loads(pushed.stdout)["correlation_id"])
+
+
 @dataclass
 class Output:
     """What a stopped process printed, filled in when its block ends."""
@@ -133,32 +163,7 @@ def test_up_runs_the_system_a_warehouse_reports_and_ctrl_c_stops_it_cleanly(
         secrets = Path(environment["SKUFLOW_DATA_DIR"]) / "secrets.json"
         assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
 
-        # The README's walk-through: a user wishes for SKU-1, the warehouse reports it, an email arrives.
-        user_id, token = sign_up_and_log_in(users, "ada@example.com")
-        status, item = call_json("PUT", f"{users}/v1/users/{user_id}/wishlist/SKU-1", token=token)
-        assert (status, item["available"]) == (201, False)
-        pushed = skuflow(
-            "warehouse", "push", "--warehouse", "WH-1", "--sku", "SKU-1", "--on-hand", "12", env=environment
-        )
-        assert pushed.returncode == 0, pushed.stderr
-        assert json.loads(pushed.stdout)["accepted"] == 1
-        status, view = get_json(f"{inventory}/v1/skus/SKU-1/availability")
-        assert (status, view["available_for_sale"], view["available"]) == (200, 12, True)
-        deadline = time.monotonic() + 30
-        while not _notified(users, user_id, token):
-            assert time.monotonic() < deadline, "no email within 30 s"
-            time.sleep(0.2)
-
-        # The other way in: a file on the embedded FTP server.
-        stock = Path(environment["SKUFLOW_DATA_DIR"]).parent / "stock.csv"
-        stock.write_text("warehouse_id,sku,on_hand\nWH-1,SKU-2,4\n")
-        uploaded = skuflow("warehouse", "upload", str(stock), env=environment)
-        assert uploaded.returncode == 0, uploaded.stderr
-        assert "/outbox/stock.csv" in uploaded.stdout
-        deadline = time.monotonic() + 30
-        while get_json(f"{inventory}/v1/skus/SKU-2/availability")[0] != 200:
-            assert time.monotonic() < deadline, "the uploaded file was not imported within 30 s"
-            time.sleep(0.2)
+        walk_through(environment)
     finally:
         code, out, err = stop(process)
 

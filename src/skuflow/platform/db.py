@@ -33,6 +33,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+from skuflow.platform.redaction import without_password
+
 # SQLite: the locks `exclusive` holds in this process, by database file and name; shared by every Database
 # object, so that two services of one process on one file (as tests run them) see each other's locks.
 _SQLITE_HELD: set[tuple[str, str]] = set()
@@ -304,3 +306,32 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+async def create_database_if_missing(url: str) -> bool:
+    """Create the PostgreSQL database `url` names when its server has none of that name (True if created),
+    connecting as its user to the server's `postgres` database. OSError naming the server if unreachable."""
+    import asyncpg
+
+    target = make_url(url)
+    name = target.database
+    if not name:
+        raise ValueError(f"{without_password(url)} names no database")
+    server = target.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    try:
+        connection = await asyncpg.connect(server, timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        raise OSError(f"cannot reach PostgreSQL at {without_password(url)}: {error or type(error).__name__}") from None
+    try:
+        if await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        quoted = '"' + name.replace('"', '""') + '"'
+        try:
+            await connection.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.DuplicateDatabaseError:  # another process created it meanwhile
+            return False
+        except asyncpg.PostgresError as error:
+            raise OSError(f"cannot create the database {name!r} on {without_password(url)}: {error}") from None
+        return True
+    finally:
+        await connection.close()
