@@ -42,9 +42,14 @@ PERCENTILES = {"p50", "p99", "max", "count"}
 
 
 def check_report(
-    report: dict, broker: str, databases: str, batch: int = 1, via: tuple[str, ...] = ("http", "ftp")
+    report: dict,
+    broker: str,
+    databases: str,
+    batch: int = 1,
+    via: tuple[str, ...] = ("http", "ftp"),
+    system: str = "skuflow up",
 ) -> None:
-    assert (report["broker"], report["databases"]) == (broker, databases)
+    assert (report["broker"], report["databases"], report["system"]) == (broker, databases, system)
     assert set(report["workload"]) == {"skus", "users", "wishes", "batch", "concurrency", "rate", "timeout", "poll"}
     assert {"python", "skuflow"} <= set(report["versions"])
     if broker == "amqp":
@@ -68,6 +73,9 @@ def check_report(
             assert sum(figures["delivered"].values()) >= 60  # three queues' worth per SKU in either mode
             roles = {process["role"] for process in figures["processes"]}
             assert roles == {"system", "bench"}
+            in_system = [process for process in figures["processes"] if process["role"] == "system"]
+            # `skuflow up`, or it and per service a supervisor and a worker
+            assert len(in_system) == (7 if system.endswith("--processes") else 1), in_system
             for process in figures["processes"]:
                 assert set(process) == {"role", "pid", "command", "cpu_seconds", "peak_rss_mb"}
                 assert process["peak_rss_mb"] > 0
@@ -84,11 +92,12 @@ def test_bench_e2e_embedded_both_modes_both_phases():
 
 
 @pytest.mark.amqp
-def test_bench_e2e_on_rabbitmq_and_postgresql(amqp_url: str, postgresql):
-    args = ["--broker-url", amqp_url, "--postgres-url", postgresql.url]
+def test_bench_e2e_on_rabbitmq_and_postgresql_a_process_per_service(amqp_url: str, postgresql):
+    args = ["--broker-url", amqp_url, "--postgres-url", postgresql.url, "--processes"]
     result = skuflow("bench", "e2e", *SIZES, *args, "--batch", "5", "--via", "http", "--json")  # under a minute
     assert result.returncode == 0, result.stderr
-    check_report(json.loads(result.stdout), "amqp", "postgresql", batch=5, via=("http",))
+    report = json.loads(result.stdout)
+    check_report(report, "amqp", "postgresql", batch=5, via=("http",), system="skuflow up --processes")
 
 
 def test_bench_e2e_prints_a_table_at_a_rate_over_one_phase():
@@ -106,6 +115,8 @@ def test_bench_e2e_names_what_it_cannot_reach_and_never_falls_back():
     assert "cannot reach RabbitMQ's management API at http://127.0.0.1:1" in result.stderr
     wrong = skuflow("bench", "e2e", "--broker-url", "memory://")
     assert (wrong.returncode, "--broker-url must be a RabbitMQ URL" in wrong.stderr) == (2, True)
+    mixed = skuflow("bench", "e2e", "--embedded", "--processes")
+    assert (mixed.returncode, "drop --embedded" in mixed.stderr) == (2, True)
 
 
 @pytest.mark.amqp

@@ -78,6 +78,10 @@ def bench_e2e(
     embedded: Annotated[
         bool, typer.Option("--embedded", help="The in-process broker and SQLite (default: RabbitMQ and PostgreSQL).")
     ] = False,
+    processes: Annotated[
+        bool,
+        typer.Option("--processes", help="`skuflow up --processes`: each service in its own process (not --embedded)."),
+    ] = False,
     broker_url: Annotated[
         str | None, typer.Option(help="RabbitMQ (default: SKUFLOW_BROKER_URL if amqp, else the local one).")
     ] = None,
@@ -102,10 +106,13 @@ def bench_e2e(
         fail(f"--mode takes choreography, orchestration or both, got {mode!r}")
     if not set(phases) <= {"http", "ftp"}:
         fail(f"--via takes http, ftp or both, got {via!r}")
+    if embedded and processes:
+        fail("--processes runs the services on RabbitMQ and PostgreSQL: drop --embedded")
     if embedded:
         choice = e2e.StackChoice("memory://")
     else:
-        choice = e2e.StackChoice(_bench_amqp_url(broker_url, "--broker-url"), postgres_url, rabbitmq_api)
+        amqp_url = _bench_amqp_url(broker_url, "--broker-url")
+        choice = e2e.StackChoice(amqp_url, postgres_url, rabbitmq_api, processes)
     configure_logging(level=logging.WARNING)
     workload = e2e.Workload(skus, users, wishes, batch, concurrency, rate, timeout, poll)
     with e2e.progress_bars(err_console, transient=as_json) as progress, errors(usage=(), failure=(e2e.BenchError,)):

@@ -56,7 +56,7 @@ async def run(
     seed: int = 7,
 ) -> Report:
     """Each mode in turn, each phase in turn, on the same workload; `BenchError` (or `NotConverged`) says why not."""
-    report = Report(workload, choice.broker, choice.databases)
+    report = Report(workload, choice.broker, choice.databases, choice.system)
     report.versions = {"python": platform.python_version(), "skuflow": importlib.metadata.version("skuflow")}
     report.machine = {"cpus": os.cpu_count() or 0, "load_average": [round(n, 2) for n in os.getloadavg()]}
     try:
@@ -82,7 +82,7 @@ async def _one_mode(
     skus = [f"SKU-{n:05d}" for n in range(workload.skus)]
     results = []
     with tempfile.TemporaryDirectory(prefix=f"skuflow-bench-{mode}-") as scratch:
-        async with scratch_stack(choice) as stack, running(mode, Path(scratch), stack) as system:
+        async with scratch_stack(choice) as stack, running(mode, Path(scratch), stack, choice.processes) as system:
             versions.update(stack.versions)
             driver = Driver(system, workload, lambda phase, done, total: progress(f"{mode}: {phase}", done, total))
             await driver.setup(skus, rng)

@@ -73,6 +73,7 @@ class Report:
     workload: Workload
     broker: str  # "memory" or "amqp"
     databases: str  # "sqlite" or "postgresql"
+    system: str = "skuflow up"  # or "skuflow up --processes"
     versions: dict[str, str] = field(default_factory=dict)  # python, skuflow, rabbitmq, postgresql
     machine: dict[str, Any] = field(default_factory=dict)  # cpus, load average at the start
     phases: list[PhaseFigures] = field(default_factory=list)
@@ -85,6 +86,7 @@ class Report:
             "workload": asdict(self.workload),
             "broker": self.broker,
             "databases": self.databases,
+            "system": self.system,
             "versions": self.versions,
             "machine": self.machine,
             "modes": dict(modes),

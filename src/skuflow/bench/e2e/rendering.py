@@ -63,7 +63,7 @@ def table(report: Report) -> Table:
     versions = ", ".join(f"{name} {version}" for name, version in report.versions.items())
     title = (
         f"skuflow bench e2e: {workload.skus} SKUs, {workload.users} users x {workload.wishes} wishes, "
-        f"{workload.batch} SKU(s) per report, {pace}; {report.broker} + {report.databases}\n{versions}"
+        f"{workload.batch} SKU(s) per report, {pace}; {report.broker} + {report.databases}, {report.system}\n{versions}"
     )
     columns = [f"{figures.mode}\n{figures.phase}" for figures in report.phases]
     return figures_table(title, columns, rows(report.phases))

@@ -28,10 +28,15 @@ class StackChoice:
     broker_url: str  # memory:// or amqp://...
     postgres_url: str | None = None  # a server to make scratch databases on; None: SQLite
     rabbitmq_api: str | None = None  # the management API; None: http://<the broker's host>:15672
+    processes: bool = False  # `skuflow up --processes`: each service in a process of its own (RabbitMQ only)
 
     @property
     def broker(self) -> str:
         return "memory" if self.broker_url.startswith("memory") else "amqp"
+
+    @property
+    def system(self) -> str:
+        return "skuflow up --processes" if self.processes else "skuflow up"
 
     @property
     def databases(self) -> str:

@@ -147,9 +147,12 @@ def _deliveries(scraped: dict[str, Samples]) -> dict[Any, float]:
 
 
 @contextlib.asynccontextmanager
-async def running(mode: str, scratch: Path, stack: Stack) -> AsyncIterator[System]:
-    """`skuflow up` in `mode` on `stack`, with the bench's SMTP sink and FTP server; stopped (SIGINT, as
-    Ctrl-C) after the block, killed if it has not ended within STOP_SECONDS."""
+async def running(mode: str, scratch: Path, stack: Stack, processes: bool = False) -> AsyncIterator[System]:
+    """`skuflow up` (`--processes`: one process per service) in `mode` on `stack`, with the bench's SMTP sink
+    and FTP server; stopped (SIGINT, as Ctrl-C) after the block, killed if it has not ended within STOP_SECONDS.
+
+    One process per service, not `--instances N`: each process keeps its own /metrics counters, and the bench
+    reads one service's from one answer; several instances would each answer for themselves alone."""
     mailbox = Mailbox()
     sink = SmtpSink(on_mail=mailbox.record)
     await sink.start()
@@ -179,6 +182,7 @@ async def running(mode: str, scratch: Path, stack: Stack) -> AsyncIterator[Syste
                 "-m",
                 "skuflow",
                 "up",
+                *(["--processes"] if processes else []),
                 cwd=scratch,  # no skuflow config file of the caller's folder applies
                 env={**os.environ, **_environment(values)},
                 stdin=asyncio.subprocess.DEVNULL,
