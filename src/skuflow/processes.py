@@ -8,7 +8,7 @@ warehouse's FTP server), starts the services in order, each answering `/readyz` 
 on Ctrl-C (or SIGTERM, SIGHUP) stops them in reverse order, each draining. The services share RabbitMQ and
 PostgreSQL, not the in-process broker and SQLite, which serve one process.
 
-The supervisors are started in a process group of their own, so that a Ctrl-C at the terminal reaches this
+The supervisors are started in a session (and process group) of their own, so that a Ctrl-C at the terminal reaches this
 process alone and the stop keeps its order; and with `--end-with-parent`, so that they drain and end if this
 process dies without stopping them (even by SIGKILL).
 """
@@ -109,7 +109,7 @@ async def _start(
         "--end-with-parent",
         env=environment,
         stdin=asyncio.subprocess.DEVNULL,
-        process_group=0,  # Ctrl-C reaches this process, which stops the services in order
+        start_new_session=True,  # Ctrl-C reaches this process alone, which stops the services in order
     )
     return ServiceProcesses(spec, process, spec.url(settings))
 

@@ -23,7 +23,6 @@ above, so this is a small supervisor of our own, on `multiprocessing` (fork: the
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -38,6 +37,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from typing import Any
 
+from skuflow.platform.event_loop import run_in
 from skuflow.platform.settings import Settings
 from skuflow.system import ServiceSpec, bind_service, run_services
 
@@ -209,7 +209,7 @@ def _worker(spec: ServiceSpec, settings: Settings, sock: socket.socket, ready: E
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's business
     _end_with_parent()
     configure_logging()
-    asyncio.run(run_services([spec], settings, ready.set, sockets=[sock]))
+    run_in(settings.event_loop, run_services([spec], settings, ready.set, sockets=[sock]))
 
 
 def _end_with_parent() -> None:

@@ -4,7 +4,6 @@ failure; anything else is a bug and shows its trace)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Coroutine, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -12,6 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
+from skuflow.platform.event_loop import EventLoop, run_in
 from skuflow.platform.settings import Settings, SettingsError, load_settings
 
 console = Console()
@@ -39,10 +39,15 @@ def errors(usage: Errors = (SettingsError,), failure: Errors = (OSError,), prefi
         fail(f"{prefix}{error}", 1)
 
 
-def run(main: Coroutine[Any, Any, T], usage: Errors = (SettingsError,), failure: Errors = (OSError,)) -> T:
-    """Run a coroutine to its end through the one error path."""
+def run(
+    main: Coroutine[Any, Any, T],
+    usage: Errors = (SettingsError,),
+    failure: Errors = (OSError,),
+    loop: EventLoop = "asyncio",
+) -> T:
+    """Run a coroutine to its end, in an event loop of the kind `loop`, through the one error path."""
     with errors(usage, failure):
-        return asyncio.run(main)
+        return run_in(loop, main)
 
 
 def read_settings() -> Settings:

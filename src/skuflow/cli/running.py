@@ -83,7 +83,7 @@ def up(
         main = run_up_processes(settings, instances, ready_in_processes, show_mail, ftp_password)
     else:
         main = run_up(settings, ready, show_mail, ftp_password)
-    run(main, failure=(OSError, RuntimeError))
+    run(main, failure=(OSError, RuntimeError), loop=settings.event_loop)
     console.print("stopped.")
 
 
@@ -139,4 +139,5 @@ def serve(
             f"for several, give it PostgreSQL (SKUFLOW_{service.upper()}_DATABASE_URL=postgresql+asyncpg://...)"
         )
     listening = f"{spec.name} listening on {spec.url(settings)}"
-    run(run_services([spec], settings, lambda: console.print(listening)), failure=(OSError, RuntimeError))
+    main = run_services([spec], settings, lambda: console.print(listening))
+    run(main, failure=(OSError, RuntimeError), loop=settings.event_loop)

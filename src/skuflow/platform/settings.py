@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from skuflow.messaging import BrokerOptions
+from skuflow.platform.event_loop import EventLoop
 from skuflow.platform.ftp import FtpLocation
 from skuflow.platform.redaction import without_password as without_password  # shown by the settings too
 from skuflow.platform.smtp import SmtpTarget
@@ -45,6 +46,8 @@ class Settings(BaseSettings):
     retry_delays: Annotated[tuple[float, ...], NoDecode] = (1, 5, 30, 120, 600)
     prefetch: int = Field(32, ge=1, le=65535)
     shutdown_grace_seconds: float = Field(30, ge=0)
+    # The services' event loop (an addition of ours): uvloop (libuv) or asyncio's own.
+    event_loop: EventLoop = "asyncio"
 
     # Each service's own database; unset means SQLite under the data directory.
     inventory_database_url: str | None = None
