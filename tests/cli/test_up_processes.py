@@ -71,11 +71,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("mode", ["choreography", "orchestration"])
+@pytest.mark.parametrize(("mode", "loop"), [("choreography", "asyncio"), ("orchestration", "uvloop")])
 def test_up_processes_runs_the_walk_through_and_ctrl_c_stops_every_process(
-    environment: dict[str, str], amqp_url: str, new_databases: list[str], mode: str
+    environment: dict[str, str], amqp_url: str, new_databases: list[str], mode: str, loop: str
 ):
-    environment |= {"SKUFLOW_BROKER_URL": amqp_url, "SKUFLOW_MODE": mode, "SKUFLOW_WAREHOUSE_FTP_POLL_SECONDS": "0.2"}
+    environment |= {
+        "SKUFLOW_BROKER_URL": amqp_url,
+        "SKUFLOW_MODE": mode,
+        "SKUFLOW_EVENT_LOOP": loop,  # each process's, this one's too
+        "SKUFLOW_WAREHOUSE_FTP_POLL_SECONDS": "0.2",
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "skuflow", "up", "--processes", "--instances", "2"],
         env=environment,
