@@ -8,7 +8,7 @@ source scripts/lib/venv.sh
 source scripts/lib/rabbitmq.sh
 source scripts/lib/postgres.sh
 
-ensure_venv dev
+ensure_venv dev,bench  # bench: FastStream, for `skuflow bench bus --against faststream`
 ensure_rabbitmq
 ensure_postgres
 

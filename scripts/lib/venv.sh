@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# ensure_venv [EXTRAS]: a Python >= 3.11 virtual environment in .venv with skuflow installed (editable).
+# ensure_venv [EXTRAS]: a Python >= 3.11 virtual environment in .venv with skuflow installed (editable), with the
+# optional dependencies EXTRAS, comma-separated as pip takes them (e.g. `ensure_venv dev,bench`).
 # Installs Debian's venv package first when this is Debian, we are root and `python -m venv` cannot work.
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

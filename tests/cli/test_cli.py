@@ -58,12 +58,62 @@ def test_bench_bus_json_has_every_figure(amqp_url: str):
         assert report[key] > 0
     assert report["publish_ratio"] > 0
     assert report["consume_ratio"] > 0
+    assert (report["against"], report["faststream"]) == ("raw", [])
+
+
+@pytest.mark.amqp
+def test_bench_bus_against_faststream_measures_it_as_a_third_side(amqp_url: str):
+    args = ["-n", "50", "--runs", "2", "--window", "10", "--url", amqp_url, "--against", "faststream"]
+    result = skuflow("bench", "bus", *args, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["messages"], report["against"]) == (50, "faststream")
+    assert len(report["raw"]) == len(report["layer"]) == len(report["faststream"]) == 2
+    for side in ("raw", "layer", "faststream"):
+        for figure in ("publish", "consume"):
+            assert report[f"{side}_{figure}_median"] > 0
+    for ratio in ("", "faststream_raw_", "layer_faststream_"):  # layer/raw, faststream/raw, layer/faststream
+        assert report[f"{ratio}publish_ratio"] > 0
+        assert report[f"{ratio}consume_ratio"] > 0
+
+    result = skuflow("bench", "bus", *args[:2], "--runs", "1", *args[4:])
+    assert result.returncode == 0, result.stderr
+    for column in ("raw aio-pika", "skuflow.messaging", "FastStream", "layer / raw", "FastStream / raw"):
+        assert column in result.stdout
+    assert "layer / FastStream" in result.stdout
 
 
 def test_bench_bus_refuses_a_broker_url_that_is_not_rabbitmq():
     result = skuflow("bench", "bus", "--url", "memory://")
     assert result.returncode == 2
     assert "--url must be a RabbitMQ URL" in result.stderr
+
+
+def test_bench_bus_refuses_an_unknown_side():
+    result = skuflow("bench", "bus", "--against", "celery")
+    assert result.returncode == 2
+    assert "--against takes raw or faststream" in result.stderr
+
+
+def test_bench_bus_against_faststream_without_it_names_the_extra_to_install():
+    # FastStream is an optional extra: hide it as if it were not installed.
+    hide = "import sys; sys.modules['faststream'] = None; from skuflow.cli import app; app()"
+    result = subprocess.run(
+        [sys.executable, "-c", hide, "bench", "bus", "--against", "faststream"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 2
+    assert "pip install 'skuflow[bench]'" in result.stderr
+
+
+def test_faststream_is_imported_only_by_bench_bus_against_it():
+    code = "import sys, skuflow.cli, skuflow.bench.bus; print(sorted(m for m in sys.modules if 'faststream' in m))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.amqp

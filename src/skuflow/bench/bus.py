@@ -3,18 +3,22 @@
 Each run declares a fresh fanout exchange with three durable queues for each side, publishes N persistent
 messages with a window of publisher confirms in flight, then consumes the 3N deliveries (manual ack,
 prefetch 100) from the full queues. Raw aio-pika is written the obvious way; the layer adds what it always
-does (envelope, JSON body, validation, the consumer policy). The sides alternate who goes first.
+does (envelope, JSON body, validation, the consumer policy). With `against="faststream"` FastStream (the
+`bench` extra, imported only by its side) does the same work as a third side, written as its users would.
+Raw is always measured: every ratio is paired run by run. The sides take turns going first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import logging
 import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 import aio_pika
@@ -28,6 +32,10 @@ from skuflow.messaging.topology import dead_letter_queue, wait_queue
 QUEUES_PER_EXCHANGE = 3
 PREFETCH = 100
 _BENCH_DELAY = 60.0  # the layer declares one wait queue per delay; one is enough here
+AGAINST = ("raw", "faststream")
+FASTSTREAM_INSTALL = "pip install 'skuflow[bench]'"
+SIDE_NAMES = {"raw": "raw aio-pika", "layer": "skuflow.messaging", "faststream": "FastStream"}
+_SHORT_NAMES = {"raw": "raw", "layer": "layer", "faststream": "FastStream"}  # in the ratios' headings
 
 
 class BenchEvent(pydantic.BaseModel):
@@ -47,55 +55,87 @@ class BusReport:
     window: int
     raw: list[Rates]
     layer: list[Rates]
+    faststream: list[Rates] = field(default_factory=list)  # empty unless measured
+
+    @property
+    def sides(self) -> tuple[str, ...]:
+        return ("raw", "layer", "faststream") if self.faststream else ("raw", "layer")
+
+    @property
+    def ratios(self) -> tuple[tuple[str, str, str], ...]:
+        """(JSON key prefix, side, baseline) of each ratio reported; `publish_ratio` stays layer/raw."""
+        if not self.faststream:
+            return (("", "layer", "raw"),)
+        return (
+            ("", "layer", "raw"),
+            ("faststream_raw_", "faststream", "raw"),
+            ("layer_faststream_", "layer", "faststream"),
+        )
 
     def median(self, side: str, figure: str) -> float:
         return float(statistics.median(getattr(rates, figure) for rates in getattr(self, side)))
 
-    def ratio(self, figure: str) -> float:
-        """The median of each run's layer/raw ratio: pairing the sides run by run cancels the broker's drift."""
-        return float(
-            statistics.median(
-                getattr(layer, figure) / getattr(raw, figure) for raw, layer in zip(self.raw, self.layer, strict=True)
-            )
-        )
+    def ratio(self, figure: str, side: str = "layer", baseline: str = "raw") -> float:
+        """The median of each run's side/baseline ratio: pairing the sides run by run cancels the broker's drift."""
+        pairs = zip(getattr(self, side), getattr(self, baseline), strict=True)
+        return float(statistics.median(getattr(mine, figure) / getattr(theirs, figure) for mine, theirs in pairs))
 
     def as_dict(self) -> dict[str, object]:
         summary = {
             f"{side}_{figure}_median": self.median(side, figure)
-            for side in ("raw", "layer")
+            for side in self.sides
             for figure in ("publish", "consume")
         }
-        ratios = {f"{figure}_ratio": self.ratio(figure) for figure in ("publish", "consume")}
-        return {**asdict(self), **summary, **ratios}
+        ratios = {
+            f"{prefix}{figure}_ratio": self.ratio(figure, side, baseline)
+            for prefix, side, baseline in self.ratios
+            for figure in ("publish", "consume")
+        }
+        against = "faststream" if self.faststream else "raw"
+        return {**asdict(self), "against": against, **summary, **ratios}
 
     def table(self) -> Table:
         runs, window = len(self.raw), self.window
-        table = Table(title=f"bench bus: {self.messages:,} messages x {runs} runs, fanout to 3 queues, window {window}")
+        table = Table(
+            title=f"bench bus: {self.messages:,} messages x {runs} runs, fanout to 3 queues, window {window}",
+            caption="rates: median of runs; ratios: median of per-run ratios",
+        )
         table.add_column("figure (median of runs)")
-        table.add_column("raw aio-pika", justify="right")
-        table.add_column("skuflow.messaging", justify="right")
-        table.add_column("ratio (median of runs)", justify="right")
+        for side in self.sides:
+            table.add_column(SIDE_NAMES[side], justify="right")
+        for _, side, baseline in self.ratios:
+            table.add_column(f"{_SHORT_NAMES[side]} / {_SHORT_NAMES[baseline]}", justify="right")
         for figure, unit in (("publish", "msg/s"), ("consume", "deliveries/s")):
-            raw, layer = self.median("raw", figure), self.median("layer", figure)
-            table.add_row(f"{figure} ({unit})", f"{raw:,.0f}", f"{layer:,.0f}", f"{self.ratio(figure):.2f}x")
+            rates = [f"{self.median(side, figure):,.0f}" for side in self.sides]
+            ratios = [f"{self.ratio(figure, side, baseline):.2f}x" for _, side, baseline in self.ratios]
+            table.add_row(f"{figure} ({unit})", *rates, *ratios)
         return table
 
 
-async def run(url: str, messages: int, runs: int, window: int, progress: Callable[[str], None]) -> BusReport:
-    raw: list[Rates] = []
-    layer: list[Rates] = []
+def faststream_installed() -> bool:
+    return importlib.util.find_spec("faststream") is not None
+
+
+async def run(
+    url: str, messages: int, runs: int, window: int, progress: Callable[[str], None], against: str = "raw"
+) -> BusReport:
+    measures: dict[str, Callable[[str, int, int], Awaitable[Rates]]] = {
+        "raw": _raw,
+        "layer": _layer,
+        "faststream": _faststream,
+    }
+    sides = ["raw", "layer", "faststream"] if against == "faststream" else ["raw", "layer"]
+    rates: dict[str, list[Rates]] = {side: [] for side in sides}
     for n in range(runs):
-        sides: list[tuple[str, Callable[[str, int, int], Awaitable[Rates]], list[Rates]]] = [
-            ("raw aio-pika", _raw, raw),
-            ("skuflow.messaging", _layer, layer),
-        ]
-        if n % 2:
-            sides.reverse()
-        for name, measure, into in sides:
-            rates = await measure(url, messages, window)
-            into.append(rates)
-            progress(f"run {n + 1}/{runs} {name}: publish {rates.publish:,.0f} msg/s, consume {rates.consume:,.0f}/s")
-    return BusReport(messages, window, raw, layer)
+        first = n % len(sides)  # each run starts with the next side, so that none always goes first
+        for side in sides[first:] + sides[:first]:
+            measured = await measures[side](url, messages, window)
+            rates[side].append(measured)
+            progress(
+                f"run {n + 1}/{runs} {SIDE_NAMES[side]}: "
+                f"publish {measured.publish:,.0f} msg/s, consume {measured.consume:,.0f}/s"
+            )
+    return BusReport(messages, window, rates["raw"], rates["layer"], rates.get("faststream", []))
 
 
 def bench_names(side: str) -> tuple[str, list[str]]:
@@ -202,6 +242,70 @@ async def _layer(url: str, messages: int, window: int) -> Rates:
         return Rates(publish_rate, consume_rate)
     finally:
         await broker.close()
+
+
+async def _faststream(url: str, messages: int, window: int) -> Rates:
+    # The optional `bench` extra: imported here only, so that skuflow never needs it otherwise.
+    from faststream import AckPolicy
+    from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
+
+    exchange_name, queue_names = bench_names("faststream")
+    exchange = RabbitExchange(exchange_name, type=ExchangeType.FANOUT, durable=True)
+    queues = [RabbitQueue(name, durable=True) for name in queue_names]
+    broker = RabbitBroker(
+        url,
+        app_id="bench",
+        # One channel for publishing and consuming, as raw has: confirms on (FastStream's default), and the
+        # prefetch applies to each consumer.
+        default_channel=Channel(prefetch_count=PREFETCH),
+        # FastStream logs every delivery ("Received", "Processed") to stdout at INFO by default; the layer
+        # logs none. Its logging still runs, into a logger of ours at the process's level (WARNING here).
+        logger=logging.getLogger("skuflow.bench.faststream"),
+    )
+    publisher = broker.publisher(exchange=exchange, persist=True, message_type="bench_event")
+
+    remaining = messages * len(queues)
+    done = asyncio.Event()
+
+    async def count(event: BenchEvent) -> None:  # FastStream validates the body into the model
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            done.set()
+
+    for queue in queues:
+        # Acked when the handler returns, rejected if it raises: a consumer with manual acks, as the others.
+        broker.subscriber(queue, exchange, ack_policy=AckPolicy.REJECT_ON_ERROR)(count)
+
+    try:
+        await broker.connect()  # connected, publishing possible; the subscribers start with broker.start()
+        await broker.declare_exchange(exchange)
+        for queue in queues:
+            await (await broker.declare_queue(queue)).bind(exchange_name)
+
+        slots = asyncio.Semaphore(window)
+        correlation_id = uuid.uuid4().hex
+
+        async def publish(n: int) -> None:
+            async with slots:  # each publish waits for its confirm; the window is ours, as with raw
+                await publisher.publish(
+                    BenchEvent(sku=f"SKU-{n}", n=n), message_id=uuid.uuid4().hex, correlation_id=correlation_id
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(publish(n) for n in range(messages)))
+        publish_rate = messages / (time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await broker.start()
+        await done.wait()
+        consume_rate = messages * len(queues) / (time.perf_counter() - started)
+        await broker.stop()  # waits for the handlers before the queues go
+
+        await delete_bench_objects(url, exchange_name, queue_names)
+        return Rates(publish_rate, consume_rate)
+    finally:
+        await broker.stop()
 
 
 async def delete_bench_objects(url: str, exchange_name: str, queue_names: list[str]) -> None:

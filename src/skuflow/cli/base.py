@@ -10,6 +10,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from skuflow.platform.event_loop import EventLoop, run_in
 from skuflow.platform.settings import Settings, SettingsError, load_settings
@@ -23,7 +24,7 @@ T = TypeVar("T")
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """End the command with a red message on stderr: exit 2 for a bad argument or setting, 1 for a failure."""
-    err_console.print(f"[red]error:[/] {message}")
+    err_console.print(f"[red]error:[/] {escape(message)}")  # plain text: "skuflow[bench]" is no markup
     raise typer.Exit(code)
 
 

@@ -128,13 +128,25 @@ def bench_bus(
     runs: Annotated[int, typer.Option(min=1, help="Runs per side; medians are reported.")] = 3,
     window: Annotated[int, typer.Option(min=1, help="Publisher confirms in flight.")] = 100,
     url: Annotated[str | None, typer.Option(help="RabbitMQ URL (default: SKUFLOW_BROKER_URL if amqp).")] = None,
+    against: Annotated[
+        str,
+        typer.Option(
+            help="raw: the layer beside raw aio-pika; faststream: FastStream too (pip install 'skuflow[bench]'). "
+            "Raw aio-pika is always measured: every ratio pairs sides run by run."
+        ),
+    ] = "raw",
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """The messaging layer against raw aio-pika: publish and consume rates, and their ratio."""
+    """The messaging layer against raw aio-pika (and FastStream): publish and consume rates, and their ratios."""
     from skuflow.bench import bus
 
+    if against not in bus.AGAINST:
+        fail(f"--against takes raw or faststream, got {against!r}")
+    if against == "faststream" and not bus.faststream_installed():
+        fail(f"--against faststream needs FastStream, an optional extra: {bus.FASTSTREAM_INSTALL}")
     url = _bench_amqp_url(url)
-    _bench(lambda say: bus.run(url, messages, runs, window, say), as_json, f"cannot reach RabbitMQ at {url}")
+    measure = lambda say: bus.run(url, messages, runs, window, say, against)  # noqa: E731
+    _bench(measure, as_json, f"cannot reach RabbitMQ at {url}")
 
 
 def bench_outbox(
