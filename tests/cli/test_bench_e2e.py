@@ -62,6 +62,7 @@ def check_report(
         assert set(phases) == set(via)
         for phase, figures in phases.items():
             assert set(figures) == PHASE_FIELDS, (mode, phase)
+            assert figures["system"] == "skuflow"
             assert (figures["mode"], figures["phase"], figures["skus"]) == (mode, phase, 20)
             assert figures["emails"] == figures["due_emails"] == 8  # 4 users x 2 wishes, each SKU available once
             assert figures["converge_seconds"] > 0
@@ -93,12 +94,19 @@ def test_bench_e2e_embedded_both_modes_both_phases():
 
 
 @pytest.mark.amqp
-def test_bench_e2e_on_rabbitmq_and_postgresql_a_process_per_service(amqp_url: str, postgresql):
-    args = ["--broker-url", amqp_url, "--postgres-url", postgresql.url, "--processes"]
+def test_bench_e2e_on_rabbitmq_and_postgresql_a_process_per_service_beside_raw(amqp_url: str, postgresql):
+    """`--system both`: skuflow's phases, then the raw flow's, in one run, and skuflow / raw."""
+    args = ["--broker-url", amqp_url, "--postgres-url", postgresql.url, "--processes", "--system", "both"]
     result = skuflow("bench", "e2e", *SIZES, *args, "--batch", "5", "--via", "http", "--json")  # under a minute
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     check_report(report, "amqp", "postgresql", batch=5, via=("http",), system="skuflow up --processes")
+    raw = report["raw"]["modes"]["choreography"]["http"]
+    assert (raw["system"], raw["reports"], raw["emails"]) == ("raw", 4, 8)
+    ratio = report["ratio"]["choreography http changes_per_second"]
+    assert ratio == pytest.approx(
+        report["modes"]["choreography"]["http"]["changes_per_second"] / raw["changes_per_second"], rel=0.01
+    )
 
 
 @pytest.mark.amqp
