@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import random
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import asyncpg
 from skuflow.bench.e2e.driver import Driver
 from skuflow.bench.e2e.figures import Progress, Samples, Workload
 from skuflow.bench.e2e.stack import SERVICE_NAMES, Stack
-from skuflow.bench.e2e.system import SETUP_TIMEOUT, Mailbox, free_port, mail_sink, stop, until_answering
+from skuflow.bench.e2e.system import SETUP_TIMEOUT, Mailbox, mail_sink, stop, until_answering
 from skuflow.embedded.ftp import FtpServer
 from skuflow.platform.settings import Settings
 from skuflow.service_client import ServiceClient, connected
@@ -58,8 +59,11 @@ class RawSystem:
 
 @contextlib.asynccontextmanager
 async def running_raw(scratch: Path, stack: Stack) -> AsyncIterator[RawSystem]:
-    """The three raw services on free ports, stopped (SIGINT) after the block."""
-    urls = {name: f"http://127.0.0.1:{free_port()}" for name in SERVICE_NAMES}
+    """The three raw services, stopped (SIGINT) after the block. Each listens on a socket the bench bound (to a
+    free port) and hands down: a port merely found free could be taken, before the service binds it, by an
+    outgoing connection of a service started before it."""
+    sockets = {name: _bound() for name in SERVICE_NAMES}
+    urls = {name: f"http://127.0.0.1:{sock.getsockname()[1]}" for name, sock in sockets.items()}
     databases = {
         name: url.replace("postgresql+asyncpg://", "postgresql://") for name, url in stack.database_urls.items()
     }
@@ -77,14 +81,22 @@ async def running_raw(scratch: Path, stack: Stack) -> AsyncIterator[RawSystem]:
         try:
             for name, url in urls.items():
                 log_path = scratch / f"raw-{name}.log"
-                env = {**os.environ, **shared, "RAW_PORT": url.rsplit(":", 1)[1], "RAW_DATABASE_URL": databases[name]}
-                with log_path.open("wb") as log:
+                fd = sockets[name].fileno()
+                env = {
+                    **os.environ,
+                    **shared,
+                    "RAW_PORT": url.rsplit(":", 1)[1],
+                    "RAW_LISTEN_FD": str(fd),
+                    "RAW_DATABASE_URL": databases[name],
+                }
+                with log_path.open("wb") as log, sockets[name]:  # the bench's copy closed once handed down
                     process = await asyncio.create_subprocess_exec(
                         *(sys.executable, "-m", "skuflow.bench.raw", name),
                         env=env,
                         stdin=asyncio.subprocess.DEVNULL,
                         stdout=log,
                         stderr=log,
+                        pass_fds=(fd,),
                     )
                 started.append((process, log_path))
             settings = Settings(inventory_url=urls["inventory"], catalog_url=urls["catalog"], users_url=urls["users"])
@@ -100,7 +112,16 @@ async def running_raw(scratch: Path, stack: Stack) -> AsyncIterator[RawSystem]:
                 finally:
                     await catalog.close()
         finally:
+            for sock in sockets.values():
+                sock.close()  # those not handed down, after an error
             await asyncio.gather(*(stop(process) for process, _ in started))
+
+
+def _bound() -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 class RawDriver(Driver):

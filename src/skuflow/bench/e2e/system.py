@@ -188,7 +188,7 @@ async def mail_sink() -> AsyncIterator[tuple[Mailbox, SmtpSink]]:
 async def _started(
     mode: str, scratch: Path, stack: Stack, processes: bool, mailbox: Mailbox, sink: SmtpSink, ftp: FtpServer
 ) -> AsyncIterator[System]:
-    urls = {name: f"http://127.0.0.1:{free_port()}" for name in SERVICE_NAMES}
+    urls = {name: f"http://127.0.0.1:{_free_port()}" for name in SERVICE_NAMES}
     values: dict[str, Any] = {
         "mode": mode,
         "broker_url": stack.broker_url,
@@ -236,8 +236,8 @@ def _environment(values: dict[str, Any]) -> dict[str, str]:
     return {f"SKUFLOW_{key.upper()}": value for key, value in shown.items()}
 
 
-def free_port() -> int:
-    """A port free now; the system binds it a moment later (a clash would fail its start, naming the port)."""
+def _free_port() -> int:
+    """A port free now; `skuflow up` binds it a moment later (a clash would fail its start, naming the port)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

@@ -1,8 +1,9 @@
-"""`python -m skuflow.bench.raw inventory|catalog|users`: one raw service on 127.0.0.1:RAW_PORT until SIGINT
-or SIGTERM (aiohttp's `run_app` then closes the resources)."""
+"""`python -m skuflow.bench.raw inventory|catalog|users`: one raw service on 127.0.0.1:RAW_PORT (or on the bound
+socket RAW_LISTEN_FD) until SIGINT or SIGTERM (aiohttp's `run_app` then closes the resources)."""
 
 from __future__ import annotations
 
+import socket
 import sys
 
 from aiohttp import web
@@ -18,7 +19,11 @@ def main(argv: list[str]) -> int:
         print(f"usage: python -m skuflow.bench.raw {'|'.join(APPS)}", file=sys.stderr)
         return 2
     settings = Settings.from_env()
-    web.run_app(APPS[argv[1]](settings), host="127.0.0.1", port=settings.port, print=None)
+    app = APPS[argv[1]](settings)
+    if settings.listen_fd is not None:
+        web.run_app(app, sock=socket.socket(fileno=settings.listen_fd), print=None)
+    else:
+        web.run_app(app, host="127.0.0.1", port=settings.port, print=None)
     return 0
 
 
