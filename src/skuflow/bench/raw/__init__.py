@@ -9,11 +9,11 @@ prefetch), ask inventory `GET /v1/skus/{sku}/availability`, and write: catalog t
 the wishlist rows and, for each user whose wished SKU became available, one email (`aiosmtplib.send`: a new
 SMTP connection per email) and a `sent_emails` row.
 
-What it leaves out, on purpose (skuflow's guarantees, whose cost the comparison shows): no transactional
-outbox (a crash between commit and publish loses the event), no inbox or idempotency keys (a redelivery sends
-the emails again), no retries, delays or dead letters (a failed handler's message is rejected and dropped), no
-OAuth (one fixed bearer token on `POST /v1/stock`), no metrics, correlation ids or structured logs, no request
-validation beyond what a KeyError gives, no graceful drain beyond aiohttp's own, no reconnection handling beyond
+What it leaves out, on purpose (skuflow's guarantees, whose cost the comparison shows): no transactional outbox (a
+crash between commit and publish loses the event), no idempotent consumers or idempotency keys (a redelivery sends
+the emails again), no retries, delays or dead letters (a failed handler's message is rejected and dropped), no OAuth
+(one fixed bearer token on `POST /v1/stock`), no metrics, correlation ids or structured logs, no request validation
+beyond what a KeyError gives, no graceful drain beyond aiohttp's own, no reconnection handling beyond
 `connect_robust`. Choreography only: no orchestration and no FTP feed.
 
 This package must not import the rest of skuflow (an import-linter contract holds it to that).
