@@ -165,7 +165,8 @@ class Driver:
     async def converge(self, phase: str, skus: list[str], started: float, mails_before: int) -> None:
         """Until catalog shows every SKU available, the sink has every due email and no flow runs. Each look
         costs the system two small requests: one unavailable product (LIMIT 1) and catalog's /metrics (for
-        the progress bar: its deliveries acked); the bench then waits `poll` seconds."""
+        the progress bar: its deliveries acked; the raw flow's, a count of its available products); the bench
+        then waits `poll` seconds."""
         due = sum(self.wishes.get(sku, 0) for sku in skus)
         baseline = await self.system.catalog_acked()
 
