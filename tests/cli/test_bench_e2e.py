@@ -37,6 +37,7 @@ PHASE_FIELDS = {
     "peak_memory_mb",
     "load_average",
     "knows",
+    "system",
 }
 PERCENTILES = {"p50", "p99", "max", "count"}
 
@@ -61,6 +62,7 @@ def check_report(
         assert set(phases) == set(via)
         for phase, figures in phases.items():
             assert set(figures) == PHASE_FIELDS, (mode, phase)
+            assert figures["system"] == "skuflow"
             assert (figures["mode"], figures["phase"], figures["skus"]) == (mode, phase, 20)
             assert figures["emails"] == figures["due_emails"] == 8  # 4 users x 2 wishes, each SKU available once
             assert figures["converge_seconds"] > 0
@@ -92,12 +94,54 @@ def test_bench_e2e_embedded_both_modes_both_phases():
 
 
 @pytest.mark.amqp
-def test_bench_e2e_on_rabbitmq_and_postgresql_a_process_per_service(amqp_url: str, postgresql):
-    args = ["--broker-url", amqp_url, "--postgres-url", postgresql.url, "--processes"]
+def test_bench_e2e_on_rabbitmq_and_postgresql_a_process_per_service_beside_raw(amqp_url: str, postgresql):
+    """`--system both`: skuflow's phases, then the raw flow's, in one run, and skuflow / raw."""
+    args = ["--broker-url", amqp_url, "--postgres-url", postgresql.url, "--processes", "--system", "both"]
     result = skuflow("bench", "e2e", *SIZES, *args, "--batch", "5", "--via", "http", "--json")  # under a minute
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     check_report(report, "amqp", "postgresql", batch=5, via=("http",), system="skuflow up --processes")
+    raw = report["raw"]["modes"]["choreography"]["http"]
+    assert (raw["system"], raw["reports"], raw["emails"]) == ("raw", 4, 8)
+    ratio = report["ratio"]["choreography http changes_per_second"]
+    assert ratio == pytest.approx(
+        report["modes"]["choreography"]["http"]["changes_per_second"] / raw["changes_per_second"], rel=0.01
+    )
+
+
+@pytest.mark.amqp
+def test_bench_e2e_beside_the_raw_flow(amqp_url: str, postgresql):
+    """`--system raw`: the raw flow (`skuflow.bench.raw`, a process per service) converges on the same HTTP
+    phase, with the same figures; its processes are the three raw services, all stopped after."""
+    args = ["--broker-url", amqp_url, "--postgres-url", postgresql.url, "--system", "raw", "--json"]
+    result = skuflow("bench", "e2e", *SIZES, *args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["modes"] == {}
+    assert report["ratio"] == {}
+    assert report["raw"]["system"].startswith("skuflow.bench.raw")
+    figures = report["raw"]["modes"]["choreography"]["http"]
+    assert set(figures) == PHASE_FIELDS
+    assert figures["system"] == "raw"
+    assert (figures["skus"], figures["reports"], figures["emails"], figures["due_emails"]) == (20, 20, 8, 8)
+    assert figures["catalog_latency_ms"]["count"] == 20
+    assert figures["email_latency_ms"]["count"] == 8
+    assert figures["changes_per_second"] > 0
+    assert figures["answer_ms"]["count"] == 20
+    in_system = [process for process in figures["processes"] if process["role"] == "system"]
+    assert sorted(process["command"].rsplit(" ", 1)[1] for process in in_system) == ["catalog", "inventory", "users"]
+    for process in in_system:
+        assert process["peak_rss_mb"] > 0
+        assert not os.path.exists(f"/proc/{process['pid']}") or _is_zombie(process["pid"])
+
+
+def test_bench_e2e_raw_refuses_what_it_does_not_have():
+    embedded = skuflow("bench", "e2e", "--embedded", "--system", "raw")
+    assert (embedded.returncode, "drop --embedded" in embedded.stderr) == (2, True)
+    ftp = skuflow("bench", "e2e", "--system", "raw", "--via", "ftp")
+    assert (ftp.returncode, "choreography over HTTP only" in ftp.stderr) == (2, True)
+    wrong = skuflow("bench", "e2e", "--system", "bare")
+    assert (wrong.returncode, "--system takes skuflow, raw or both" in wrong.stderr) == (2, True)
 
 
 def test_bench_e2e_prints_a_table_at_a_rate_over_one_phase():

@@ -82,6 +82,13 @@ def bench_e2e(
         bool,
         typer.Option("--processes", help="`skuflow up --processes`: each service in its own process (not --embedded)."),
     ] = False,
+    system: Annotated[
+        str,
+        typer.Option(
+            help="skuflow, raw (the flow written the obvious way on aiohttp, aio-pika and asyncpg: choreography "
+            "over HTTP only), or both: skuflow's phases, then raw's, and skuflow / raw."
+        ),
+    ] = "skuflow",
     broker_url: Annotated[
         str | None, typer.Option(help="RabbitMQ (default: SKUFLOW_BROKER_URL if amqp, else the local one).")
     ] = None,
@@ -108,6 +115,13 @@ def bench_e2e(
         fail(f"--via takes http, ftp or both, got {via!r}")
     if embedded and processes:
         fail("--processes runs the services on RabbitMQ and PostgreSQL: drop --embedded")
+    systems = {"skuflow": ("skuflow",), "raw": ("raw",), "both": ("skuflow", "raw")}.get(system)
+    if systems is None:
+        fail(f"--system takes skuflow, raw or both, got {system!r}")
+    if "raw" in systems and embedded:
+        fail("the raw flow runs on RabbitMQ and PostgreSQL: drop --embedded")
+    if systems == ("raw",) and (mode == "orchestration" or via == "ftp"):
+        fail("the raw flow has choreography over HTTP only: drop --mode orchestration / --via ftp")
     if embedded:
         choice = e2e.StackChoice("memory://")
     else:
@@ -116,7 +130,7 @@ def bench_e2e(
     configure_logging(level=logging.WARNING)
     workload = e2e.Workload(skus, users, wishes, batch, concurrency, rate, timeout, poll)
     with e2e.progress_bars(err_console, transient=as_json) as progress, errors(usage=(), failure=(e2e.BenchError,)):
-        report = asyncio.run(e2e.run(choice, workload, progress, modes, phases))
+        report = asyncio.run(e2e.run(choice, workload, progress, modes, phases, systems=systems))
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

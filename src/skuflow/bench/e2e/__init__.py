@@ -9,6 +9,10 @@ and is measured until converged: catalog shows every SKU available, the sink has
 runs. Between phases every SKU goes back to 0 (not measured). Counts come from the services' `/metrics`
 before and after a phase at rest; CPU and peak memory per process from /proc (`processes`); what each
 figure means is in `figures`; `rendering` shows them.
+
+With `systems` holding "raw", the same HTTP phase also runs against the flow written the obvious way on the
+raw building blocks (`skuflow.bench.raw`, started and set up by `raw`), on a scratch stack of its own, and the
+report gives skuflow's throughput as a share of it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from skuflow.bench.e2e.driver import Driver
 from skuflow.bench.e2e.figures import BenchError, NotConverged, PhaseFigures, Progress, Report, Workload, count_messages
 from skuflow.bench.e2e.processes import Watch
+from skuflow.bench.e2e.raw import RawDriver, running_raw
 from skuflow.bench.e2e.rendering import progress_bars, table
 from skuflow.bench.e2e.stack import StackChoice, scratch_stack
 from skuflow.bench.e2e.system import running
@@ -54,14 +59,19 @@ async def run(
     modes: tuple[str, ...] = MODES,
     phases: tuple[str, ...] = ("http", "ftp"),
     seed: int = 7,
+    systems: tuple[str, ...] = ("skuflow",),
 ) -> Report:
-    """Each mode in turn, each phase in turn, on the same workload; `BenchError` (or `NotConverged`) says why not."""
+    """Each mode in turn, each phase in turn, on the same workload; then, with "raw" in `systems`, the raw
+    baseline's choreography over HTTP. `BenchError` (or `NotConverged`) says why not."""
     report = Report(workload, choice.broker, choice.databases, choice.system)
     report.versions = {"python": platform.python_version(), "skuflow": importlib.metadata.version("skuflow")}
     report.machine = {"cpus": os.cpu_count() or 0, "load_average": [round(n, 2) for n in os.getloadavg()]}
     try:
-        for mode in modes:
-            report.phases += await _one_mode(mode, choice, workload, phases, progress, seed, report.versions)
+        if "skuflow" in systems:
+            for mode in modes:
+                report.phases += await _one_mode(mode, choice, workload, phases, progress, seed, report.versions)
+        if "raw" in systems:
+            report.phases.append(await _raw(choice, workload, progress, seed, report.versions))
     except ServiceError as error:
         raise BenchError(str(error)) from None
     except OSError as error:
@@ -79,28 +89,53 @@ async def _one_mode(
     versions: dict[str, str],
 ) -> list[PhaseFigures]:
     rng = random.Random(seed)  # the same workload in every mode
-    skus = [f"SKU-{n:05d}" for n in range(workload.skus)]
+    skus = _skus(workload)
     results = []
     with tempfile.TemporaryDirectory(prefix=f"skuflow-bench-{mode}-") as scratch:
         async with scratch_stack(choice) as stack, running(mode, Path(scratch), stack, choice.processes) as system:
             versions.update(stack.versions)
             driver = Driver(system, workload, lambda phase, done, total: progress(f"{mode}: {phase}", done, total))
             await driver.setup(skus, rng)
-            watch = Watch(system.process.pid, os.getpid())
+            watch = Watch([system.process.pid], os.getpid())
             for n, phase in enumerate(phases):
                 if n:
                     await driver.reset(skus)
-                before = await system.settled(workload.poll)
-                mails_before = len(system.mailbox.accepted)
-                half = len(skus) // 2 if phase == "mixed" else len(skus) if phase == "http" else 0
-                watch.start()
-                started = time.monotonic()
-                sent = await driver.change(phase, skus[:half], skus[half:])
-                await driver.converge(phase, skus, started, mails_before)
-                figures = PhaseFigures(mode, phase, processes=watch.stop())
-                figures.load_average = [round(n, 2) for n in os.getloadavg()]
-                figures.peak_memory_mb = sum(p.peak_rss_mb for p in figures.processes if p.role == "system")
-                count_messages(figures, before, await system.settled(workload.poll))
-                await driver.figures(figures, skus, sent, mails_before)
-                results.append(figures)
+                results.append(await _phase(driver, watch, phase, skus, workload.poll))
     return results
+
+
+async def _raw(
+    choice: StackChoice, workload: Workload, progress: Progress, seed: int, versions: dict[str, str]
+) -> PhaseFigures:
+    """The raw baseline (`skuflow.bench.raw`) on a scratch stack of its own: choreography, the HTTP phase."""
+    skus = _skus(workload)
+    with tempfile.TemporaryDirectory(prefix="skuflow-bench-raw-") as scratch:
+        async with scratch_stack(choice) as stack, running_raw(Path(scratch), stack) as system:
+            versions.update(stack.versions)
+            driver = RawDriver(system, workload, lambda phase, done, total: progress(f"raw: {phase}", done, total))
+            await driver.setup(skus, random.Random(seed))
+            figures = await _phase(driver, Watch(system.pids, os.getpid()), "http", skus, workload.poll)
+    figures.system = "raw"
+    return figures
+
+
+async def _phase(driver: Driver, watch: Watch, phase: str, skus: list[str], poll: float) -> PhaseFigures:
+    """One measured phase, from rest to convergence; its figures."""
+    system = driver.system
+    before = await system.settled(poll)
+    mails_before = len(system.mailbox.accepted)
+    half = len(skus) // 2 if phase == "mixed" else len(skus) if phase == "http" else 0
+    watch.start()
+    started = time.monotonic()
+    sent = await driver.change(phase, skus[:half], skus[half:])
+    await driver.converge(phase, skus, started, mails_before)
+    figures = PhaseFigures(system.mode, phase, processes=watch.stop())
+    figures.load_average = [round(n, 2) for n in os.getloadavg()]
+    figures.peak_memory_mb = sum(p.peak_rss_mb for p in figures.processes if p.role == "system")
+    count_messages(figures, before, await system.settled(poll))
+    await driver.figures(figures, skus, sent, mails_before)
+    return figures
+
+
+def _skus(workload: Workload) -> list[str]:
+    return [f"SKU-{n:05d}" for n in range(workload.skus)]

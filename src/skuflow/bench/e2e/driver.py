@@ -11,11 +11,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from skuflow.bench.e2e.figures import NotConverged, PhaseFigures, Progress, Workload, percentiles
-from skuflow.bench.e2e.system import PASSWORD, SETUP_TIMEOUT, System
-from skuflow.service_client import ServiceError, until
+from skuflow.bench.e2e.figures import BenchError, NotConverged, PhaseFigures, Progress, Samples, Workload, percentiles
+from skuflow.bench.e2e.system import PASSWORD, SETUP_TIMEOUT, Mailbox
+from skuflow.embedded.ftp import FtpServer
+from skuflow.service_client import ServiceClient, ServiceError, until
 
 ON_HAND = 5  # what a phase reports: available
 SETUP_IN_FLIGHT = 16  # setup requests at once (not measured)
@@ -38,8 +39,23 @@ class Sent:
         return {sku: at for sku, at in self.at.items() if sku in self.by_http} if self.by_http else self.at
 
 
+class UnderTest(Protocol):
+    """What the driver needs of a system under test: skuflow's (`system.System`) or the raw baseline's."""
+
+    mode: str
+    client: ServiceClient
+    mailbox: Mailbox
+    ftp: FtpServer | None
+
+    async def settled(self, every: float, within: float = SETUP_TIMEOUT) -> dict[str, Samples]: ...
+
+    async def catalog_acked(self) -> float: ...
+
+    async def flows_finished(self) -> bool: ...
+
+
 class Driver:
-    def __init__(self, system: System, workload: Workload, progress: Progress) -> None:
+    def __init__(self, system: UnderTest, workload: Workload, progress: Progress) -> None:
         self.system = system
         self.client = system.client
         self.workload = workload
@@ -67,10 +83,7 @@ class Driver:
         await self.report_all(skus, on_hand=0)
         await self._until(lambda: self._catalog_matches(skus), "catalog to learn the SKUs at 0")
         step()
-        choices = [rng.sample(skus, min(self.workload.wishes, len(skus))) for _ in range(self.workload.users)]
-        for wished in choices:
-            for sku in wished:
-                self.wishes[sku] = self.wishes.get(sku, 0) + 1
+        choices = self.choose_wishes(skus, rng)
 
         async def user(n: int, wished: list[str]) -> None:
             email = f"user{n}@example.com"
@@ -85,6 +98,14 @@ class Driver:
             step()
 
         await _bounded([user(n, wished) for n, wished in enumerate(choices)], USERS_IN_FLIGHT)
+
+    def choose_wishes(self, skus: list[str], rng: random.Random) -> list[list[str]]:
+        """Each user's wished SKUs (the same for a given seed, whatever the system), counted per SKU."""
+        choices = [rng.sample(skus, min(self.workload.wishes, len(skus))) for _ in range(self.workload.users)]
+        for wished in choices:
+            for sku in wished:
+                self.wishes[sku] = self.wishes.get(sku, 0) + 1
+        return choices
 
     async def reset(self, skus: list[str]) -> None:
         """Between phases (not measured): every SKU back to 0, and catalog knowing it."""
@@ -129,6 +150,8 @@ class Driver:
 
         await asyncio.gather(*(report(n, skus) for n, skus in enumerate(reports)))
         if by_ftp:
+            if self.system.ftp is None:
+                raise BenchError("this system has no FTP feed")
             snapshot = self.system.ftp.root / "outbox" / "snapshot.csv"
             partial = snapshot.with_suffix(".partial")
             partial.write_text("warehouse_id,sku,on_hand\n" + "".join(f"WH-1,{sku},{ON_HAND}\n" for sku in by_ftp))
@@ -142,13 +165,14 @@ class Driver:
     async def converge(self, phase: str, skus: list[str], started: float, mails_before: int) -> None:
         """Until catalog shows every SKU available, the sink has every due email and no flow runs. Each look
         costs the system two small requests: one unavailable product (LIMIT 1) and catalog's /metrics (for
-        the progress bar: its deliveries acked); the bench then waits `poll` seconds."""
+        the progress bar: its deliveries acked; the raw flow's, a count of its available products); the bench
+        then waits `poll` seconds."""
         due = sum(self.wishes.get(sku, 0) for sku in skus)
-        baseline = await self._catalog_acked()
+        baseline = await self.system.catalog_acked()
 
         async def converged() -> bool:
             emails = len(self.system.mailbox.accepted) - mails_before
-            acked = min(len(skus), int(await self._catalog_acked() - baseline))
+            acked = min(len(skus), int(await self.system.catalog_acked() - baseline))
             self.progress(f"{phase}: converge", acked + min(emails, due), len(skus) + due)
             if emails < due:
                 return False
@@ -196,14 +220,6 @@ class Driver:
 
     async def _token(self, client: str) -> dict[str, Any]:
         return {"access_token": await self.client.token(client)}
-
-    async def _catalog_acked(self) -> float:
-        samples = (await self.system.scrape(("catalog",)))["catalog"]
-        return sum(
-            value
-            for (name, labels), value in samples.items()
-            if name == "skuflow_queue_messages_total" and dict(labels).get("outcome") == "acked"
-        )
 
     async def _catalog_matches(self, skus: list[str]) -> bool:
         """Every SKU's availability in catalog is inventory's, at inventory's revision."""

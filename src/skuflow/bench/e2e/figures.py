@@ -13,6 +13,9 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (metric, label
 Progress = Callable[[str, int, int], None]  # phase, done, total
 
 
+RAW_SYSTEM = "skuflow.bench.raw: aiohttp + aio-pika + asyncpg + aiosmtplib, a process per service"
+
+
 class BenchError(Exception):
     """The benchmark could not be run; the message says why."""
 
@@ -66,6 +69,7 @@ class PhaseFigures:
     peak_memory_mb: float = 0.0  # the system's processes, summed
     load_average: list[float] = field(default_factory=list)  # 1, 5, 15 minutes, at the phase's end
     knows: dict[str, list[str]] = field(default_factory=dict)  # service -> queues consumed, endpoints called
+    system: str = "skuflow"  # or "raw": the flow on the raw building blocks (`skuflow.bench.raw`)
 
 
 @dataclass
@@ -79,17 +83,32 @@ class Report:
     phases: list[PhaseFigures] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        modes: dict[str, dict[str, Any]] = defaultdict(dict)
+        shown: dict[str, dict[str, dict[str, Any]]] = {"skuflow": defaultdict(dict), "raw": defaultdict(dict)}
         for figures in self.phases:
-            modes[figures.mode][figures.phase] = asdict(figures)
-        return {
+            shown[figures.system][figures.mode][figures.phase] = asdict(figures)
+        result = {
             "workload": asdict(self.workload),
             "broker": self.broker,
             "databases": self.databases,
             "system": self.system,
             "versions": self.versions,
             "machine": self.machine,
-            "modes": dict(modes),
+            "modes": dict(shown["skuflow"]),
+        }
+        if shown["raw"]:  # `--system raw` or `both`: the baseline's phases, and skuflow's share of its throughput
+            result["raw"] = {"system": RAW_SYSTEM, "modes": dict(shown["raw"])}
+            result["ratio"] = self.ratio()
+        return result
+
+    def ratio(self) -> dict[str, float]:
+        """skuflow's figure / the raw baseline's, for each phase both ran (choreography over HTTP)."""
+        raw = {(f.mode, f.phase): f for f in self.phases if f.system == "raw"}
+        return {
+            f"{f.mode} {f.phase} changes_per_second": round(
+                f.changes_per_second / raw[f.mode, f.phase].changes_per_second, 3
+            )
+            for f in self.phases
+            if f.system == "skuflow" and (f.mode, f.phase) in raw
         }
 
 

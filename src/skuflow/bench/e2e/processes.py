@@ -60,13 +60,13 @@ def command(pid: int) -> str:
 class Watch:
     """Each process's CPU over a span, and its peak memory in it: `start()`, then `stop()` for the figures."""
 
-    def __init__(self, system: int, bench: int) -> None:
-        self.system = system  # the root of the system's processes
+    def __init__(self, systems: list[int], bench: int) -> None:
+        self.systems = systems  # the roots of the system's processes (`skuflow up`, or each raw service)
         self.bench = bench  # this process alone (the system is its child)
         self._cpu: dict[int, float] = {}
 
     def pids(self) -> list[tuple[str, int]]:
-        return [*(("system", pid) for pid in tree(self.system)), ("bench", self.bench)]
+        return [*(("system", pid) for root in self.systems for pid in tree(root)), ("bench", self.bench)]
 
     def start(self) -> None:
         self._cpu = {}

@@ -65,8 +65,11 @@ def table(report: Report) -> Table:
         f"skuflow bench e2e: {workload.skus} SKUs, {workload.users} users x {workload.wishes} wishes, "
         f"{workload.batch} SKU(s) per report, {pace}; {report.broker} + {report.databases}, {report.system}\n{versions}"
     )
-    columns = [f"{figures.mode}\n{figures.phase}" for figures in report.phases]
-    return figures_table(title, columns, rows(report.phases))
+    ratio = "".join(f"\nskuflow / raw, {name}: {value:.2f}x" for name, value in report.ratio().items())
+    columns = [
+        f"{'raw, ' if figures.system == 'raw' else ''}{figures.mode}\n{figures.phase}" for figures in report.phases
+    ]
+    return figures_table(title + ratio, columns, rows(report.phases))
 
 
 def figures_table(title: str, columns: list[str], rows: list[tuple[str, list[str]]]) -> Table:

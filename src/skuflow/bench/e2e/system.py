@@ -68,7 +68,7 @@ class System:
     settings: Settings  # as the bench reaches the system: its URLs and client secrets
     client: ServiceClient
     mailbox: Mailbox
-    ftp: FtpServer
+    ftp: FtpServer | None  # always one: typed as the driver's protocol (the raw baseline has none)
     process: asyncio.subprocess.Process
     uses_rabbitmq: bool
 
@@ -115,6 +115,15 @@ class System:
                 raise NotConverged(f"the system did not come to rest within {within:g} s") from None
         return looks[-1]
 
+    async def catalog_acked(self) -> float:
+        """Catalog's deliveries acked so far (for the progress bar)."""
+        samples = (await self.scrape(("catalog",)))["catalog"]
+        return sum(
+            value
+            for (name, labels), value in samples.items()
+            if name == "skuflow_queue_messages_total" and dict(labels).get("outcome") == "acked"
+        )
+
     async def flows_finished(self) -> bool:
         """No flow is running (always so in choreography, which has none)."""
         running = await self.client.call("GET", "inventory", "/v1/flows?status=running&limit=1", as_client="warehouse")
@@ -153,11 +162,32 @@ async def running(mode: str, scratch: Path, stack: Stack, processes: bool = Fals
 
     One process per service, not `--instances N`: each process keeps its own /metrics counters, and the bench
     reads one service's from one answer; several instances would each answer for themselves alone."""
+    async with mail_sink() as (mailbox, sink):
+        ftp = FtpServer(scratch / "ftp", "warehouse", uuid.uuid4().hex)
+        ftp.start()
+        try:
+            async with _started(mode, scratch, stack, processes, mailbox, sink, ftp) as system:
+                yield system
+        finally:
+            ftp.stop()
+
+
+@contextlib.asynccontextmanager
+async def mail_sink() -> AsyncIterator[tuple[Mailbox, SmtpSink]]:
+    """The bench's SMTP sink, recording each email's SKU and acceptance time in the mailbox."""
     mailbox = Mailbox()
     sink = SmtpSink(on_mail=mailbox.record)
     await sink.start()
-    ftp = FtpServer(scratch / "ftp", "warehouse", uuid.uuid4().hex)
-    ftp.start()
+    try:
+        yield mailbox, sink
+    finally:
+        await sink.stop()
+
+
+@contextlib.asynccontextmanager
+async def _started(
+    mode: str, scratch: Path, stack: Stack, processes: bool, mailbox: Mailbox, sink: SmtpSink, ftp: FtpServer
+) -> AsyncIterator[System]:
     urls = {name: f"http://127.0.0.1:{_free_port()}" for name in SERVICE_NAMES}
     values: dict[str, Any] = {
         "mode": mode,
@@ -175,29 +205,26 @@ async def running(mode: str, scratch: Path, stack: Stack, processes: bool = Fals
     }
     settings = Settings(**values)
     log_path = scratch / "skuflow-up.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "skuflow",
+            "up",
+            *(["--processes"] if processes else []),
+            cwd=scratch,  # no skuflow config file of the caller's folder applies
+            env={**os.environ, **_environment(values)},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
     try:
-        with log_path.open("wb") as log:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "skuflow",
-                "up",
-                *(["--processes"] if processes else []),
-                cwd=scratch,  # no skuflow config file of the caller's folder applies
-                env={**os.environ, **_environment(values)},
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-        try:
-            async with connected(settings, seconds=60, hint="") as client:
-                await _until_answering(process, client, settings, log_path)
-                yield System(mode, settings, client, mailbox, ftp, process, stack.broker_url.startswith("amqp"))
-        finally:
-            await _stop(process)
+        async with connected(settings, seconds=60, hint="") as client:
+            ready = [f"{url}/readyz" for url in urls.values()]
+            await until_answering([(process, log_path)], client, ready, "`skuflow up`")
+            yield System(mode, settings, client, mailbox, ftp, process, stack.broker_url.startswith("amqp"))
     finally:
-        ftp.stop()
-        await sink.stop()
+        await stop(process)
 
 
 def _environment(values: dict[str, Any]) -> dict[str, str]:
@@ -217,22 +244,23 @@ def _free_port() -> int:
         return port
 
 
-async def _until_answering(
-    process: asyncio.subprocess.Process, client: ServiceClient, settings: Settings, log_path: Path
+async def until_answering(
+    processes: list[tuple[asyncio.subprocess.Process, Path]], client: ServiceClient, urls: list[str], what: str
 ) -> None:
+    """Until each of `urls` answers 200; `BenchError` if a process ends first (with its log's tail) or
+    START_SECONDS pass."""
     deadline = time.monotonic() + START_SECONDS
-    for name in SERVICE_NAMES:
-        url = f"{getattr(settings, f'{name}_url')}/readyz"
+    for url in urls:
         while True:
-            if process.returncode is not None:
-                tail = _tail(log_path)
-                raise BenchError(f"`skuflow up` ended ({process.returncode}) before it answered:\n{tail}")
+            for process, log_path in processes:
+                if process.returncode is not None:
+                    raise BenchError(f"{what} ended ({process.returncode}) before it answered:\n{_tail(log_path)}")
             with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
                 async with client.http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
                     if response.status == 200:
                         break
             if time.monotonic() > deadline:
-                raise BenchError(f"`skuflow up` did not answer at {url} within {START_SECONDS:g} s (log: {log_path})")
+                raise BenchError(f"{what} did not answer at {url} within {START_SECONDS:g} s (log: {processes[0][1]})")
             await asyncio.sleep(0.1)
 
 
@@ -240,7 +268,7 @@ def _tail(log_path: Path) -> str:
     return log_path.read_text(errors="replace")[-2000:]
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
+async def stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         process.send_signal(signal.SIGINT)
         try:
