@@ -311,11 +311,12 @@ class StepTimeouts:
                 log.warning("flow %s: %s unanswered; sent again (%d)", row.flow_id, row.step, row.attempts + 1)
             await self.outbox.add_many(session, resends)
             self.resent += len(resends)
-            if held:
+        still = 0
+        if held:  # for the gauge only: read beside the writers (SQLite's write lock is inventory's bottleneck)
+            async with db.reading() as session:
                 counted = steps.with_only_columns(func.count()).where(late, flow_steps.c.step.in_(held))
-                self.held = await session.scalar(counted) or 0
-            else:
-                self.held = 0
+                still = await session.scalar(counted) or 0
+        self.held = still
         return len(overdue)
 
     async def _look_at_queues(self, now: datetime) -> None:
