@@ -1,6 +1,6 @@
-"""The step timeouts' hold, with the time set by the test: a step's clock is held while its owner's queue was
-seen busy within the last timeout, and runs when the queues cannot be read (said once). The hold behind a
-real backlog, on both brokers: tests/services/test_orchestration.py."""
+"""The step timeouts' hold, with the time set by the test: a step's clock is held while its owner's queue, or
+the reply queue, was seen busy within the last timeout, and runs when the queues cannot be read (said once).
+The hold behind a real backlog, on both brokers: tests/services/test_orchestration.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from skuflow.inventory.db import flow_steps, outbox, skus
 from skuflow.inventory.orchestration import OWNER_QUEUES, RECALCULATE, Orchestrator, StepTimeouts
 from skuflow.inventory.service import MIGRATIONS
-from skuflow.messaging import QueueState
+from skuflow.messaging import QueueState, routes
 from skuflow.platform.db import Database
 from skuflow.platform.outbox import Outbox
 
@@ -24,7 +24,7 @@ TIMEOUT = 10.0
 
 
 class Queues:
-    """What the broker answers about the owners' queues: a state for each, or an error (unreachable)."""
+    """What the broker answers about the flow steps' queues: a state for each, or an error (unreachable)."""
 
     def __init__(self) -> None:
         self.states: dict[str, QueueState] = {}
@@ -98,10 +98,10 @@ async def test_a_step_is_held_a_timeout_after_its_queue_was_last_seen_busy_and_a
         assert await attempts(db) == 3
         queues.unreachable = False
         await timeouts.sweep()
-    said = [record.getMessage() for record in caplog.records if "owners' queues" in record.getMessage()]
+    said = [record.getMessage() for record in caplog.records if "flow steps' queues" in record.getMessage()]
     assert len(said) == 2, said
-    assert said[0].startswith("cannot read the step owners' queues (ConnectionError(")
-    assert said[1] == "the step owners' queues are read again"
+    assert said[0].startswith("cannot read the flow steps' queues (ConnectionError(")
+    assert said[1] == "the flow steps' queues are read again"
 
 
 async def test_a_queue_with_messages_and_no_consumer_holds_nothing(db: Database):
@@ -110,5 +110,30 @@ async def test_a_queue_with_messages_and_no_consumer_holds_nothing(db: Database)
     timeouts = StepTimeouts(db, Outbox(db, outbox), TIMEOUT, 5, queue_state=queues.queue_state, clock=clock)
     await started(db)
     queues.states[OWNER_QUEUES[RECALCULATE]] = QueueState(ready=300, consumers=0)
+    clock.now = START + timedelta(seconds=11)
+    assert (await timeouts.sweep(), timeouts.held, await attempts(db)) == (1, 0, 2)
+
+
+async def test_a_backlog_of_replies_holds_a_step_whose_owner_is_there(db: Database):
+    """The owner answered, and its reply waits its turn in inventory's queue: a resend would only add a
+    reply behind it."""
+    queues, clock = Queues(), Clock()
+    timeouts = StepTimeouts(db, Outbox(db, outbox), TIMEOUT, 5, queue_state=queues.queue_state, clock=clock)
+    await started(db)
+    queues.states[routes.FLOW_REPLIES] = QueueState(ready=3000, consumers=1)
+    clock.now = START + timedelta(seconds=11)
+    assert (await timeouts.sweep(), timeouts.held, await attempts(db)) == (0, 1, 1)
+    queues.states[routes.FLOW_REPLIES] = QueueState(ready=0, consumers=1)
+    clock.now = START + timedelta(seconds=22)
+    assert (await timeouts.sweep(), timeouts.held, await attempts(db)) == (1, 0, 2)
+
+
+async def test_a_backlog_of_replies_does_not_hold_a_step_whose_owner_is_down(db: Database):
+    """Other owners' replies keep the reply queue busy; this step's owner, with no consumer, sends none."""
+    queues, clock = Queues(), Clock()
+    timeouts = StepTimeouts(db, Outbox(db, outbox), TIMEOUT, 5, queue_state=queues.queue_state, clock=clock)
+    await started(db)
+    queues.states[routes.FLOW_REPLIES] = QueueState(ready=3000, consumers=1)
+    queues.states[OWNER_QUEUES[RECALCULATE]] = QueueState(ready=0, consumers=0)
     clock.now = START + timedelta(seconds=11)
     assert (await timeouts.sweep(), timeouts.held, await attempts(db)) == (1, 0, 2)

@@ -9,7 +9,7 @@ exists without its command, nor the reverse. Each `step_finished` reply moves it
 with the next commands in the outbox; a reply for a step already done, or for a flow no longer running, is
 ignored. A step not answered within `SKUFLOW_FLOW_STEP_TIMEOUT_SECONDS` is sent again (the owners are
 idempotent), and after `SKUFLOW_FLOW_STEP_ATTEMPTS` sends the step and its flow are failed; its clock is held
-while its owner's queue has a backlog being worked (`StepTimeouts`). A newer change of
+while its owner's queue, or the reply queue, has a backlog being worked (`StepTimeouts`). A newer change of
 the same SKU supersedes a flow still running. Since all of it is in the database and the outbox, a restart
 of inventory resumes every flow where it was, in either mode.
 """
@@ -43,8 +43,10 @@ UPDATE_WISHLISTS = routes.UPDATE_WISHLISTS_FOR_SKU.name
 STEPS = (RECALCULATE, UPDATE_CATALOG, UPDATE_WISHLISTS)
 # The queue each step's command waits in for its owner, from the route table.
 OWNER_QUEUES = {route.message.name: route.name for route in routes.ROUTES if route.message.name in STEPS}
+# Where a step's answer may wait its turn: its command in its owner's queue, then the reply in inventory's.
+WATCHED = (*OWNER_QUEUES.values(), routes.FLOW_REPLIES)
 SWEEP_BATCH = 500
-# Seconds a sweep waits for the broker's answer about the owners' queues before it sweeps without it.
+# Seconds a sweep waits for the broker's answer about the queues before it sweeps without it.
 QUEUE_READ_TIMEOUT = 2.0
 
 QueueStates = Callable[[str], Awaitable[QueueState]]
@@ -213,13 +215,15 @@ def step_command(step: str, flow: Any) -> Outgoing:
 class StepTimeouts:
     """Sends a step's command again when it was not answered in time; fails the flow after the last try.
 
-    A step is overdue when its command left the outbox a timeout ago AND its owner's queue was not seen busy
-    (messages ready, and a consumer) within the last timeout. A busy queue means the command is waiting its
-    turn, not lost: resending it would only lengthen the line (under a burst every step would be resent, and
-    the duplicates would make the backlog worse: the run collapses). The wait in the queue is unbounded, as
-    Temporal's schedule-to-start; only the time the owner works is bounded. A queue with no consumer (the owner
-    is down) holds nothing: flows are resent and fail, visibly. A consumer that is stuck with its queue full
-    holds its steps for as long: that shows in the queue's depth and consumers, not in failed flows.
+    A step is overdue when its command left the outbox a timeout ago AND neither its owner's queue nor the
+    reply queue was seen busy (messages ready, and a consumer) within the last timeout; the reply queue holds
+    only the steps whose owner has a consumer (one that is down has no reply on its way). A busy queue means the
+    command, or its reply, is waiting its turn, not lost: resending it would only lengthen the line (under a
+    burst every step would be resent, and the duplicates, and their replies, would make the backlog worse: the
+    run collapses). The wait in a queue is unbounded, as Temporal's schedule-to-start; only the time the owner
+    works is bounded. A queue with no consumer (the owner is down) holds nothing: flows are resent and fail,
+    visibly. A consumer that is stuck with its queue full holds its steps for as long: that shows in the
+    queue's depth and consumers, not in failed flows.
 
     Runs in every mode, so that flows started before a switch to choreography still end."""
 
@@ -243,8 +247,9 @@ class StepTimeouts:
         self.interval = min(1.0, timeout_seconds / 4)
         self.resent = 0
         self.failed = 0
-        self.held = 0  # steps past their timeout at the last sweep, held by their owner's busy queue
-        self._busy_at: dict[str, datetime] = {}  # owner queue -> when a sweep last saw it busy
+        self.held = 0  # steps past their timeout at the last sweep, held by a busy queue
+        self._busy_at: dict[str, datetime] = {}  # queue -> when a sweep last saw it busy
+        self._consumed: set[str] = set()  # the queues with a consumer at the last read
         self._unread = False  # whether the last read of the queues failed (logged once, until one succeeds)
         self._periodic = Periodic("flow step timeouts", self.drain, self.interval)
 
@@ -269,7 +274,7 @@ class StepTimeouts:
         cutoff = now - self.timeout
         db = self.db
         await self._look_at_queues(now)
-        held = [step for step, queue in OWNER_QUEUES.items() if self._busy_at.get(queue, cutoff) > cutoff]
+        held = [step for step, queue in OWNER_QUEUES.items() if self._waits_its_turn(queue, cutoff)]
         # A step's clock runs from when its command left the outbox (a big import's commands may wait
         # there a while); from when it was written once the relay has purged the row.
         command = outbox.alias("command")
@@ -319,20 +324,31 @@ class StepTimeouts:
         self.held = still
         return len(overdue)
 
+    def _waits_its_turn(self, queue: str, cutoff: datetime) -> bool:
+        """Whether the answer of a step whose command goes to `queue` may be waiting behind others (seen so
+        since `cutoff`): the command in `queue`, or, its owner there to have answered, the reply."""
+
+        def busy(name: str) -> bool:
+            return self._busy_at.get(name, cutoff) > cutoff
+
+        return busy(queue) or (queue in self._consumed and busy(routes.FLOW_REPLIES))
+
     async def _look_at_queues(self, now: datetime) -> None:
-        """Note which owners' queues are busy now: messages ready, and a consumer working through them. Unread
-        (the broker unreachable), a queue is not seen busy: its steps' clocks run again a timeout after it was."""
+        """Note which of the watched queues are busy now: messages ready, and a consumer working through them.
+        Unread (the broker unreachable), a queue is not seen busy: its steps' clocks run again a timeout after
+        it was."""
         try:
             async with asyncio.timeout(QUEUE_READ_TIMEOUT):
-                states = await asyncio.gather(*(self.queue_state(queue) for queue in OWNER_QUEUES.values()))
+                states = await asyncio.gather(*(self.queue_state(queue) for queue in WATCHED))
         except Exception as error:
             if not self._unread:
-                log.warning("cannot read the step owners' queues (%r): their backlogs hold no step's clock", error)
+                log.warning("cannot read the flow steps' queues (%r): their backlogs hold no step's clock", error)
             self._unread = True
             return
         if self._unread:
-            log.info("the step owners' queues are read again")
+            log.info("the flow steps' queues are read again")
         self._unread = False
-        for queue, state in zip(OWNER_QUEUES.values(), states, strict=True):
+        self._consumed = {queue for queue, state in zip(WATCHED, states, strict=True) if state.consumers > 0}
+        for queue, state in zip(WATCHED, states, strict=True):
             if state.ready > 0 and state.consumers > 0:
                 self._busy_at[queue] = now

@@ -58,8 +58,8 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
     )
     runtime.metrics.watch_gauge(
         "skuflow_flow_steps_held",
-        "Flow steps past their timeout not sent again, as their owner's queue has a backlog being worked "
-        "(at this process's last sweep)",
+        "Flow steps past their timeout not sent again, as their owner's queue or the reply queue has a backlog "
+        "being worked (at this process's last sweep)",
         lambda: timeouts.held,
     )
     runtime.metrics.watch_gauge(
