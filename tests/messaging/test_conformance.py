@@ -16,6 +16,7 @@ from skuflow.messaging import (
     Outgoing,
     PublishError,
     PublishRefused,
+    QueueState,
     Reject,
     Subscription,
     dead_letter_queue,
@@ -325,8 +326,34 @@ async def test_a_purge_empties_a_queue_and_counts_what_it_removed(make_broker: B
         await broker.purge("no.such.queue")
 
 
-async def _equals(depth: Awaitable[int], expected: int) -> bool:
-    return await depth == expected
+async def test_a_queue_state_counts_ready_messages_and_the_consumers_of_every_client(make_broker: BrokerFactory):
+    """What the orchestrator tells a backlog being worked by (messages ready, a consumer) from an owner that is
+    down (no consumer): read by one client, the consumer another's."""
+    broker = await make_broker()
+    for n in range(3):
+        await publish_event(broker, f"SKU-{n}")
+    await wait_until(lambda: _equals(broker.queue_state(QUEUE), QueueState(ready=3, consumers=0)), what="3 ready")
+
+    release = asyncio.Event()
+
+    async def held(_: Message[SkuProcessed]) -> None:
+        await release.wait()
+
+    worker = await make_broker("worker")
+    consumer = await worker.consume(sku_processed(QUEUE, held), prefetch=1)
+    # One taken (unacked: no longer ready), two waiting their turn.
+    await wait_until(lambda: _equals(broker.queue_state(QUEUE), QueueState(ready=2, consumers=1)), what="a backlog")
+    assert await broker.depth(QUEUE) == 2
+    release.set()
+    await wait_until(lambda: _equals(broker.queue_state(QUEUE), QueueState(ready=0, consumers=1)), what="drained")
+    await consumer.stop()
+    assert await broker.queue_state(QUEUE) == QueueState(ready=0, consumers=0)
+    with pytest.raises(LookupError, match=r"no queue 'no\.such\.queue'"):
+        await broker.queue_state("no.such.queue")
+
+
+async def _equals(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
 
 
 async def test_prefetch_bounds_how_many_messages_are_handled_at_once(make_broker: BrokerFactory):

@@ -4,13 +4,16 @@ every flow; the end-to-end behaviour in both styles is `test_wishlists_email.py`
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import pydantic
 import pytest
 
-from skuflow.messaging import COMMANDS, FLOW_REPLIES, Queue, Topology
+from skuflow.messaging import COMMANDS, FLOW_REPLIES, Message, Queue, Subscription, Topology, routes
 from tests.conftest import Stack
 from tests.services.conftest import MODES, System, settled
+from tests.services.test_metrics import scrape, value
 from tests.support.servers import serve
 from tests.support.waiting import wait_until
 
@@ -108,6 +111,73 @@ async def test_a_step_without_an_answer_is_sent_again_then_fails_its_flow(quick_
     assert (catalog["status"], catalog["attempts"]) == ("failed", 2)
     assert catalog["error"] == "no step_finished after 2 attempts of 1 s"
     assert flow["error"].startswith("update_sku_availability: no step_finished")
+
+
+@pytest.fixture
+def many_quick_steps(stack: Stack) -> None:
+    """A step is given 1 s to answer, and tries enough to outlast the test."""
+    stack.overrides |= {"flow_step_timeout_seconds": 1.0, "flow_step_attempts": 20}
+
+
+class Command(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    sku: str
+
+
+async def test_a_step_behind_a_backlog_being_worked_is_not_sent_again_until_the_queue_drains(
+    many_quick_steps: None, system: System
+):
+    """Its command waits its turn, it is not lost: its clock is held while its owner's queue has messages
+    ready and a consumer, and runs again a timeout after the queue was last seen so."""
+    from skuflow.catalog.service import build_app as catalog_app
+
+    queue = routes.CATALOG_UPDATE_SKU_AVAILABILITY
+    await system.catalog.stop()
+    # In catalog's place, a consumer stuck on its first message while the rest wait: a real backlog.
+    release = asyncio.Event()
+    taken: list[str] = []
+
+    async def slow_catalog(message: Message[Command]) -> None:
+        taken.append(message.body.sku)
+        await release.wait()  # and then answers nothing
+
+    consumer = await system.observer.consume(Subscription(queue.name, queue.message.name, Command, slow_catalog), 1)
+    try:
+        ids = {"flow_id": "f-other", "correlation_id": "c-other"}
+        others = [routes.update_sku_availability(f"SKU-{n}", available_for_sale=1, revision=1, **ids) for n in range(4)]
+        await system.observer.publish_many(others)
+        await report(system, "SKU-B", 3, "backlog-1")
+        await wait_until(lambda: _equals(system.observer.depth(queue.name), 4), what="the command behind 3 others")
+
+        await asyncio.sleep(3.0)  # three step timeouts
+        [flow] = await flows_of(system, "backlog-1")
+        steps = {step["step"]: step for step in flow["steps"]}
+        assert (flow["status"], steps[queue.message.name]["attempts"]) == ("running", 1)
+        inventory = await scrape(system, "inventory")
+        assert value(inventory, "skuflow_flow_steps_held") == 1
+        assert value(inventory, "skuflow_flow_steps_resent") == 0
+
+        release.set()
+        await wait_until(lambda: _equals(system.observer.depth(queue.name), 0), what="the backlog worked through")
+        drained = time.monotonic()
+        await wait_until(lambda: _attempts(system, "backlog-1", queue.message.name, 2), what="the step sent again")
+        assert time.monotonic() - drained > 0.5, "sent again only a timeout after the queue was last seen busy"
+        assert "SKU-B" in taken
+    finally:
+        release.set()
+        await consumer.stop()
+
+    system.catalog = await serve(catalog_app(system.inventory_runtime.settings))
+    await wait_until(lambda: flow_status_is(system, "backlog-1", "completed"), what="the flow, once catalog is back")
+
+
+async def _equals(depth: Any, expected: int) -> bool:
+    return bool(await depth == expected)
+
+
+async def _attempts(system: System, correlation_id: str, step: str, attempts: int) -> bool:
+    [flow] = await flows_of(system, correlation_id)
+    return any(s["step"] == step and s["attempts"] >= attempts for s in flow["steps"])
 
 
 async def test_a_newer_change_supersedes_a_running_flow(system: System):

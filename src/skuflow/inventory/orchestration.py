@@ -8,18 +8,20 @@ A flow starts in the transaction that changed the SKU, with its first command in
 exists without its command, nor the reverse. Each `step_finished` reply moves it on in one transaction,
 with the next commands in the outbox; a reply for a step already done, or for a flow no longer running, is
 ignored. A step not answered within `SKUFLOW_FLOW_STEP_TIMEOUT_SECONDS` is sent again (the owners are
-idempotent), and after `SKUFLOW_FLOW_STEP_ATTEMPTS` sends the step and its flow are failed. A newer change of
+idempotent), and after `SKUFLOW_FLOW_STEP_ATTEMPTS` sends the step and its flow are failed; its clock is held
+while its owner's queue, or the reply queue, has a backlog being worked (`StepTimeouts`). A newer change of
 the same SKU supersedes a flow still running. Since all of it is in the database and the outbox, a restart
 of inventory resumes every flow where it was, in either mode.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -27,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.inventory.db import flow_steps, flows, outbox, skus
 from skuflow.inventory.messages import StepFinished
-from skuflow.messaging import Message, Outgoing, current_flow, new_id, routes
+from skuflow.messaging import Message, Outgoing, QueueState, current_flow, new_id, routes
 from skuflow.platform.background import Periodic
 from skuflow.platform.clock import Clock, utc_now
 from skuflow.platform.db import Database
@@ -39,7 +41,15 @@ RECALCULATE = routes.RECALCULATE_SKU.name
 UPDATE_CATALOG = routes.UPDATE_SKU_AVAILABILITY.name
 UPDATE_WISHLISTS = routes.UPDATE_WISHLISTS_FOR_SKU.name
 STEPS = (RECALCULATE, UPDATE_CATALOG, UPDATE_WISHLISTS)
+# The queue each step's command waits in for its owner, from the route table.
+OWNER_QUEUES = {route.message.name: route.name for route in routes.ROUTES if route.message.name in STEPS}
+# Where a step's answer may wait its turn: its command in its owner's queue, then the reply in inventory's.
+WATCHED = (*OWNER_QUEUES.values(), routes.FLOW_REPLIES)
 SWEEP_BATCH = 500
+# Seconds a sweep waits for the broker's answer about the queues before it sweeps without it.
+QUEUE_READ_TIMEOUT = 2.0
+
+QueueStates = Callable[[str], Awaitable[QueueState]]
 
 
 _last_microsecond = 0
@@ -205,16 +215,42 @@ def step_command(step: str, flow: Any) -> Outgoing:
 class StepTimeouts:
     """Sends a step's command again when it was not answered in time; fails the flow after the last try.
 
+    A step is overdue when its command left the outbox a timeout ago AND neither its owner's queue nor the
+    reply queue was seen busy (messages ready, and a consumer) within the last timeout; the reply queue holds
+    only the steps whose owner has a consumer (one that is down has no reply on its way). A busy queue means the
+    command, or its reply, is waiting its turn, not lost: resending it would only lengthen the line (under a
+    burst every step would be resent, and the duplicates, and their replies, would make the backlog worse: the
+    run collapses). The wait in a queue is unbounded, as Temporal's schedule-to-start; only the time the owner
+    works is bounded. A queue with no consumer (the owner is down) holds nothing: flows are resent and fail,
+    visibly. A consumer that is stuck with its queue full holds its steps for as long: that shows in the
+    queue's depth and consumers, not in failed flows.
+
     Runs in every mode, so that flows started before a switch to choreography still end."""
 
-    def __init__(self, db: Database, outbox: Outbox, timeout_seconds: float, attempts: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        outbox: Outbox,
+        timeout_seconds: float,
+        attempts: int,
+        *,
+        queue_state: QueueStates,
+        clock: Clock = utc_now,
+    ) -> None:
+        """`queue_state`: the broker's answer about a queue (`Broker.queue_state`)."""
         self.db = db
         self.outbox = outbox
+        self.queue_state = queue_state
+        self.clock = clock
         self.timeout = timedelta(seconds=timeout_seconds)
         self.attempts = attempts
         self.interval = min(1.0, timeout_seconds / 4)
         self.resent = 0
         self.failed = 0
+        self.held = 0  # steps past their timeout at the last sweep, held by a busy queue
+        self._busy_at: dict[str, datetime] = {}  # queue -> when a sweep last saw it busy
+        self._consumed: set[str] = set()  # the queues with a consumer at the last read
+        self._unread = False  # whether the last read of the queues failed (logged once, until one succeeds)
         self._periodic = Periodic("flow step timeouts", self.drain, self.interval)
 
     async def start(self) -> None:
@@ -234,29 +270,29 @@ class StepTimeouts:
             return await self._sweep() if mine else 0
 
     async def _sweep(self) -> int:
-        now = datetime.now(UTC)
+        now = self.clock()
         cutoff = now - self.timeout
         db = self.db
+        await self._look_at_queues(now)
+        held = [step for step, queue in OWNER_QUEUES.items() if self._waits_its_turn(queue, cutoff)]
         # A step's clock runs from when its command left the outbox (a big import's commands may wait
         # there a while); from when it was written once the relay has purged the row.
         command = outbox.alias("command")
-        query = (
+        late = and_(
+            flows.c.status == "running",
+            flow_steps.c.status == "pending",
+            flow_steps.c.attempts > 0,
+            or_(
+                and_(command.c.id.is_(None), flow_steps.c.sent_at < cutoff),
+                command.c.published_at < cutoff,
+            ),
+        )
+        steps = (
             select(flow_steps.c.flow_id, flow_steps.c.step, flow_steps.c.attempts, flows)
             .join(flows, flows.c.flow_id == flow_steps.c.flow_id)
             .outerjoin(command, command.c.message_id == flow_steps.c.command_id)
-            .where(
-                and_(
-                    flows.c.status == "running",
-                    flow_steps.c.status == "pending",
-                    flow_steps.c.attempts > 0,
-                    or_(
-                        and_(command.c.id.is_(None), flow_steps.c.sent_at < cutoff),
-                        command.c.published_at < cutoff,
-                    ),
-                )
-            )
-            .limit(SWEEP_BATCH)
         )
+        query = (steps.where(late, flow_steps.c.step.not_in(held)) if held else steps.where(late)).limit(SWEEP_BATCH)
         if not db.is_sqlite:
             # Several inventory processes: each takes other steps. The flow is locked too, first, as a
             # reply's transaction locks it, so that the two queue instead of deadlocking.
@@ -280,4 +316,39 @@ class StepTimeouts:
                 log.warning("flow %s: %s unanswered; sent again (%d)", row.flow_id, row.step, row.attempts + 1)
             await self.outbox.add_many(session, resends)
             self.resent += len(resends)
+        still = 0
+        if held:  # for the gauge only: read beside the writers (SQLite's write lock is inventory's bottleneck)
+            async with db.reading() as session:
+                counted = steps.with_only_columns(func.count()).where(late, flow_steps.c.step.in_(held))
+                still = await session.scalar(counted) or 0
+        self.held = still
         return len(overdue)
+
+    def _waits_its_turn(self, queue: str, cutoff: datetime) -> bool:
+        """Whether the answer of a step whose command goes to `queue` may be waiting behind others (seen so
+        since `cutoff`): the command in `queue`, or, its owner there to have answered, the reply."""
+
+        def busy(name: str) -> bool:
+            return self._busy_at.get(name, cutoff) > cutoff
+
+        return busy(queue) or (queue in self._consumed and busy(routes.FLOW_REPLIES))
+
+    async def _look_at_queues(self, now: datetime) -> None:
+        """Note which of the watched queues are busy now: messages ready, and a consumer working through them.
+        Unread (the broker unreachable), a queue is not seen busy: its steps' clocks run again a timeout after
+        it was."""
+        try:
+            async with asyncio.timeout(QUEUE_READ_TIMEOUT):
+                states = await asyncio.gather(*(self.queue_state(queue) for queue in WATCHED))
+        except Exception as error:
+            if not self._unread:
+                log.warning("cannot read the flow steps' queues (%r): their backlogs hold no step's clock", error)
+            self._unread = True
+            return
+        if self._unread:
+            log.info("the flow steps' queues are read again")
+        self._unread = False
+        self._consumed = {queue for queue, state in zip(WATCHED, states, strict=True) if state.consumers > 0}
+        for queue, state in zip(WATCHED, states, strict=True):
+            if state.ready > 0 and state.consumers > 0:
+                self._busy_at[queue] = now

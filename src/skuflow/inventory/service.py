@@ -45,10 +45,22 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
         ]
     )
     # In both modes: flows begun before a switch still end.
-    timeouts = StepTimeouts(db, runtime.outbox, settings.flow_step_timeout_seconds, settings.flow_step_attempts)
+    timeouts = StepTimeouts(
+        db,
+        runtime.outbox,
+        settings.flow_step_timeout_seconds,
+        settings.flow_step_attempts,
+        queue_state=runtime.broker.queue_state,
+    )
     runtime.run_beside(timeouts)
     runtime.metrics.watch_gauge(
         "skuflow_flow_steps_resent", "Flow steps this process sent again, unanswered", lambda: timeouts.resent
+    )
+    runtime.metrics.watch_gauge(
+        "skuflow_flow_steps_held",
+        "Flow steps past their timeout not sent again, as their owner's queue or the reply queue has a backlog "
+        "being worked (at this process's last sweep)",
+        lambda: timeouts.held,
     )
     runtime.metrics.watch_gauge(
         "skuflow_flow_steps_failed", "Flow steps this process gave up on (their flows failed)", lambda: timeouts.failed

@@ -23,6 +23,7 @@ from skuflow.messaging.broker import (
     Outgoing,
     PublishError,
     PublishRefused,
+    QueueState,
     Reject,
     Subscription,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "PublishError",
     "PublishRefused",
     "Queue",
+    "QueueState",
     "Reject",
     "Route",
     "Subscription",

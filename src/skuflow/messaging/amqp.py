@@ -25,7 +25,15 @@ from aio_pika.abc import (
 )
 from yarl import URL
 
-from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishError, PublishRefused, Subscription
+from skuflow.messaging.broker import (
+    Broker,
+    BrokerOptions,
+    Outgoing,
+    PublishError,
+    PublishRefused,
+    QueueState,
+    Subscription,
+)
 from skuflow.messaging.consumer import RepublishingDelivery, batcher_for, handle_delivery
 from skuflow.messaging.envelope import CAUSATION_ID, CONTENT_TYPE, Envelope, text
 from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queue
@@ -253,7 +261,7 @@ class AmqpBroker(Broker):
             purged = await (await channel.get_queue(queue, ensure=False)).purge()
         return int(purged.message_count or 0)
 
-    async def depth(self, queue: str) -> int:
+    async def queue_state(self, queue: str) -> QueueState:
         if self._connection is None:
             raise RuntimeError("the broker is not connected: call connect() first")
         try:
@@ -261,7 +269,8 @@ class AmqpBroker(Broker):
                 declared = await channel.declare_queue(queue, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
             raise LookupError(f"no queue {queue!r}: declare the topology (with these retry delays) first") from None
-        return int(declared.declaration_result.message_count or 0)
+        result = declared.declaration_result
+        return QueueState(ready=int(result.message_count or 0), consumers=int(result.consumer_count or 0))
 
 
 class _AmqpDelivery(RepublishingDelivery):

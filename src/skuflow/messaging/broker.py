@@ -163,6 +163,15 @@ class Delivery(Protocol):
         """Move the message to its queue's DLQ with `x-reason` and `x-attempts`."""
 
 
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """A queue as the broker sees it now: messages ready (not counting those delivered and not yet acked),
+    and the consumers taking from it."""
+
+    ready: int
+    consumers: int
+
+
 class Consumer(Protocol):
     @property
     def queue(self) -> str: ...
@@ -278,8 +287,12 @@ class Broker(abc.ABC):
         """Remove every message ready in a queue (not those being handled); answers how many went."""
 
     @abc.abstractmethod
+    async def queue_state(self, queue: str) -> QueueState:
+        """A queue's ready messages and consumers, read together; `LookupError` for a queue not declared."""
+
     async def depth(self, queue: str) -> int:
         """Messages ready in a queue (not counting those delivered and not yet acked)."""
+        return (await self.queue_state(queue)).ready
 
     def envelope(self, type: str, body: Any, **kwargs: Any) -> Envelope:
         """Build an envelope stamped with this broker's `app_id` (see `Envelope.new`)."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishRefused, Subscription
+from skuflow.messaging.broker import Broker, BrokerOptions, Outgoing, PublishRefused, QueueState, Subscription
 from skuflow.messaging.consumer import RepublishingDelivery, batcher_for, handle_delivery
 from skuflow.messaging.envelope import DEATHS, REASON, Envelope
 from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queue
@@ -48,6 +48,7 @@ class _Queue:
     dead_letter_to: str | None = None
     ready: deque[Envelope] = field(default_factory=deque)
     waiting: int = 0
+    consumers: int = 0  # of every broker on the hub, as RabbitMQ counts them
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def get(self) -> Envelope:
@@ -251,9 +252,9 @@ class MemoryBroker(Broker):
         source.ready.clear()
         return purged
 
-    async def depth(self, queue: str) -> int:
+    async def queue_state(self, queue: str) -> QueueState:
         source = self._queue(queue)
-        return len(source.ready) + source.waiting
+        return QueueState(ready=source.length, consumers=source.consumers)
 
     def _queue(self, name: str) -> _Queue:
         try:
@@ -290,6 +291,7 @@ class _MemoryConsumer:
 
     def start(self) -> None:
         self._pump = asyncio.create_task(self._run(), name=f"consume {self.queue}")
+        self._queue.consumers += 1
 
     async def _run(self) -> None:
         while True:
@@ -348,6 +350,7 @@ class _MemoryConsumer:
             return
         pump, self._pump = self._pump, None
         pump.cancel()
+        self._queue.consumers -= 1  # it takes no more, as a cancelled consumer on RabbitMQ
         await asyncio.gather(pump, return_exceptions=True)
         grace = self._broker.options.shutdown_grace if grace is None else grace
         if self._tasks:
