@@ -235,11 +235,49 @@ async def test_catalog_is_asked_each_products_name_once_a_pass(system: System):
     assert sorted(received(system.smtp)) == wishers
     assert {mail.subject for mail in system.smtp.mails} == {"Blue mug is available again"}
     # The six rows are written in one transaction, so one pass takes them all: one look-up, one connection.
+    assert await catalog_asked(system) == {"/v1/products": 1}
+    assert system.smtp.connections == 1
+
+
+async def catalog_asked(system: System) -> dict[str, float]:
+    """How often each of catalog's product routes was asked, by its metrics."""
     async with system.http.get(f"{system.catalog.url}/metrics") as response:
         metrics = await response.text()
-    asked = 'skuflow_http_requests_total{method="GET",route="/v1/products/{sku}",service="catalog",status="200"}'
-    assert f"{asked} 1.0" in metrics
-    assert system.smtp.connections == 1
+    asked: dict[str, float] = {}
+    for route in ("/v1/products", "/v1/products/{sku}"):
+        line = f'skuflow_http_requests_total{{method="GET",route="{route}",service="catalog",status="200"}} '
+        counts = [float(text.removeprefix(line)) for text in metrics.splitlines() if text.startswith(line)]
+        if counts:
+            asked[route] = counts[0]
+    return asked
+
+
+async def test_the_names_of_a_pass_come_from_catalog_in_one_call(system: System):
+    admin = await system.admin_token()
+    for sku, name in (("SKU-1", "Blue mug"), ("SKU-2", "Red mug")):
+        product = {"name": name, "price": "9.90"}
+        status, _, _ = await system.call("PUT", f"/v1/products/{sku}", token=admin, service="catalog", json=product)
+        assert status == 200
+    skus = ["SKU-1", "SKU-2", "SKU-3"]  # SKU-3 is no product: its email names the SKU
+    for n, address in enumerate(people(3)):
+        user_id, token = await system.sign_up(address)
+        path = f"/v1/users/{user_id}/wishlist/{skus[n]}"
+        assert (await system.call("PUT", path, token=token, service="users"))[0] == 201
+    items = [{"sku": sku, "on_hand": 5} for sku in skus]
+    body = {"warehouse_id": "WH-1", "items": items}
+    assert (await system.call("POST", "/v1/stock", token=await system.client_token(), json=body))[0] == 202
+
+    await wait_until(lambda: len(system.smtp.mails) == 3, what="the three emails")
+
+    subjects = {mail.recipients[0]: mail.subject for mail in system.smtp.mails}
+    assert subjects == {
+        "user0@example.com": "Blue mug is available again",
+        "user1@example.com": "Red mug is available again",
+        "user2@example.com": "SKU-3 is available again",
+    }
+    asked = await catalog_asked(system)
+    assert "/v1/products/{sku}" not in asked, "no look-up of one product at a time"
+    assert 1 <= asked["/v1/products"] <= 3, "one call a pass (the three changes may come in up to three passes)"
 
 
 # -- Several connections at once (SKUFLOW_SMTP_CONNECTIONS) --

@@ -22,7 +22,7 @@ becomes of one after each kind of failure, and when an email is tried once more 
 is recorded before its connection carries the next email, so that a crash can leave at most one accepted,
 unrecorded email per connection; the outcomes that arrive while one record is being written go together in
 the next transaction (`GroupCommit`). The product names of a pass are asked of catalog before its first send,
-each name once. One INFO line a pass says how many were sent; each email's own line is DEBUG.
+in one call. One INFO line a pass says how many were sent; each email's own line is DEBUG.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import aiosmtplib
@@ -49,6 +50,7 @@ from skuflow.platform.background import Wakeable
 from skuflow.platform.db import Database
 from skuflow.platform.group_commit import GroupCommit, Submitted
 from skuflow.platform.http import call_json
+from skuflow.platform.identifiers import is_identifier
 from skuflow.platform.runtime import Check
 from skuflow.platform.smtp import SmtpTarget
 from skuflow.platform.text import one_line
@@ -73,6 +75,7 @@ STOP_WITHIN = 15.0  # seconds a stopping mailer waits for the emails in progress
 # A pass opens one more connection only for this many more emails: fewer go about as fast on the connections
 # already open, and each connection costs the server a slot and the client a handshake (TLS and AUTH).
 EMAILS_PER_CONNECTION = 16
+NAMES_PER_CALL = 500  # the most a page of catalog's `GET /v1/products` holds
 SUBJECT_LENGTH = 255  # the column's size
 # How an email goes on the wire: CRLF, and header lines folded only past RFC 5322's 998 characters. (Python
 # 3.11's folding at 78 garbles a long subject that mixes ASCII with other text; a subject fits in 998.)
@@ -337,32 +340,30 @@ class Mailer:
         return {**values, "next_attempt_at": datetime.now(UTC) + timedelta(seconds=delay)}
 
     async def _product_names(self, skus: set[str]) -> dict[str, str]:
-        """The pass's product names, each asked once, side by side, within one send's deadline: a name is
-        nice to have, and an email whose name is not there in time names its SKU."""
+        """The pass's product names from catalog, in one call per NAMES_PER_CALL SKUs (`GET /v1/products?sku=...`)
+        and within one send's deadline. A name is nice to have: whatever catalog does, the emails go, each
+        SKU catalog does not name (unknown, unreachable, too slow) named by its id."""
         names: dict[str, str] = {}
         if self.http is None:
             return names
-
-        async def ask(sku: str) -> None:
-            names[sku] = await self._product_name(sku)
-
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SEND_SECONDS):
-                await asyncio.gather(*(ask(sku) for sku in sorted(skus)))
-        return names
-
-    async def _product_name(self, sku: str) -> str:
-        """The product's name from catalog; the SKU id itself when catalog does not know it or cannot say."""
-        if self.http is None:
-            return sku
+        wanted = sorted(filter(is_identifier, skus))  # one no SKU today (stored before the rule) goes unnamed
         try:
-            status, body = await call_json(self.http, "GET", f"{self.catalog_url}/v1/products/{sku}", attempts=2)
-        except Exception as error:  # a name is nice to have: whatever catalog does, the email goes
-            log.warning("no product name for %s from catalog (%r): using the SKU", sku, error)
-            return sku
-        if status == 200 and isinstance(body, dict) and body.get("name"):
-            return str(body["name"])
-        return sku
+            async with asyncio.timeout(SEND_SECONDS):
+                for start in range(0, len(wanted), NAMES_PER_CALL):
+                    chunk = wanted[start : start + NAMES_PER_CALL]
+                    query = urlencode([("limit", NAMES_PER_CALL), *(("sku", sku) for sku in chunk)])
+                    status, body = await call_json(
+                        self.http, "GET", f"{self.catalog_url}/v1/products?{query}", attempts=2
+                    )
+                    if status != 200 or not isinstance(body, dict) or not isinstance(body.get("items"), list):
+                        raise ValueError(f"catalog answered {status}: {body!r:.200}")
+                    asked = set(chunk)
+                    for item in body["items"]:
+                        if isinstance(item, dict) and item.get("sku") in asked and item.get("name"):
+                            names[str(item["sku"])] = str(item["name"])
+        except Exception as error:
+            log.warning("no product names from catalog (%r): using the SKUs of the rest", error)
+        return names
 
 
 def _refused_for_good(error: Exception) -> bool:
