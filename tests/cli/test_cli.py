@@ -107,7 +107,9 @@ def test_bench_mailer_measures_the_three_ways_on_each_database_and_prints_json(p
             "concurrent_emails_per_second",
             "concurrent_ratio",
             "concurrent_connections",
+            "concurrent_cpu_ms_per_email",
             "pooled_emails_per_second",
+            "pooled_cpu_ms_per_email",
             "per_email_connection_emails_per_second",
             "pooled_ratio",
             "pooled_connections",
@@ -115,6 +117,7 @@ def test_bench_mailer_measures_the_three_ways_on_each_database_and_prints_json(p
         assert figures["concurrent_emails_per_second"] > 0
         assert figures["concurrent_ratio"] > 0
         assert figures["concurrent_connections"] == 4, "a pass of 50 emails goes on the four connections"
+        assert figures["concurrent_cpu_ms_per_email"] > 0
         assert figures["pooled_emails_per_second"] > 0
         assert figures["per_email_connection_emails_per_second"] > 0
         assert figures["pooled_ratio"] > 0

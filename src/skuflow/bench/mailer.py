@@ -9,7 +9,8 @@ after batch, as its loop runs them while more is waiting. Three ways, in the sam
 again, taking turns going first: the mailer as the service runs it, on `--connections` SMTP connections at once
 (SKUFLOW_SMTP_CONNECTIONS, 4 by default); on one pooled connection (`connections=1`, as it was before sends
 went side by side); and with a connection opened and closed for each email (`pooled=False`, as it was before
-pooling), the baseline.
+pooling), the baseline. Beside each rate, the mailer's CPU per email (this process's), which a machine
+shared with other work changes far less than the rates.
 
 Catalog is not running, so each product's name is its SKU: this measures the SMTP side. (Catalog is asked once
 per SKU a pass, whichever way the emails go.)
@@ -50,6 +51,10 @@ class MailerRun:
     per_email: float  # emails/s with a connection per email
     concurrent_connections: int  # connections the concurrent side opened
     connections: int  # connections the pooled side opened
+    # The mailer's process CPU (the bench's: SQLite's thread included; not the sink's nor PostgreSQL's) per
+    # email: what a machine shared with other work changes least.
+    concurrent_cpu_ms: float
+    pooled_cpu_ms: float
 
 
 # The three ways of a run: (connections, pooled); None stands for `--connections`.
@@ -66,7 +71,9 @@ class DatabaseRuns:
             "concurrent_emails_per_second": statistics.median(run.concurrent for run in self.runs),
             "concurrent_ratio": statistics.median(run.concurrent / run.pooled for run in self.runs),
             "concurrent_connections": statistics.median(run.concurrent_connections for run in self.runs),
+            "concurrent_cpu_ms_per_email": statistics.median(run.concurrent_cpu_ms for run in self.runs),
             "pooled_emails_per_second": statistics.median(run.pooled for run in self.runs),
+            "pooled_cpu_ms_per_email": statistics.median(run.pooled_cpu_ms for run in self.runs),
             "per_email_connection_emails_per_second": statistics.median(run.per_email for run in self.runs),
             "pooled_ratio": statistics.median(run.pooled / run.per_email for run in self.runs),
             "pooled_connections": statistics.median(run.connections for run in self.runs),
@@ -102,6 +109,7 @@ class MailerReport:
             f"{self.connections} / one",
             "pooled / per email",
             f"connections ({self.connections} / one / per email)",
+            f"mailer CPU ms/email ({self.connections} / one)",
         ):
             table.add_column(column, justify="right")
         for runs in self.databases:
@@ -114,6 +122,7 @@ class MailerReport:
                 f"{summary['concurrent_ratio']:.2f}x",
                 f"{summary['pooled_ratio']:.2f}x",
                 f"{summary['concurrent_connections']:,.0f} / {summary['pooled_connections']:,.0f} / {self.emails:,}",
+                f"{summary['concurrent_cpu_ms_per_email']:.2f} / {summary['pooled_cpu_ms_per_email']:.2f}",
             )
         return table
 
@@ -151,7 +160,7 @@ async def _one_run(
     await db.migrate()
     try:
         await _write_due(db, emails)
-        rates: dict[tuple[int | None, bool], float] = {}
+        rates: dict[tuple[int | None, bool], tuple[float, float]] = {}
         opened: dict[tuple[int | None, bool], int] = {}
         async with sink_process(secure) as sink:
             with _trusting(secure):
@@ -162,24 +171,35 @@ async def _one_run(
                     opened[way] = await sink.connections() - before
                     await _due_again(db)
         concurrent, pooled_one, per_email = WAYS
-        return MailerRun(rates[concurrent], rates[pooled_one], rates[per_email], opened[concurrent], opened[pooled_one])
+        return MailerRun(
+            rates[concurrent][0],
+            rates[pooled_one][0],
+            rates[per_email][0],
+            opened[concurrent],
+            opened[pooled_one],
+            rates[concurrent][1],
+            rates[pooled_one][1],
+        )
     finally:
         await db.close()
 
 
-async def _send_all(db: Database, sink: SinkProcess, emails: int, *, pooled: bool, connections: int) -> float:
-    """Emails/s: the mailer's passes until none is due, then its connections closed, as at stop."""
+async def _send_all(
+    db: Database, sink: SinkProcess, emails: int, *, pooled: bool, connections: int
+) -> tuple[float, float]:
+    """Emails/s and the process's CPU ms per email: the mailer's passes until none is due, then its connections
+    closed, as at stop."""
     mailer = Mailer(db, sink.url, NO_CATALOG, pooled=pooled, connections=connections)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         while await mailer.send_due() > 0:
             pass
     finally:
         await mailer.stop()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if mailer.sent != emails:
         raise RuntimeError(f"the mailer sent {mailer.sent} of {emails} emails (last error: {mailer.last_error})")
-    return emails / seconds
+    return emails / seconds, 1000 * cpu / emails
 
 
 async def _write_due(db: Database, emails: int) -> None:
