@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.policy
+import functools
 import logging
 import math
 import time
@@ -279,19 +280,17 @@ class Mailer:
     async def _build_and_send(self, row: Any, names: dict[str, str], lane: int) -> dict[str, Any]:
         assert self._pool is not None
         try:
-            message = self._message(row, names.get(row.sku, row.sku))
+            recipient, subject, content = self._email(row, names.get(row.sku, row.sku))
         except Exception as error:
             return self._failure(row, f"cannot build the email: {type(error).__name__}: {error}", permanent=True)
         try:
-            recipient = message["To"].addresses[0].addr_spec  # never read from other headers
-            await self._pool.send(SENDER.addr_spec, recipient, on_the_wire(message), lane=lane)
+            await self._pool.send(SENDER.addr_spec, recipient, content, lane=lane)
         except Exception as error:
             if not isinstance(error, aiosmtplib.SMTPException | OSError):  # not foreseen: worth a traceback
                 log.exception("email %d: unexpected error while sending; it will be tried again", row.id)
             return self._failure(row, f"{type(error).__name__}: {error}", permanent=_refused_for_good(error))
         self.sent += 1
         self.failing = False
-        subject = str(message["Subject"])
         log.debug("emailed %r: %s", row.email, subject)
         return {
             "status": "sent",
@@ -302,22 +301,28 @@ class Mailer:
         }
 
     @staticmethod
+    def _email(row: Any, name: str) -> tuple[str, str, bytes]:
+        """What is sent for `row`: the envelope's recipient (the parsed address, never read from a header), the
+        subject, and the email on the wire, byte for byte `on_the_wire(_message(row, name))` (a test holds them
+        equal). Only To and Message-ID go through the email package for each email; the part every email of a
+        product shares is built once (building each email whole was a third of the mailer's CPU)."""
+        recipient = _recipient(row)
+        subject, shared = _product_part(row.sku, one_line(name) or row.sku)
+        return recipient.addr_spec, subject, _header("To", recipient) + _header("Message-ID", _message_id(row)) + shared
+
+    @staticmethod
     def _message(row: Any, name: str) -> EmailMessage:
-        """The email for `row`; raises when its stored address is not one mailbox. The subject and body are
-        built from `one_line` text and the recipient from a parsed address: nothing stored adds a header."""
-        try:
-            recipient = Address(addr_spec=emails.normalize_email(row.email, new=False))
-        except ValueError as error:
-            raise Unbuildable(f"the stored address {row.email!r} is not one mailbox ({error})") from None
+        """The email for `row` as one message, the reference for `_email`; raises when its stored address is
+        not one mailbox. The subject and body are built from `one_line` text and the recipient from a parsed
+        address: nothing stored adds a header."""
+        recipient = _recipient(row)
         name = one_line(name) or row.sku
         message = EmailMessage()
-        message["From"] = SENDER
         message["To"] = recipient
-        message["Subject"] = f"{name} is available again"
-        message["Message-ID"] = f"<notification-{row.id}-{row.sku}-{row.revision}@skuflow.local>"
-        message.set_content(
-            f"Good news: {name} (SKU {row.sku}), on your wishlist, can be ordered again.\n\n-- skuflow\n"
-        )
+        message["Message-ID"] = _message_id(row)
+        message["From"] = SENDER
+        message["Subject"] = _subject(name)
+        message.set_content(_body(row.sku, name))
         return message
 
     def _failure(self, row: Any, reason: str, *, permanent: bool) -> dict[str, Any]:
@@ -364,6 +369,42 @@ class Mailer:
         except Exception as error:
             log.warning("no product names from catalog (%r): using the SKUs of the rest", error)
         return names
+
+
+def _recipient(row: Any) -> Address:
+    try:
+        return Address(addr_spec=emails.normalize_email(row.email, new=False))
+    except ValueError as error:
+        raise Unbuildable(f"the stored address {row.email!r} is not one mailbox ({error})") from None
+
+
+def _message_id(row: Any) -> str:
+    return f"<notification-{row.id}-{row.sku}-{row.revision}@skuflow.local>"
+
+
+def _subject(name: str) -> str:
+    return f"{name} is available again"
+
+
+def _body(sku: str, name: str) -> str:
+    return f"Good news: {name} (SKU {sku}), on your wishlist, can be ordered again.\n\n-- skuflow\n"
+
+
+@functools.lru_cache(maxsize=1024)  # products recently emailed about: a few hundred bytes each
+def _product_part(sku: str, name: str) -> tuple[str, bytes]:
+    """The subject, and what follows To and Message-ID on the wire (From, Subject, the MIME headers, the body)
+    for every email about this product under this name."""
+    message = EmailMessage()
+    message["From"] = SENDER
+    message["Subject"] = _subject(name)
+    message.set_content(_body(sku, name))
+    return str(message["Subject"]), on_the_wire(message)
+
+
+def _header(name: str, value: Any) -> bytes:
+    """One header on the wire, as `on_the_wire` puts it: parsed and folded by the same policy (a value with a
+    line break is refused), so no value can add a header."""
+    return WIRE.fold_binary(name, WIRE.header_store_parse(name, value)[1])
 
 
 def _refused_for_good(error: Exception) -> bool:
