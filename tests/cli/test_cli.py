@@ -146,19 +146,28 @@ def test_bench_ftp_measures_each_database_and_prints_json(postgresql):
             assert set(figures) == {"lines_per_second", "seconds", "peak_memory_mb", "memory_growth_mb", "of_target"}
 
 
-def test_bench_mailer_measures_both_ways_on_each_database_and_prints_json(postgresql):
+def test_bench_mailer_measures_the_three_ways_on_each_database_and_prints_json(postgresql):
     result = skuflow("bench", "mailer", "-n", "60", "--runs", "2", "--postgres-url", postgresql.url, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert (report["emails"], report["runs"], report["smtp"]) == (60, 2, "plain")
+    assert (report["emails"], report["runs"], report["smtp"], report["connections"]) == (60, 2, "plain", 4)
     assert sorted(report["databases"]) == ["postgresql", "sqlite"]
     for figures in report["databases"].values():
         assert set(figures) == {
+            "concurrent_emails_per_second",
+            "concurrent_ratio",
+            "concurrent_connections",
+            "concurrent_cpu_ms_per_email",
             "pooled_emails_per_second",
+            "pooled_cpu_ms_per_email",
             "per_email_connection_emails_per_second",
             "pooled_ratio",
             "pooled_connections",
         }
+        assert figures["concurrent_emails_per_second"] > 0
+        assert figures["concurrent_ratio"] > 0
+        assert figures["concurrent_connections"] == 4, "a pass of 50 emails goes on the four connections"
+        assert figures["concurrent_cpu_ms_per_email"] > 0
         assert figures["pooled_emails_per_second"] > 0
         assert figures["per_email_connection_emails_per_second"] > 0
         assert figures["pooled_ratio"] > 0
@@ -166,11 +175,11 @@ def test_bench_mailer_measures_both_ways_on_each_database_and_prints_json(postgr
 
 
 def test_bench_mailer_table_over_starttls_and_auth():
-    result = skuflow("bench", "mailer", "-n", "20", "--runs", "1", "--tls")
+    result = skuflow("bench", "mailer", "-n", "20", "--runs", "1", "--tls", "--connections", "3")
     assert result.returncode == 0, result.stderr
     assert "STARTTLS and AUTH" in result.stdout
     assert "a connection per email (emails/s)" in result.stdout
-    assert "1 / 20" in result.stdout
+    assert "2 / 1 / 20" in result.stdout, "20 emails: 2 connections (one per 16 emails), 1 pooled, 1 per email"
 
 
 def test_bench_ftp_table_and_a_bad_choice_of_database():

@@ -193,7 +193,7 @@ async def test_stock_reports_make_a_product_available_then_unavailable_at_invent
     assert (product["available"], product["availability_revision"]) == (True, 1)
 
 
-async def test_products_are_listed_page_by_page_and_filtered_by_availability(catalog: Catalog):
+async def test_products_are_listed_page_by_page_and_filtered_by_availability_or_sku(catalog: Catalog):
     for sku in ("A-1", "A-2", "A-3", "A-4", "A-5"):
         await catalog.put(sku, {"name": f"Product {sku}", "price": "1.50"})
     await catalog.report_stock(T0, A_2=1, A_4=2, A_5=0)
@@ -228,7 +228,12 @@ async def test_products_are_listed_page_by_page_and_filtered_by_availability(cat
             "availability_checked_at": None,
         }
     ]
-    for bad in ({"cursor": "%%%"}, {"limit": "0"}, {"limit": "501"}, {"available": "maybe"}):
+    by_sku = [("sku", "A-4"), ("sku", "A-1"), ("sku", "NOPE"), ("sku", "A-4")]
+    _, page, _ = await catalog.call("GET", "/v1/products", params=by_sku)
+    assert [item["sku"] for item in page["items"]] == ["A-1", "A-4"], "only those asked, once each, by SKU"
+    _, page, _ = await catalog.call("GET", "/v1/products", params=[*by_sku, ("available", "true")])
+    assert [item["sku"] for item in page["items"]] == ["A-4"]
+    for bad in ({"cursor": "%%%"}, {"limit": "0"}, {"limit": "501"}, {"available": "maybe"}, {"sku": "A 1"}):
         status, _, _ = await catalog.call("GET", "/v1/products", params=bad)
         assert status == 422, bad
 

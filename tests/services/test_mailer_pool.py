@@ -9,6 +9,8 @@ The mailer's passes are run here by hand (`send_due`), so that what one pass doe
 from __future__ import annotations
 
 import itertools
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +21,7 @@ from sqlalchemy import select
 from skuflow.embedded.smtp import SmtpSink
 from skuflow.platform.db import Database
 from skuflow.platform.smtp import SmtpTarget
+from skuflow.users import mailer as mailer_module
 from skuflow.users.db import notifications
 from skuflow.users.mailer import SENDER, Mailer
 from skuflow.users.service import MIGRATIONS
@@ -232,8 +235,175 @@ async def test_catalog_is_asked_each_products_name_once_a_pass(system: System):
     assert sorted(received(system.smtp)) == wishers
     assert {mail.subject for mail in system.smtp.mails} == {"Blue mug is available again"}
     # The six rows are written in one transaction, so one pass takes them all: one look-up, one connection.
+    assert await catalog_asked(system) == {"/v1/products": 1}
+    assert system.smtp.connections == 1
+
+
+async def catalog_asked(system: System) -> dict[str, float]:
+    """How often each of catalog's product routes was asked, by its metrics."""
     async with system.http.get(f"{system.catalog.url}/metrics") as response:
         metrics = await response.text()
-    asked = 'skuflow_http_requests_total{method="GET",route="/v1/products/{sku}",service="catalog",status="200"}'
-    assert f"{asked} 1.0" in metrics
-    assert system.smtp.connections == 1
+    asked: dict[str, float] = {}
+    for route in ("/v1/products", "/v1/products/{sku}"):
+        line = f'skuflow_http_requests_total{{method="GET",route="{route}",service="catalog",status="200"}} '
+        counts = [float(text.removeprefix(line)) for text in metrics.splitlines() if text.startswith(line)]
+        if counts:
+            asked[route] = counts[0]
+    return asked
+
+
+async def test_the_names_of_a_pass_come_from_catalog_in_one_call(system: System):
+    admin = await system.admin_token()
+    for sku, name in (("SKU-1", "Blue mug"), ("SKU-2", "Red mug")):
+        product = {"name": name, "price": "9.90"}
+        status, _, _ = await system.call("PUT", f"/v1/products/{sku}", token=admin, service="catalog", json=product)
+        assert status == 200
+    skus = ["SKU-1", "SKU-2", "SKU-3"]  # SKU-3 is no product: its email names the SKU
+    for n, address in enumerate(people(3)):
+        user_id, token = await system.sign_up(address)
+        path = f"/v1/users/{user_id}/wishlist/{skus[n]}"
+        assert (await system.call("PUT", path, token=token, service="users"))[0] == 201
+    items = [{"sku": sku, "on_hand": 5} for sku in skus]
+    body = {"warehouse_id": "WH-1", "items": items}
+    assert (await system.call("POST", "/v1/stock", token=await system.client_token(), json=body))[0] == 202
+
+    await wait_until(lambda: len(system.smtp.mails) == 3, what="the three emails")
+
+    subjects = {mail.recipients[0]: mail.subject for mail in system.smtp.mails}
+    assert subjects == {
+        "user0@example.com": "Blue mug is available again",
+        "user1@example.com": "Red mug is available again",
+        "user2@example.com": "SKU-3 is available again",
+    }
+    asked = await catalog_asked(system)
+    assert "/v1/products/{sku}" not in asked, "no look-up of one product at a time"
+    assert 1 <= asked["/v1/products"] <= 3, "one call a pass (the three changes may come in up to three passes)"
+
+
+# -- Several connections at once (SKUFLOW_SMTP_CONNECTIONS) --
+
+
+@pytest.fixture
+async def mailer4(users_db: Database, sink: SmtpSink) -> AsyncIterator[Mailer]:
+    sender = Mailer(users_db, sink.url, "http://127.0.0.1:9", connections=4)
+    try:
+        yield sender
+    finally:
+        await sender.stop()
+
+
+def each_once(sink: SmtpSink) -> Counter[str]:
+    """How often each recipient was sent to: 1 each, whatever the order the connections took."""
+    return Counter(received(sink))
+
+
+async def test_a_pass_sends_on_four_connections_at_once_each_email_once(
+    users_db: Database, sink: SmtpSink, mailer4: Mailer
+):
+    sink.delay_seconds = 0.1  # each email takes that long: one connection would take 50 x 0.1 = 5 s
+    await due(users_db, *people(50))
+
+    started = time.monotonic()
+    assert await mailer4.send_due() == 50
+    elapsed = time.monotonic() - started
+
+    assert each_once(sink) == Counter(people(50))
+    assert len({mail.message_id for mail in sink.mails}) == 50
+    assert (sink.connections, sink.open_connections) == (4, 4), "four connections, kept open"
+    assert elapsed < 2.5, f"50 emails of 0.1 s each in {elapsed:.1f} s: not sent side by side"
+    rows = await outcomes(users_db)
+    assert {(row.status, row.attempts) for row in rows.values()} == {("sent", 1)}
+    # The outcomes that came in while one was written went together in the next transaction.
+    assert mailer4._records.gathering.largest > 1
+
+
+async def test_a_few_emails_go_on_one_connection_of_four(users_db: Database, sink: SmtpSink, mailer4: Mailer):
+    await due(users_db, *people(16))  # no more than EMAILS_PER_CONNECTION: not worth a second connection
+
+    assert await mailer4.send_due() == 16
+
+    assert (received(sink), sink.connections) == (people(16), 1)
+
+
+async def test_one_connection_dropped_mid_batch_loses_nothing_and_doubles_nothing(
+    users_db: Database, sink: SmtpSink, mailer4: Mailer
+):
+    sink.drop_at_mail = 10  # one of the four connections dies without a word, emails into the batch
+    await due(users_db, *people(50))
+
+    assert await mailer4.send_due() == 50
+
+    assert each_once(sink) == Counter(people(50))
+    assert sink.connections == 5, "the four, and one fresh in place of the one dropped"
+    rows = await outcomes(users_db)
+    assert {(row.status, row.attempts, row.last_error) for row in rows.values()} == {("sent", 1, None)}
+    check = await mailer4.check()
+    assert (check.state, check.details["failed_attempts"]) == ("ok", 0), "a connection lost is no failure"
+
+
+async def test_a_server_closing_every_connection_mid_batch_costs_no_email_and_sends_none_twice(
+    users_db: Database, sink: SmtpSink, mailer4: Mailer
+):
+    sink.close_after = 3  # 421 to the fourth MAIL on each connection, then closed
+    await due(users_db, *people(50))
+
+    assert await mailer4.send_due() == 50
+
+    assert each_once(sink) == Counter(people(50))
+    assert sink.connections >= 50 // 3
+    rows = await outcomes(users_db)
+    assert {(row.status, row.attempts, row.last_error) for row in rows.values()} == {("sent", 1, None)}
+
+
+async def test_refusals_on_several_connections_fail_their_own_emails_alone(
+    users_db: Database, sink: SmtpSink, mailer4: Mailer
+):
+    gone = ["gone1@example.com", "gone2@example.com"]
+    addresses = [*people(16), gone[0], *people(16, start=16), gone[1], *people(16, start=32)]
+    sink.refuse_recipients = set(gone)
+    await due(users_db, *addresses)
+
+    assert await mailer4.send_due() == 50
+
+    assert each_once(sink) == Counter(people(48))
+    assert sink.connections == 4, "a 550 to one recipient leaves its connection usable"
+    rows = await outcomes(users_db)
+    for address in gone:
+        refused = rows.pop(address)
+        assert (refused.status, refused.attempts, refused.permanent_failures) == ("pending", 1, 1)
+        assert "550" in refused.last_error
+    assert {(row.status, row.attempts) for row in rows.values()} == {("sent", 1)}
+
+
+async def test_two_mailers_on_four_connections_each_and_a_slow_server_send_each_email_once(
+    users_db: Database, sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+):
+    """On PostgreSQL the two share the rows (SKIP LOCKED); on SQLite one works at a time. The claim's clock is
+    made small, so that batches are cut at START_WITHIN and released while sends are slow (each send's deadline
+    is left at 2 s: one cut while the server accepts would send that email again, whatever the connections)."""
+    monkeypatch.setattr(mailer_module, "CLAIM_SECONDS", 6.0)
+    monkeypatch.setattr(mailer_module, "SEND_SECONDS", 2.0)
+    monkeypatch.setattr(mailer_module, "START_WITHIN", 2.0)
+    sink.delay_seconds = 0.3
+    mailers = [  # 40 emails a pass: 3 connections each, 40 x 0.3 / 3 = 4 s, cut at 2 s
+        Mailer(users_db, sink.url, "http://127.0.0.1:9", poll_seconds=0.2, connections=4, batch_size=40)
+        for _ in range(2)
+    ]
+    wishers = people(100)
+    await due(users_db, *wishers)
+    for mailer in mailers:
+        await mailer.start()
+    try:
+
+        async def all_sent() -> bool:
+            return {row.status for row in (await outcomes(users_db)).values()} == {"sent"}
+
+        await wait_until(all_sent, what="every email sent", timeout=40)
+    finally:
+        for mailer in mailers:
+            await mailer.stop()
+
+    assert each_once(sink) == Counter(wishers)
+    assert sum(mailer.sent for mailer in mailers) == len(wishers)
+    rows = await outcomes(users_db)
+    assert {row.attempts for row in rows.values()} == {1}

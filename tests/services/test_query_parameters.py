@@ -52,9 +52,10 @@ async def test_the_other_query_parameters_are_checked(system: System):
         await _refused(system, f"/v1/skus?low_stock={value}", "low_stock")
         await _refused(system, f"/v1/products?available={value}", "available", service="catalog")
     await _refused(system, "/v1/flows?status=lost", "status", token=warehouse)
-    for value in ["", "SKU 1", "%00", "-SKU", "S" * 65]:
-        await _refused(system, f"/v1/skus?sku=SKU-1&sku={value}", "sku")
-    await _refused(system, "/v1/skus?" + "&".join(f"sku=SKU-{n}" for n in range(501)), "sku")
+    for path, service in (("/v1/skus", "inventory"), ("/v1/products", "catalog")):
+        for value in ["", "SKU 1", "%00", "-SKU", "S" * 65]:
+            await _refused(system, f"{path}?sku=SKU-1&sku={value}", "sku", service=service)
+        await _refused(system, f"{path}?" + "&".join(f"sku=SKU-{n}" for n in range(501)), "sku", service=service)
 
 
 async def test_admin_query_parameters_are_checked(system: System):

@@ -131,3 +131,24 @@ def test_only_a_5xx_answer_refuses_for_good(code: int, for_good: bool):
 
 def test_an_email_is_given_up_after_three_permanent_refusals():
     assert [emails.email_given_up(count) for count in range(5)] == [False, False, False, True, True]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stored=st.one_of(st.emails(), hostile_text),
+    name=st.one_of(hostile_text, st.text(min_size=60, max_size=200)),
+    sku=st.sampled_from(["SKU-1", "SKU-2"]),
+)
+def test_the_email_sent_is_the_reference_message_byte_for_byte(stored: str, name: str, sku: str):
+    """The mailer sends `_email` (a product's part built once, for every email about it); the tests above hold
+    of `_message`, which it must equal on the wire, whatever the row and the name."""
+    try:
+        reference = Mailer._message(row(stored, sku), name)
+    except Unbuildable:
+        with pytest.raises(Unbuildable):
+            Mailer._email(row(stored, sku), name)
+        return
+    for _ in range(2):  # built, then from the product's part already built
+        recipient, subject, content = Mailer._email(row(stored, sku), name)
+        assert content == on_the_wire(reference)
+        assert (recipient, subject) == (reference["To"].addresses[0].addr_spec, str(reference["Subject"]))

@@ -18,6 +18,7 @@ def test_the_defaults_are_the_contracts():
     assert settings.mode == "choreography"
     assert settings.retry_delays == (1, 5, 30, 120, 600)
     assert settings.broker_options().prefetch == 32
+    assert settings.smtp_connections == 4
 
 
 def test_retry_delays_are_a_comma_separated_list_of_seconds(monkeypatch: pytest.MonkeyPatch):
@@ -79,6 +80,9 @@ def test_a_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ("SKUFLOW_AUTH_TRANSPORT", "carrier-pigeon"),
         ("SKUFLOW_LOW_STOCK_THRESHOLD", "-1"),
         ("SKUFLOW_AUTH_CACHE_SECONDS", "a while"),
+        ("SKUFLOW_SMTP_CONNECTIONS", "0"),
+        ("SKUFLOW_SMTP_CONNECTIONS", "51"),
+        ("SKUFLOW_SMTP_CONNECTIONS", "four"),
     ],
 )
 def test_the_service_settings_are_checked_too(monkeypatch: pytest.MonkeyPatch, variable: str, value: str):

@@ -14,7 +14,7 @@ from skuflow.catalog.db import products
 from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
 from skuflow.platform.identifiers import Identifier
-from skuflow.platform.pagination import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, page
+from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, Cursor, Limit, decode_cursor, page
 from skuflow.platform.text import a_plain_text
 from skuflow.platform.web import runtime_of
 
@@ -101,6 +101,14 @@ async def list_products(
     available: Annotated[
         bool | None, Query(description="Only the available (true) or unavailable (false) ones")
     ] = None,
+    sku: Annotated[
+        list[Identifier] | None,
+        Query(
+            max_length=MAX_LIMIT,
+            description=f"Only these SKUs (repeat the parameter, at most {MAX_LIMIT}); unknown ones are left out. "
+            "How users asks the product names of a batch of emails at once.",
+        ),
+    ] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
@@ -109,6 +117,8 @@ async def list_products(
     query = select(products).where(products.c.name.is_not(None)).order_by(products.c.sku).limit(limit + 1)
     if after is not None:
         query = query.where(products.c.sku > after)
+    if sku is not None:
+        query = query.where(products.c.sku.in_(set(sku)))
     if available is not None:
         query = query.where(products.c.available == available)
     async with runtime_of(request).db.reading() as session:

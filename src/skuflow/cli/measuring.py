@@ -212,14 +212,18 @@ def bench_mailer(
         ),
     ] = None,
     tls: Annotated[bool, typer.Option("--tls", help="STARTTLS and AUTH, as a submission server wants.")] = False,
+    connections: Annotated[
+        int, typer.Option(min=1, max=50, help="SMTP connections at once, as SKUFLOW_SMTP_CONNECTIONS.")
+    ] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """The mailer's send rate over one pooled SMTP connection beside a connection per email, per database."""
+    """The mailer's send rate over several SMTP connections at once, beside one pooled connection and a
+    connection per email, per database."""
     from skuflow.bench import mailer
 
     if tls and shutil.which("openssl") is None:
         fail("--tls needs openssl, to make the server's certificate")
-    measure = lambda say: mailer.run(emails, runs, postgres_url, tls, say)  # noqa: E731
+    measure = lambda say: mailer.run(emails, runs, postgres_url, tls, say, connections)  # noqa: E731
     _bench(measure, as_json, "cannot reach the database or the SMTP sink")
 
 

@@ -5,10 +5,11 @@ that is not one mailbox with a permanent 553, and keeps bounded memory: the newe
 at most MAX_MAIL_BYTES. For the tests it can act as a server in trouble: `refuse_next` answers the next N
 emails with a temporary failure (451), `refuse_recipients` answers those addresses with a permanent one
 (550), `delay_seconds` takes that long over each email, `close_after` ends a connection once it has carried
-that many emails (as servers that limit messages per connection do: 421 to the next MAIL, then closed); and as
-a server with AUTH (`credentials`) and TLS (`tls`: STARTTLS, or `implicit_tls`). `connections` counts the
-connections it accepted, `open_connections` those still open; stopping it drops the open ones, as a server
-going down does.
+that many emails (as servers that limit messages per connection do: 421 to the next MAIL, then closed),
+`drop_at_mail` drops without a word the connection that sends the server's Nth MAIL (as a server process
+dying under one connection would: nothing of that email was accepted); and as a server with AUTH
+(`credentials`) and TLS (`tls`: STARTTLS, or `implicit_tls`). `connections` counts the connections it
+accepted, `open_connections` those still open; stopping it drops the open ones, as a server going down does.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class SmtpSink:
         self.refuse_recipients: set[str] = set()
         self.delay_seconds = 0.0
         self.close_after: int | None = None
+        self.drop_at_mail: int | None = None
+        self.mail_commands = 0  # MAIL commands received, on every connection
         self.connections = 0
         self._open: set[_Connection] = set()
         self.on_mail = on_mail
@@ -169,6 +172,10 @@ class _Connection(SMTP):
             self.transport.close()
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        self.sink.mail_commands += 1
+        if self.sink.mail_commands == self.sink.drop_at_mail:
+            self.drop()
+            return
         limit = self.sink.close_after
         if limit is not None and self.accepted >= limit and self.transport is not None:
             # aiosmtpd's own way of ending a session: the 421, then the connection closed.

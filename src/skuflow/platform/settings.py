@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     users_grpc: str = "127.0.0.1:50051"
 
     smtp_url: str | None = None
+    # An extension of ours (docs/contract.md): the SMTP connections a users process sends on at once. At most
+    # one per email of a pass (50).
+    smtp_connections: int = Field(4, ge=1, le=50)
     warehouse_ftp_url: str | None = None
     warehouse_ftp_poll_seconds: float = Field(5, gt=0)
     # A bigger file is rejected unread. At most 2^31 - 1: a file's line numbers, staged in a 32-bit column,

@@ -16,10 +16,13 @@ one window where it could go twice) is recognisable as the same email. Headers a
 addresses and one-line text only, so no stored text can add a header. On PostgreSQL several processes share
 the work (`FOR UPDATE SKIP LOCKED`), each holding what it claimed for CLAIM_SECONDS.
 
-The emails go one after another over one SMTP connection, kept open while they keep coming (`smtp_pool`
-says what becomes of it after each kind of failure, and when an email is tried once more on a fresh one), and
-each product's name is asked of catalog once in a pass, not once an email. One INFO line a pass says how
-many were sent; each email's own line is DEBUG.
+A pass sends on up to `connections` SMTP connections at once (`SKUFLOW_SMTP_CONNECTIONS`), each carrying its
+share of the batch one email after another and kept open while emails keep coming (`smtp_pool` says what
+becomes of one after each kind of failure, and when an email is tried once more on a fresh one). Each outcome
+is recorded before its connection carries the next email, so that a crash can leave at most one accepted,
+unrecorded email per connection; the outcomes that arrive while one record is being written go together in
+the next transaction (`GroupCommit`). The product names of a pass are asked of catalog before its first send,
+in one call. One INFO line a pass says how many were sent; each email's own line is DEBUG.
 """
 
 from __future__ import annotations
@@ -27,22 +30,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.policy
+import functools
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import aiosmtplib
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from skuflow.platform.background import Wakeable
 from skuflow.platform.db import Database
+from skuflow.platform.group_commit import GroupCommit, Submitted
 from skuflow.platform.http import call_json
+from skuflow.platform.identifiers import is_identifier
 from skuflow.platform.runtime import Check
 from skuflow.platform.smtp import SmtpTarget
 from skuflow.platform.text import one_line
@@ -55,15 +64,19 @@ log = logging.getLogger("skuflow.users.mailer")
 SENDER = Address("skuflow", addr_spec="notifications@skuflow.local")
 
 CLAIM_SECONDS = 120.0  # how long a mailer holds the emails it took before another may take them
-# One deadline for the whole of one email: the product's name from catalog (for the first email of its SKU in a
-# pass), connect, TLS and AUTH when a connection is opened, MAIL, RCPT, DATA, and the one try on a fresh
-# connection should the one kept open have gone away.
+# One deadline for the whole of one email: connect, TLS and AUTH when a connection is opened, MAIL, RCPT, DATA,
+# and the one try on a fresh connection should the one kept open have gone away. The pass's product names,
+# asked of catalog before its first send, have one such deadline too.
 SEND_SECONDS = 30.0
 # A send starts only while it can end, counted from before the claim was taken, with a whole SEND_SECONDS to
 # spare for recording its outcome: a slow SMTP server or catalog cannot make the claim run out under an email
-# in progress, and a second mailer take (and send) it again.
+# in progress, and a second mailer take (and send) it again. Each connection checks it before each email.
 START_WITHIN = CLAIM_SECONDS - 2 * SEND_SECONDS
-STOP_WITHIN = 15.0  # seconds a stopping mailer waits for the email in progress
+STOP_WITHIN = 15.0  # seconds a stopping mailer waits for the emails in progress
+# A pass opens one more connection only for this many more emails: fewer go about as fast on the connections
+# already open, and each connection costs the server a slot and the client a handshake (TLS and AUTH).
+EMAILS_PER_CONNECTION = 16
+NAMES_PER_CALL = 500  # the most a page of catalog's `GET /v1/products` holds
 SUBJECT_LENGTH = 255  # the column's size
 # How an email goes on the wire: CRLF, and header lines folded only past RFC 5322's 998 characters. (Python
 # 3.11's folding at 78 garbles a long subject that mixes ASCII with other text; a subject fits in 998.)
@@ -72,6 +85,9 @@ WIRE = email.policy.SMTP.clone(max_line_length=998)
 
 def on_the_wire(message: EmailMessage) -> bytes:
     return message.as_bytes(policy=WIRE)
+
+
+Outcome = tuple[int, dict[str, Any]]  # a notification's id, and the column values that record its try
 
 
 class Unbuildable(Exception):
@@ -89,11 +105,15 @@ class Mailer:
         batch_size: int = 50,
         poll_seconds: float = 1.0,
         pooled: bool = True,
+        connections: int = 1,
     ) -> None:
         self.db = db
         self.smtp = SmtpTarget.parse(smtp_url) if smtp_url else None
-        # One connection for many emails; `pooled=False`, a connection per email, is the benchmark's baseline.
-        self._pool = SmtpPool(self.smtp, step_seconds=SEND_SECONDS, reuse=pooled) if self.smtp else None
+        # A connection for many emails; `pooled=False`, a connection per email, is the benchmark's baseline.
+        self._pool = (
+            SmtpPool(self.smtp, step_seconds=SEND_SECONDS, reuse=pooled, size=connections) if self.smtp else None
+        )
+        self._records: GroupCommit[Outcome, None] = GroupCommit(self._record_together, self._record_one)
         self.catalog_url = catalog_url
         self._session_of = http  # the service's HTTP client, there once the service has started
         self.http: aiohttp.ClientSession | None = None
@@ -102,8 +122,8 @@ class Mailer:
         self.failed = 0  # attempts that failed, in this process
         self.last_error: str | None = None
         self.failing = False  # the last send failed for a reason of the connection (the server away, 4xx...)
-        # Stopped after the email being sent is sent and recorded (not cancelled between the SMTP server's
-        # acceptance and the record, which would send it again later), within a bound.
+        # Stopped after the emails being sent are sent and recorded (not cancelled between the SMTP server's
+        # acceptance and the record, which would send them again later), within a bound.
         self._loop = Wakeable("mailer", self._pass, poll_seconds=poll_seconds, stop_within=STOP_WITHIN)
 
     def wake(self) -> None:
@@ -158,21 +178,36 @@ class Mailer:
         # Counted from before the claim was taken, so that the last send ends well within it. The rest of the
         # batch, still claimed, is released below.
         deadline = claimed_at + START_WITHIN
-        names: dict[str, str] = {}  # product names, asked of catalog once per SKU in this pass
         sent, failed = self.sent, self.failed
-        done = 0
+        waiting = deque(rows)  # taken oldest first by whichever connection is free
         try:
-            for row in rows:
-                if self._loop.stopping or time.monotonic() > deadline:
-                    break
-                await self._record(row.id, await self._send(row, names))
-                done += 1
+            if rows:
+                names = await self._product_names({row.sku for row in rows})
+                assert self._pool is not None
+                lanes = min(self._pool.size, math.ceil(len(rows) / EMAILS_PER_CONNECTION))
+                # Each lane ends its email in progress before the pass ends: none is cut between the server's
+                # acceptance and its record, and none of the rows it may still take is released under it.
+                ended = await asyncio.gather(
+                    *(self._send_some(waiting, names, deadline, lane) for lane in range(lanes)),
+                    return_exceptions=True,
+                )
+                for outcome in ended:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
         finally:
-            if not self.db.is_sqlite and done < len(rows) and not self._loop.stopping:
-                await self._release(rows[done:])
+            if not self.db.is_sqlite and waiting and not self._loop.stopping:
+                await self._release(waiting)
             if self.sent > sent:  # one line a pass, not one an email
                 log.info("emailed %d, %d failed", self.sent - sent, self.failed - failed)
         return len(rows)
+
+    async def _send_some(self, waiting: deque[Any], names: dict[str, str], deadline: float, lane: int) -> None:
+        """One connection's share of the pass: the next waiting email, sent and recorded, until none is left,
+        the mailer stops or the deadline passes. Recorded before the next: a crash leaves at most this one
+        email accepted and unrecorded on this connection."""
+        while waiting and not self._loop.stopping and time.monotonic() <= deadline:
+            row = waiting.popleft()
+            await self._records.submit((row.id, await self._send(row, names, lane)))
 
     async def _claim(self) -> Sequence[Any]:
         """The due rows of this pass, oldest first; on PostgreSQL claimed (and the claim committed)."""
@@ -196,7 +231,7 @@ class Mailer:
                 await session.execute(update(notifications).where(notifications.c.id.in_(ids)).values(**claim))
         return rows
 
-    async def _release(self, rows: Sequence[Any]) -> None:
+    async def _release(self, rows: Iterable[Any]) -> None:
         """A pass cut short (the deadline, or an unexpected error): the rest are due again now, not when the
         claim runs out."""
         with contextlib.suppress(Exception):
@@ -205,49 +240,57 @@ class Mailer:
                 released = update(notifications).where(notifications.c.id.in_(ids))
                 await session.execute(released.values(next_attempt_at=datetime.now(UTC)))
 
-    async def _record(self, notification: int, values: dict[str, Any]) -> None:
-        """Record the outcome of one email, each in its own transaction, trying again while the database is
-        away: an email the SMTP server accepted must be marked sent, not sent again."""
+    async def _record_together(self, batch: Sequence[Submitted[Outcome]]) -> list[Exception | None]:
+        await self._record([submitted.item for submitted in batch])
+        return [None] * len(batch)
+
+    async def _record_one(self, outcome: Outcome) -> None:
+        await self._record([outcome])
+
+    async def _record(self, outcomes: Sequence[Outcome]) -> None:
+        """Record the outcomes of a few emails in one transaction, one statement per kind of outcome (the
+        columns written), trying again while the database is away: an email the SMTP server accepted must be
+        marked sent, not sent again."""
+        kinds: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for notification, values in outcomes:
+            kinds.setdefault(tuple(sorted(values)), []).append({"notification": notification, **values})
+        by_id = update(notifications).where(notifications.c.id == bindparam("notification"))
         delay = 0.5
         while True:
             try:
                 async with self.db.transaction() as session:
-                    await session.execute(
-                        update(notifications).where(notifications.c.id == notification).values(**values)
-                    )
+                    for rows in kinds.values():
+                        await session.execute(by_id, rows)  # the SET clause: the columns the rows name
                 return
             except (DBAPIError, OSError) as error:
-                log.warning("cannot record email %d yet (%r); trying again in %.1fs", notification, error, delay)
+                ids = ", ".join(str(notification) for notification, _ in outcomes)
+                log.warning("cannot record email(s) %s yet (%r); trying again in %.1fs", ids, error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _send(self, row: Any, names: dict[str, str]) -> dict[str, Any]:
-        """Try one email; the column values that record the outcome. Never raises: whatever this one row
-        holds, the rows behind it are sent."""
+    async def _send(self, row: Any, names: dict[str, str], lane: int) -> dict[str, Any]:
+        """Try one email on `lane`'s connection; the column values that record the outcome. Never raises:
+        whatever this one row holds, the rows behind it are sent."""
         try:
             async with asyncio.timeout(SEND_SECONDS):  # one deadline for all of it: see START_WITHIN
-                return await self._build_and_send(row, names)
+                return await self._build_and_send(row, names, lane)
         except TimeoutError:  # the pool dropped a connection cut mid-command
             return self._failure(row, f"not sent within {SEND_SECONDS:.0f} s", permanent=False)
 
-    async def _build_and_send(self, row: Any, names: dict[str, str]) -> dict[str, Any]:
+    async def _build_and_send(self, row: Any, names: dict[str, str], lane: int) -> dict[str, Any]:
         assert self._pool is not None
         try:
-            if row.sku not in names:
-                names[row.sku] = await self._product_name(row.sku)
-            message = self._message(row, names[row.sku])
+            recipient, subject, content = self._email(row, names.get(row.sku, row.sku))
         except Exception as error:
             return self._failure(row, f"cannot build the email: {type(error).__name__}: {error}", permanent=True)
         try:
-            recipient = message["To"].addresses[0].addr_spec  # never read from other headers
-            await self._pool.send(SENDER.addr_spec, recipient, on_the_wire(message))
+            await self._pool.send(SENDER.addr_spec, recipient, content, lane=lane)
         except Exception as error:
             if not isinstance(error, aiosmtplib.SMTPException | OSError):  # not foreseen: worth a traceback
                 log.exception("email %d: unexpected error while sending; it will be tried again", row.id)
             return self._failure(row, f"{type(error).__name__}: {error}", permanent=_refused_for_good(error))
         self.sent += 1
         self.failing = False
-        subject = str(message["Subject"])
         log.debug("emailed %r: %s", row.email, subject)
         return {
             "status": "sent",
@@ -258,22 +301,28 @@ class Mailer:
         }
 
     @staticmethod
+    def _email(row: Any, name: str) -> tuple[str, str, bytes]:
+        """What is sent for `row`: the envelope's recipient (the parsed address, never read from a header), the
+        subject, and the email on the wire, byte for byte `on_the_wire(_message(row, name))` (a test holds them
+        equal). Only To and Message-ID go through the email package for each email; the part every email of a
+        product shares is built once (building each email whole was a third of the mailer's CPU)."""
+        recipient = _recipient(row)
+        subject, shared = _product_part(row.sku, one_line(name) or row.sku)
+        return recipient.addr_spec, subject, _header("To", recipient) + _header("Message-ID", _message_id(row)) + shared
+
+    @staticmethod
     def _message(row: Any, name: str) -> EmailMessage:
-        """The email for `row`; raises when its stored address is not one mailbox. The subject and body are
-        built from `one_line` text and the recipient from a parsed address: nothing stored adds a header."""
-        try:
-            recipient = Address(addr_spec=emails.normalize_email(row.email, new=False))
-        except ValueError as error:
-            raise Unbuildable(f"the stored address {row.email!r} is not one mailbox ({error})") from None
+        """The email for `row` as one message, the reference for `_email`; raises when its stored address is
+        not one mailbox. The subject and body are built from `one_line` text and the recipient from a parsed
+        address: nothing stored adds a header."""
+        recipient = _recipient(row)
         name = one_line(name) or row.sku
         message = EmailMessage()
-        message["From"] = SENDER
         message["To"] = recipient
-        message["Subject"] = f"{name} is available again"
-        message["Message-ID"] = f"<notification-{row.id}-{row.sku}-{row.revision}@skuflow.local>"
-        message.set_content(
-            f"Good news: {name} (SKU {row.sku}), on your wishlist, can be ordered again.\n\n-- skuflow\n"
-        )
+        message["Message-ID"] = _message_id(row)
+        message["From"] = SENDER
+        message["Subject"] = _subject(name)
+        message.set_content(_body(row.sku, name))
         return message
 
     def _failure(self, row: Any, reason: str, *, permanent: bool) -> dict[str, Any]:
@@ -295,18 +344,67 @@ class Mailer:
         log.warning("email %d to %r %s (%s); trying again in %.0fs", row.id, row.email, kind, reason, delay)
         return {**values, "next_attempt_at": datetime.now(UTC) + timedelta(seconds=delay)}
 
-    async def _product_name(self, sku: str) -> str:
-        """The product's name from catalog; the SKU id itself when catalog does not know it or cannot say."""
+    async def _product_names(self, skus: set[str]) -> dict[str, str]:
+        """The pass's product names from catalog, in one call per NAMES_PER_CALL SKUs (`GET /v1/products?sku=...`)
+        and within one send's deadline. A name is nice to have: whatever catalog does, the emails go, each
+        SKU catalog does not name (unknown, unreachable, too slow) named by its id."""
+        names: dict[str, str] = {}
         if self.http is None:
-            return sku
+            return names
+        wanted = sorted(filter(is_identifier, skus))  # one no SKU today (stored before the rule) goes unnamed
         try:
-            status, body = await call_json(self.http, "GET", f"{self.catalog_url}/v1/products/{sku}", attempts=2)
-        except Exception as error:  # a name is nice to have: whatever catalog does, the email goes
-            log.warning("no product name for %s from catalog (%r): using the SKU", sku, error)
-            return sku
-        if status == 200 and isinstance(body, dict) and body.get("name"):
-            return str(body["name"])
-        return sku
+            async with asyncio.timeout(SEND_SECONDS):
+                for start in range(0, len(wanted), NAMES_PER_CALL):
+                    chunk = wanted[start : start + NAMES_PER_CALL]
+                    query = urlencode([("limit", NAMES_PER_CALL), *(("sku", sku) for sku in chunk)])
+                    status, body = await call_json(
+                        self.http, "GET", f"{self.catalog_url}/v1/products?{query}", attempts=2
+                    )
+                    if status != 200 or not isinstance(body, dict) or not isinstance(body.get("items"), list):
+                        raise ValueError(f"catalog answered {status}: {body!r:.200}")
+                    asked = set(chunk)
+                    for item in body["items"]:
+                        if isinstance(item, dict) and item.get("sku") in asked and item.get("name"):
+                            names[str(item["sku"])] = str(item["name"])
+        except Exception as error:
+            log.warning("no product names from catalog (%r): using the SKUs of the rest", error)
+        return names
+
+
+def _recipient(row: Any) -> Address:
+    try:
+        return Address(addr_spec=emails.normalize_email(row.email, new=False))
+    except ValueError as error:
+        raise Unbuildable(f"the stored address {row.email!r} is not one mailbox ({error})") from None
+
+
+def _message_id(row: Any) -> str:
+    return f"<notification-{row.id}-{row.sku}-{row.revision}@skuflow.local>"
+
+
+def _subject(name: str) -> str:
+    return f"{name} is available again"
+
+
+def _body(sku: str, name: str) -> str:
+    return f"Good news: {name} (SKU {sku}), on your wishlist, can be ordered again.\n\n-- skuflow\n"
+
+
+@functools.lru_cache(maxsize=1024)  # products recently emailed about: a few hundred bytes each
+def _product_part(sku: str, name: str) -> tuple[str, bytes]:
+    """The subject, and what follows To and Message-ID on the wire (From, Subject, the MIME headers, the body)
+    for every email about this product under this name."""
+    message = EmailMessage()
+    message["From"] = SENDER
+    message["Subject"] = _subject(name)
+    message.set_content(_body(sku, name))
+    return str(message["Subject"]), on_the_wire(message)
+
+
+def _header(name: str, value: Any) -> bytes:
+    """One header on the wire, as `on_the_wire` puts it: parsed and folded by the same policy (a value with a
+    line break is refused), so no value can add a header."""
+    return WIRE.fold_binary(name, WIRE.header_store_parse(name, value)[1])
 
 
 def _refused_for_good(error: Exception) -> bool:

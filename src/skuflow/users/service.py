@@ -39,7 +39,13 @@ def build_app(settings: Settings) -> FastAPI:
     runtime = ServiceRuntime(
         "users", settings, database, outbox_table=db.outbox, verifier=accounts.LocalVerifier(database)
     )
-    mailer = Mailer(database, settings.smtp_url, settings.catalog_url, http=lambda: runtime.http)
+    mailer = Mailer(
+        database,
+        settings.smtp_url,
+        settings.catalog_url,
+        http=lambda: runtime.http,
+        connections=settings.smtp_connections,
+    )
     inventory = InventoryAvailability(settings.inventory_url, lambda: runtime.http)
     replies = StepReplies("users", runtime.broker.publish_many)
     consumers = UsersConsumers(database, inventory, replies, emails_due=mailer.wake)

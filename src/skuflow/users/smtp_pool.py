@@ -1,8 +1,10 @@
-"""The mailer's SMTP connection: one kept open across emails, instead of one opened and closed per email.
+"""The mailer's SMTP connections: a few kept open across emails, instead of one opened and closed per email.
 
-It is opened when an email needs it, with the options `SmtpTarget.connection_options()` gives (TLS, STARTTLS,
-AUTH), and kept while emails keep coming: `close_if_idle` ends it once it has waited IDLE_SECONDS for one, and
-`close` at stop. What a failed send means for it:
+The pool has `size` lanes, each one connection carrying one email at a time (SMTP allows one transaction at a
+time on a connection): the mailer sends on several lanes at once, each lane its own emails one after another.
+A lane's connection is opened when an email needs it, with the options `SmtpTarget.connection_options()` gives
+(TLS, STARTTLS, AUTH), and kept while emails keep coming: `close_if_idle` ends it once it has waited
+IDLE_SECONDS for one, and `close` at stop. What a failed send means for its lane's connection:
 
 - a refusal of this email's recipient or content (an answer to RCPT or DATA, other than 421): the email's
   own outcome; the connection stays (aiosmtplib has sent RSET, so the next email starts a clean envelope);
@@ -14,6 +16,7 @@ AUTH), and kept while emails keep coming: `close_if_idle` ends it once it has wa
 
 The one retry does not widen the window in which an email could go twice: a connection lost after the content
 was sent leaves the email unrecorded either way, and without the retry it would be sent again on its next try.
+The lanes share nothing but the target: one lane's connection lost costs the others nothing.
 """
 
 from __future__ import annotations
@@ -36,9 +39,45 @@ SERVICE_CLOSING = 421  # RFC 5321: the server is closing the connection (aiosmtp
 
 
 class SmtpPool:
+    """`size` lanes to one SMTP server, each a `SmtpConnection`; an email goes on the lane its caller names."""
+
     def __init__(
-        self, target: SmtpTarget, *, step_seconds: float, idle_seconds: float = IDLE_SECONDS, reuse: bool = True
+        self,
+        target: SmtpTarget,
+        *,
+        step_seconds: float,
+        idle_seconds: float = IDLE_SECONDS,
+        reuse: bool = True,
+        size: int = 1,
     ) -> None:
+        if size < 1:
+            raise ValueError("an SMTP pool has at least one connection")
+        self.lanes = [SmtpConnection(target, step_seconds, idle_seconds, reuse) for _ in range(size)]
+
+    @property
+    def size(self) -> int:
+        return len(self.lanes)
+
+    @property
+    def opened(self) -> int:
+        """Connections opened, all lanes together."""
+        return sum(lane.opened for lane in self.lanes)
+
+    async def send(self, sender: str, recipient: str, content: bytes, *, lane: int = 0) -> None:
+        """Send one email on `lane`'s connection; raises what aiosmtplib raises when it is not accepted."""
+        await self.lanes[lane].send(sender, recipient, content)
+
+    async def close_if_idle(self) -> None:
+        await asyncio.gather(*(lane.close_if_idle() for lane in self.lanes))  # each QUIT bounded, side by side
+
+    async def close(self) -> None:
+        await asyncio.gather(*(lane.close() for lane in self.lanes))
+
+
+class SmtpConnection:
+    """One lane: one connection kept open, one email at a time on it, whoever calls."""
+
+    def __init__(self, target: SmtpTarget, step_seconds: float, idle_seconds: float, reuse: bool) -> None:
         self.target = target
         self.step_seconds = step_seconds  # bounds each step (connect, each command); the caller bounds the whole
         self.idle_seconds = idle_seconds
