@@ -8,9 +8,9 @@ package (the bench runs it as a subprocess, one process per service, settings fr
 Only the messaging differs from the raw flow (`bus`): a `RabbitBroker` whose subscribers take a pydantic body
 model and ack after the handler (`AckPolicy.REJECT_ON_ERROR`: an error rejects the message, not requeued, as the
 raw flow's `message.process()`), and a publisher with `persist=True` and FastStream's publisher confirms. The
-rest is the raw flow's, reused: aiohttp for HTTP (FastStream documents running its broker beside any ASGI or
-aiohttp app from the app's start and stop hooks; its own `AsgiFastStream` has no routing for a REST API, and
-FastAPI would change the HTTP side too and blur what the comparison shows), asyncpg for the same writes, and
+rest is the raw flow's, reused: aiohttp for HTTP, the broker started and stopped in the app's lifecycle hooks
+(FastStream's way with HTTP frameworks other than FastAPI; its own `AsgiFastStream` matches fixed paths only, with
+no path parameters, and FastAPI would change the HTTP side too and blur what the comparison shows), asyncpg for the same writes, and
 aiosmtplib's `send` for each email. It leaves out what the raw flow leaves out (see `skuflow.bench.raw`).
 
 This package may import nothing of skuflow but `skuflow.bench.raw` (an import-linter contract holds it to that).
