@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.cli.test_cli import skuflow
+from tests.cli.test_cli import skuflow, without_faststream
 
 SIZES = ["--skus", "20", "--users", "4", "--wishes", "2", "--concurrency", "4", "--timeout", "40"]
 PHASE_FIELDS = {
@@ -157,15 +157,7 @@ def test_bench_e2e_raw_refuses_what_it_does_not_have():
 
 
 def test_bench_e2e_faststream_without_it_names_the_extra_to_install():
-    # FastStream is an optional extra: hide it as if it were not installed.
-    hide = "import sys; sys.modules['faststream'] = None; from skuflow.cli import app; app()"
-    result = subprocess.run(
-        [sys.executable, "-c", hide, "bench", "e2e", "--system", "skuflow,faststream"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    result = without_faststream("bench", "e2e", "--system", "skuflow,faststream")
     assert result.returncode == 2
     assert "pip install 'skuflow[bench]'" in result.stderr
 

@@ -10,8 +10,9 @@ model and ack after the handler (`AckPolicy.REJECT_ON_ERROR`: an error rejects t
 raw flow's `message.process()`), and a publisher with `persist=True` and FastStream's publisher confirms. The
 rest is the raw flow's, reused: aiohttp for HTTP, the broker started and stopped in the app's lifecycle hooks
 (FastStream's way with HTTP frameworks other than FastAPI; its own `AsgiFastStream` matches fixed paths only, with
-no path parameters, and FastAPI would change the HTTP side too and blur what the comparison shows), asyncpg for the same writes, and
-aiosmtplib's `send` for each email. It leaves out what the raw flow leaves out (see `skuflow.bench.raw`).
+no path parameters, and FastAPI would change the HTTP side too and blur what the comparison shows), asyncpg for
+the same writes, and aiosmtplib's `send` for each email. It leaves out what the raw flow leaves out (see
+`skuflow.bench.raw`).
 
 This package may import nothing of skuflow but `skuflow.bench.raw` (an import-linter contract holds it to that).
 """
