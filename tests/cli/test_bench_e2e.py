@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.cli.test_cli import skuflow
+from tests.cli.test_cli import skuflow, without_faststream
 
 SIZES = ["--skus", "20", "--users", "4", "--wishes", "2", "--concurrency", "4", "--timeout", "40"]
 PHASE_FIELDS = {
@@ -109,20 +109,30 @@ def test_bench_e2e_on_rabbitmq_and_postgresql_a_process_per_service_beside_raw(a
     )
 
 
+BASELINES = {  # flow -> its module and the ratio key whose denominator it is
+    "raw": ("skuflow.bench.raw", "ratio"),
+    "faststream": ("skuflow.bench.faststream_flow", "ratio_faststream"),
+}
+
+
 @pytest.mark.amqp
-def test_bench_e2e_beside_the_raw_flow(amqp_url: str, postgresql):
-    """`--system raw`: the raw flow (`skuflow.bench.raw`, a process per service) converges on the same HTTP
-    phase, with the same figures; its processes are the three raw services, all stopped after."""
-    args = ["--broker-url", amqp_url, "--postgres-url", postgresql.url, "--system", "raw", "--json"]
+@pytest.mark.parametrize("flow", list(BASELINES))
+def test_bench_e2e_beside_a_baseline_flow(flow: str, amqp_url: str, postgresql):
+    """`--system raw` or `--system faststream`: the flow on the raw building blocks (or the same with its messaging
+    in FastStream), a process per service, converges on the same HTTP phase, with the same figures; its processes
+    are its three services, all stopped after."""
+    module, ratio = BASELINES[flow]
+    args = ["--broker-url", amqp_url, "--postgres-url", postgresql.url, "--system", flow, "--json"]
     result = skuflow("bench", "e2e", *SIZES, *args)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["modes"] == {}
-    assert report["ratio"] == {}
-    assert report["raw"]["system"].startswith("skuflow.bench.raw")
-    figures = report["raw"]["modes"]["choreography"]["http"]
+    assert report[ratio] == {}  # skuflow did not run
+    assert report[flow]["system"].startswith(module)
+    assert set(report) & {"raw", "faststream"} == {flow}
+    figures = report[flow]["modes"]["choreography"]["http"]
     assert set(figures) == PHASE_FIELDS
-    assert figures["system"] == "raw"
+    assert figures["system"] == flow
     assert (figures["skus"], figures["reports"], figures["emails"], figures["due_emails"]) == (20, 20, 8, 8)
     assert figures["catalog_latency_ms"]["count"] == 20
     assert figures["email_latency_ms"]["count"] == 8
@@ -131,6 +141,7 @@ def test_bench_e2e_beside_the_raw_flow(amqp_url: str, postgresql):
     in_system = [process for process in figures["processes"] if process["role"] == "system"]
     assert sorted(process["command"].rsplit(" ", 1)[1] for process in in_system) == ["catalog", "inventory", "users"]
     for process in in_system:
+        assert f"-m {module} " in process["command"]
         assert process["peak_rss_mb"] > 0
         assert not os.path.exists(f"/proc/{process['pid']}") or _is_zombie(process["pid"])
 
@@ -138,10 +149,37 @@ def test_bench_e2e_beside_the_raw_flow(amqp_url: str, postgresql):
 def test_bench_e2e_raw_refuses_what_it_does_not_have():
     embedded = skuflow("bench", "e2e", "--embedded", "--system", "raw")
     assert (embedded.returncode, "drop --embedded" in embedded.stderr) == (2, True)
-    ftp = skuflow("bench", "e2e", "--system", "raw", "--via", "ftp")
+    ftp = skuflow("bench", "e2e", "--system", "raw,faststream", "--via", "ftp")
     assert (ftp.returncode, "choreography over HTTP only" in ftp.stderr) == (2, True)
-    wrong = skuflow("bench", "e2e", "--system", "bare")
-    assert (wrong.returncode, "--system takes skuflow, raw or both" in wrong.stderr) == (2, True)
+    for wrong in ("bare", "raw,raw", "skuflow,"):
+        result = skuflow("bench", "e2e", "--system", wrong)
+        assert (result.returncode, "--system takes skuflow, raw, faststream" in result.stderr) == (2, True), wrong
+
+
+def test_bench_e2e_faststream_without_it_names_the_extra_to_install():
+    result = without_faststream("bench", "e2e", "--system", "skuflow,faststream")
+    assert result.returncode == 2
+    assert "pip install 'skuflow[bench]'" in result.stderr
+
+
+def test_bench_e2e_system_names_and_ratios():
+    """`--system` takes a comma list, `both` or `all`, run in one order; each ratio whose denominator ran is in
+    the JSON and the table."""
+    from skuflow.bench import e2e
+    from skuflow.bench.e2e.figures import PhaseFigures, Report, Workload
+
+    assert e2e.systems_named("both") == ("skuflow", "raw")
+    assert e2e.systems_named("all") == e2e.systems_named("faststream,raw,skuflow") == ("skuflow", "raw", "faststream")
+    assert e2e.systems_named("faststream") == ("faststream",)
+    assert e2e.systems_named("raw,,skuflow") is None
+    report = Report(Workload(20, 4, 2), "amqp", "postgresql")
+    for system, rate in (("skuflow", 50.0), ("raw", 100.0), ("faststream", 40.0)):
+        report.phases.append(PhaseFigures("choreography", "http", changes_per_second=rate, system=system))
+    shown = report.as_dict()
+    key = "choreography http changes_per_second"
+    assert (shown["ratio"][key], shown["ratio_faststream"][key], shown["ratio_faststream_raw"][key]) == (0.5, 1.25, 0.4)
+    assert shown["faststream"]["modes"]["choreography"]["http"]["system"] == "faststream"
+    assert "skuflow / faststream, choreography http changes_per_second: 1.25x" in str(e2e.table(report).title)
 
 
 def test_bench_e2e_prints_a_table_at_a_rate_over_one_phase():

@@ -95,16 +95,20 @@ def test_bench_bus_refuses_an_unknown_side():
     assert "--against takes raw or faststream" in result.stderr
 
 
-def test_bench_bus_against_faststream_without_it_names_the_extra_to_install():
-    # FastStream is an optional extra: hide it as if it were not installed.
+def without_faststream(*args: str) -> subprocess.CompletedProcess[str]:
+    """`skuflow *args` with FastStream, an optional extra, hidden as if it were not installed."""
     hide = "import sys; sys.modules['faststream'] = None; from skuflow.cli import app; app()"
-    result = subprocess.run(
-        [sys.executable, "-c", hide, "bench", "bus", "--against", "faststream"],
+    return subprocess.run(
+        [sys.executable, "-c", hide, *args],
         capture_output=True,
         text=True,
         timeout=60,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+def test_bench_bus_against_faststream_without_it_names_the_extra_to_install():
+    result = without_faststream("bench", "bus", "--against", "faststream")
     assert result.returncode == 2
     assert "pip install 'skuflow[bench]'" in result.stderr
 

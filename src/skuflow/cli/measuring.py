@@ -85,8 +85,10 @@ def bench_e2e(
     system: Annotated[
         str,
         typer.Option(
-            help="skuflow, raw (the flow written the obvious way on aiohttp, aio-pika and asyncpg: choreography "
-            "over HTTP only), or both: skuflow's phases, then raw's, and skuflow / raw."
+            help="skuflow; raw (the flow written the obvious way on aiohttp, aio-pika and asyncpg); faststream "
+            "(the same with its messaging in FastStream: pip install 'skuflow[bench]'); a comma list of them; "
+            "both (skuflow,raw); or all. The baselines run choreography over HTTP only, after skuflow's phases, "
+            "and the report gives skuflow / each."
         ),
     ] = "skuflow",
     broker_url: Annotated[
@@ -104,7 +106,7 @@ def bench_e2e(
 ) -> None:
     """The whole flow end to end: `skuflow up` in a process of its own, this one the warehouse and the users;
     every SKU changed once per phase, measured until catalog shows it and every due email is accepted."""
-    from skuflow.bench import e2e
+    from skuflow.bench import bus, e2e
     from skuflow.platform.logging import configure_logging
 
     modes = e2e.MODES if mode == "both" else (mode,)
@@ -115,13 +117,16 @@ def bench_e2e(
         fail(f"--via takes http, ftp or both, got {via!r}")
     if embedded and processes:
         fail("--processes runs the services on RabbitMQ and PostgreSQL: drop --embedded")
-    systems = {"skuflow": ("skuflow",), "raw": ("raw",), "both": ("skuflow", "raw")}.get(system)
+    systems = e2e.systems_named(system)
     if systems is None:
-        fail(f"--system takes skuflow, raw or both, got {system!r}")
-    if "raw" in systems and embedded:
-        fail("the raw flow runs on RabbitMQ and PostgreSQL: drop --embedded")
-    if systems == ("raw",) and (mode == "orchestration" or via == "ftp"):
-        fail("the raw flow has choreography over HTTP only: drop --mode orchestration / --via ftp")
+        fail(f"--system takes skuflow, raw, faststream, a comma list of them, both or all, got {system!r}")
+    baselines = [flow for flow in systems if flow != "skuflow"]
+    if baselines and embedded:
+        fail(f"--system {','.join(baselines)} runs on RabbitMQ and PostgreSQL only: drop --embedded")
+    if "skuflow" not in systems and (mode == "orchestration" or via == "ftp"):
+        fail(f"--system {system} has choreography over HTTP only: drop --mode orchestration / --via ftp")
+    if "faststream" in systems and not bus.faststream_installed():
+        fail(f"--system faststream needs FastStream, an optional extra: {bus.FASTSTREAM_INSTALL}")
     if embedded:
         choice = e2e.StackChoice("memory://")
     else:

@@ -10,9 +10,10 @@ runs. Between phases every SKU goes back to 0 (not measured). Counts come from t
 before and after a phase at rest; CPU and peak memory per process from /proc (`processes`); what each
 figure means is in `figures`; `rendering` shows them.
 
-With `systems` holding "raw", the same HTTP phase also runs against the flow written the obvious way on the
-raw building blocks (`skuflow.bench.raw`, started and set up by `raw`), on a scratch stack of its own, and the
-report gives skuflow's throughput as a share of it.
+With `systems` holding "raw" or "faststream", the same HTTP phase also runs against the flow written the
+obvious way on the raw building blocks (`skuflow.bench.raw`) or with its messaging in FastStream
+(`skuflow.bench.faststream_flow`), each started and set up by `raw` on a scratch stack of its own, and the report
+gives skuflow's throughput as a share of each.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from skuflow.service_client import ServiceError
 __all__ = [
     "MODES",
     "PHASES",
+    "SYSTEMS",
     "BenchError",
     "NotConverged",
     "PhaseFigures",
@@ -45,11 +47,23 @@ __all__ = [
     "Workload",
     "progress_bars",
     "run",
+    "systems_named",
     "table",
 ]
 
 MODES = ("choreography", "orchestration")
 PHASES = ("http", "ftp", "mixed")  # every SKU over HTTP; every SKU in one snapshot; half and half (compare's)
+SYSTEMS = ("skuflow", "raw", "faststream")  # measured in this order, whatever order they are named in
+BASELINES = SYSTEMS[1:]  # choreography over HTTP only
+SYSTEM_NAMES = {"both": "skuflow,raw", "all": ",".join(SYSTEMS)}
+
+
+def systems_named(value: str) -> tuple[str, ...] | None:
+    """`skuflow`, `raw`, `faststream`, a comma list of them, `both` (skuflow and raw) or `all`; None if not."""
+    named = SYSTEM_NAMES.get(value, value).split(",")
+    if not named or not set(named) <= set(SYSTEMS) or len(set(named)) != len(named):
+        return None
+    return tuple(system for system in SYSTEMS if system in named)
 
 
 async def run(
@@ -61,8 +75,8 @@ async def run(
     seed: int = 7,
     systems: tuple[str, ...] = ("skuflow",),
 ) -> Report:
-    """Each mode in turn, each phase in turn, on the same workload; then, with "raw" in `systems`, the raw
-    baseline's choreography over HTTP. `BenchError` (or `NotConverged`) says why not."""
+    """Each mode in turn, each phase in turn, on the same workload; then each baseline in `systems` (raw,
+    faststream): its choreography over HTTP. `BenchError` (or `NotConverged`) says why not."""
     report = Report(workload, choice.broker, choice.databases, choice.system)
     report.versions = {"python": platform.python_version(), "skuflow": importlib.metadata.version("skuflow")}
     report.machine = {"cpus": os.cpu_count() or 0, "load_average": [round(n, 2) for n in os.getloadavg()]}
@@ -70,8 +84,9 @@ async def run(
         if "skuflow" in systems:
             for mode in modes:
                 report.phases += await _one_mode(mode, choice, workload, phases, progress, seed, report.versions)
-        if "raw" in systems:
-            report.phases.append(await _raw(choice, workload, progress, seed, report.versions))
+        for flow in BASELINES:
+            if flow in systems:
+                report.phases.append(await _baseline(flow, choice, workload, progress, seed, report.versions))
     except ServiceError as error:
         raise BenchError(str(error)) from None
     except OSError as error:
@@ -104,18 +119,20 @@ async def _one_mode(
     return results
 
 
-async def _raw(
-    choice: StackChoice, workload: Workload, progress: Progress, seed: int, versions: dict[str, str]
+async def _baseline(
+    flow: str, choice: StackChoice, workload: Workload, progress: Progress, seed: int, versions: dict[str, str]
 ) -> PhaseFigures:
-    """The raw baseline (`skuflow.bench.raw`) on a scratch stack of its own: choreography, the HTTP phase."""
+    """A baseline (raw or faststream) on a scratch stack of its own: choreography, the HTTP phase."""
     skus = _skus(workload)
-    with tempfile.TemporaryDirectory(prefix="skuflow-bench-raw-") as scratch:
-        async with scratch_stack(choice) as stack, running_raw(Path(scratch), stack) as system:
+    with tempfile.TemporaryDirectory(prefix=f"skuflow-bench-{flow}-") as scratch:
+        async with scratch_stack(choice) as stack, running_raw(Path(scratch), stack, flow) as system:
             versions.update(stack.versions)
-            driver = RawDriver(system, workload, lambda phase, done, total: progress(f"raw: {phase}", done, total))
+            if flow == "faststream":
+                versions["faststream"] = importlib.metadata.version("faststream")
+            driver = RawDriver(system, workload, lambda phase, done, total: progress(f"{flow}: {phase}", done, total))
             await driver.setup(skus, random.Random(seed))
             figures = await _phase(driver, Watch(system.pids, os.getpid()), "http", skus, workload.poll)
-    figures.system = "raw"
+    figures.system = flow
     return figures
 
 

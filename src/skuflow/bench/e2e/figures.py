@@ -13,7 +13,16 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (metric, label
 Progress = Callable[[str, int, int], None]  # phase, done, total
 
 
-RAW_SYSTEM = "skuflow.bench.raw: aiohttp + aio-pika + asyncpg + aiosmtplib, a process per service"
+BASELINE_SYSTEMS = {  # what each baseline is, in the JSON
+    "raw": "skuflow.bench.raw: aiohttp + aio-pika + asyncpg + aiosmtplib, a process per service",
+    "faststream": "skuflow.bench.faststream_flow: the raw flow with FastStream's RabbitBroker for its messaging",
+}
+# The throughput ratios, shown when the denominator ran: JSON key -> (numerator, denominator).
+RATIOS = {
+    "ratio": ("skuflow", "raw"),
+    "ratio_faststream": ("skuflow", "faststream"),
+    "ratio_faststream_raw": ("faststream", "raw"),
+}
 
 
 class BenchError(Exception):
@@ -69,7 +78,7 @@ class PhaseFigures:
     peak_memory_mb: float = 0.0  # the system's processes, summed
     load_average: list[float] = field(default_factory=list)  # 1, 5, 15 minutes, at the phase's end
     knows: dict[str, list[str]] = field(default_factory=dict)  # service -> queues consumed, endpoints called
-    system: str = "skuflow"  # or "raw": the flow on the raw building blocks (`skuflow.bench.raw`)
+    system: str = "skuflow"  # or a baseline: "raw" or "faststream" (see BASELINE_SYSTEMS)
 
 
 @dataclass
@@ -83,7 +92,7 @@ class Report:
     phases: list[PhaseFigures] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        shown: dict[str, dict[str, dict[str, Any]]] = {"skuflow": defaultdict(dict), "raw": defaultdict(dict)}
+        shown: dict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
         for figures in self.phases:
             shown[figures.system][figures.mode][figures.phase] = asdict(figures)
         result = {
@@ -95,20 +104,23 @@ class Report:
             "machine": self.machine,
             "modes": dict(shown["skuflow"]),
         }
-        if shown["raw"]:  # `--system raw` or `both`: the baseline's phases, and skuflow's share of its throughput
-            result["raw"] = {"system": RAW_SYSTEM, "modes": dict(shown["raw"])}
-            result["ratio"] = self.ratio()
+        for flow, system in BASELINE_SYSTEMS.items():
+            if shown[flow]:  # the baseline's phase
+                result[flow] = {"system": system, "modes": dict(shown[flow])}
+        for key, (numerator, denominator) in RATIOS.items():
+            if shown[denominator]:  # as "ratio" always was: empty unless the numerator ran too
+                result[key] = self.ratio(numerator, denominator)
         return result
 
-    def ratio(self) -> dict[str, float]:
-        """skuflow's figure / the raw baseline's, for each phase both ran (choreography over HTTP)."""
-        raw = {(f.mode, f.phase): f for f in self.phases if f.system == "raw"}
+    def ratio(self, numerator: str = "skuflow", denominator: str = "raw") -> dict[str, float]:
+        """One system's throughput / another's, for each phase both ran (choreography over HTTP)."""
+        below = {(f.mode, f.phase): f for f in self.phases if f.system == denominator}
         return {
             f"{f.mode} {f.phase} changes_per_second": round(
-                f.changes_per_second / raw[f.mode, f.phase].changes_per_second, 3
+                f.changes_per_second / below[f.mode, f.phase].changes_per_second, 3
             )
             for f in self.phases
-            if f.system == "skuflow" and (f.mode, f.phase) in raw
+            if f.system == numerator and (f.mode, f.phase) in below
         }
 
 

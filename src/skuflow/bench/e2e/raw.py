@@ -1,6 +1,7 @@
-"""The raw baseline under test: the three services of `skuflow.bench.raw`, a process each (as `skuflow up
---processes` runs one worker per service), on the same scratch stack and with the bench's SMTP sink. Its setup
-is written straight into its databases (not measured); its measured phase is the same HTTP stock reports.
+"""A baseline under test: the three services of the raw flow (`skuflow.bench.raw`) or of the FastStream flow
+(`skuflow.bench.faststream_flow`: the same apps on FastStream's bus), a process each (as `skuflow up --processes`
+runs one worker per service), on the same scratch stack and with the bench's SMTP sink. Its setup is written
+straight into its databases (not measured); its measured phase is the same HTTP stock reports.
 
 It has no /metrics: no message or call counts, and `settled` has nothing to wait for (nothing flows before the
 phase; after it, convergence already waited for every write the figures read)."""
@@ -29,6 +30,7 @@ from skuflow.platform.settings import Settings
 from skuflow.service_client import ServiceClient, connected
 
 TOKEN = "bench-raw-token"  # the raw inventory's one bearer token (it has no OAuth)
+BASELINES = {"raw": "skuflow.bench.raw", "faststream": "skuflow.bench.faststream_flow"}  # flow -> its module
 
 
 class FixedToken(ServiceClient):
@@ -58,10 +60,10 @@ class RawSystem:
 
 
 @contextlib.asynccontextmanager
-async def running_raw(scratch: Path, stack: Stack) -> AsyncIterator[RawSystem]:
-    """The three raw services, stopped (SIGINT) after the block. Each listens on a socket the bench bound (to a
-    free port) and hands down: a port merely found free could be taken, before the service binds it, by an
-    outgoing connection of a service started before it."""
+async def running_raw(scratch: Path, stack: Stack, flow: str = "raw") -> AsyncIterator[RawSystem]:
+    """The three services of `flow` (a key of BASELINES), stopped (SIGINT) after the block. Each listens on a
+    socket the bench bound (to a free port) and hands down: a port merely found free could be taken, before the
+    service binds it, by an outgoing connection of a service started before it."""
     sockets = {name: _bound() for name in SERVICE_NAMES}
     urls = {name: f"http://127.0.0.1:{sock.getsockname()[1]}" for name, sock in sockets.items()}
     databases = {
@@ -80,7 +82,7 @@ async def running_raw(scratch: Path, stack: Stack) -> AsyncIterator[RawSystem]:
         started: list[tuple[asyncio.subprocess.Process, Path]] = []
         try:
             for name, url in urls.items():
-                log_path = scratch / f"raw-{name}.log"
+                log_path = scratch / f"{flow}-{name}.log"
                 fd = sockets[name].fileno()
                 env = {
                     **os.environ,
@@ -91,7 +93,7 @@ async def running_raw(scratch: Path, stack: Stack) -> AsyncIterator[RawSystem]:
                 }
                 with log_path.open("wb") as log, sockets[name]:  # the bench's copy closed once handed down
                     process = await asyncio.create_subprocess_exec(
-                        *(sys.executable, "-m", "skuflow.bench.raw", name),
+                        *(sys.executable, "-m", BASELINES[flow], name),
                         env=env,
                         stdin=asyncio.subprocess.DEVNULL,
                         stdout=log,
@@ -103,7 +105,7 @@ async def running_raw(scratch: Path, stack: Stack) -> AsyncIterator[RawSystem]:
             async with connected(settings, seconds=60, hint="") as plain:
                 client = FixedToken(plain.http, settings, hint="")
                 ready = [f"{url}/healthz" for url in urls.values()]
-                await until_answering(started, client, ready, "the raw services")
+                await until_answering(started, client, ready, f"the {flow} services")
                 catalog = await asyncpg.connect(databases["catalog"])
                 try:
                     processes = [process for process, _ in started]

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from skuflow.bench.e2e.figures import PhaseFigures, Report
+from skuflow.bench.e2e.figures import RATIOS, PhaseFigures, Report
 
 
 @contextlib.contextmanager
@@ -65,9 +65,14 @@ def table(report: Report) -> Table:
         f"skuflow bench e2e: {workload.skus} SKUs, {workload.users} users x {workload.wishes} wishes, "
         f"{workload.batch} SKU(s) per report, {pace}; {report.broker} + {report.databases}, {report.system}\n{versions}"
     )
-    ratio = "".join(f"\nskuflow / raw, {name}: {value:.2f}x" for name, value in report.ratio().items())
+    ratio = "".join(
+        f"\n{numerator} / {denominator}, {name}: {value:.2f}x"
+        for numerator, denominator in RATIOS.values()
+        for name, value in report.ratio(numerator, denominator).items()
+    )
     columns = [
-        f"{'raw, ' if figures.system == 'raw' else ''}{figures.mode}\n{figures.phase}" for figures in report.phases
+        f"{'' if figures.system == 'skuflow' else f'{figures.system}, '}{figures.mode}\n{figures.phase}"
+        for figures in report.phases
     ]
     return figures_table(title + ratio, columns, rows(report.phases))
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from aiohttp import web
 
-from skuflow.bench.raw.common import POOL, SETTINGS, application, get_json
+from skuflow.bench.raw.common import POOL, SETTINGS, Bus, aio_pika_bus, application, get_json
 from skuflow.bench.raw.settings import Settings
 
 QUEUE = "catalog.sku_processed"
@@ -25,8 +25,8 @@ WHERE sku = $1 AND availability_revision < $3
 MAX_PAGE = 500
 
 
-def app(settings: Settings) -> web.Application:
-    result = application(settings, SCHEMA, (QUEUE, on_sku_processed))
+def app(settings: Settings, bus: Bus = aio_pika_bus) -> web.Application:
+    result = application(settings, SCHEMA, bus, (QUEUE, on_sku_processed))
     result.router.add_get("/v1/products", list_products)
     result.router.add_get("/v1/products/{sku}", get_product)
     return result

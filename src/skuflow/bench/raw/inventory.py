@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
-import aio_pika
 from aiohttp import web
 
-from skuflow.bench.raw.common import EXCHANGE_KEY, POOL, SETTINGS, application
+from skuflow.bench.raw.common import POOL, PUBLISH, SETTINGS, Bus, aio_pika_bus, application
 from skuflow.bench.raw.settings import Settings
-
-PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock_levels (
@@ -36,8 +31,8 @@ RETURNING sku
 """
 
 
-def app(settings: Settings) -> web.Application:
-    result = application(settings, SCHEMA)
+def app(settings: Settings, bus: Bus = aio_pika_bus) -> web.Application:
+    result = application(settings, SCHEMA, bus)
     result.router.add_post("/v1/stock", post_stock)
     result.router.add_get("/v1/skus/{sku}/availability", get_availability)
     return result
@@ -55,10 +50,8 @@ async def post_stock(request: web.Request) -> web.Response:
             await connection.execute(UPSERT_LEVEL, warehouse, item["sku"], item["on_hand"])
             if await connection.fetchval(UPSERT_TOTAL, item["sku"]) is not None:
                 changed.append(item["sku"])
-    exchange = request.app[EXCHANGE_KEY]
     for sku in changed:  # after the commit: a crash here loses the event (no outbox)
-        body = json.dumps({"sku": sku}).encode()
-        await exchange.publish(aio_pika.Message(body, content_type="application/json", delivery_mode=PERSISTENT), "")
+        await request.app[PUBLISH](sku)
     return web.json_response({"accepted": len(items), "changed": len(changed)})
 
 

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 import aiosmtplib
 from aiohttp import web
 
-from skuflow.bench.raw.common import POOL, SETTINGS, application, get_json
+from skuflow.bench.raw.common import POOL, SETTINGS, Bus, aio_pika_bus, application, get_json
 from skuflow.bench.raw.settings import Settings
 
 QUEUE = "users.sku_processed"
@@ -33,8 +33,8 @@ RETURNING u.id, u.email
 RECORD = "INSERT INTO sent_emails (user_id, sku, email, subject, sent_at) VALUES ($1, $2, $3, $4, now())"
 
 
-def app(settings: Settings) -> web.Application:
-    return application(settings, SCHEMA, (QUEUE, on_sku_processed))
+def app(settings: Settings, bus: Bus = aio_pika_bus) -> web.Application:
+    return application(settings, SCHEMA, bus, (QUEUE, on_sku_processed))
 
 
 async def on_sku_processed(app: web.Application, sku: str) -> None:
