@@ -26,7 +26,7 @@ run_pytest() {  # pytest's exit code 5 (no tests ran) is a failure here
 }
 
 say "tests"
-run_pytest -m "not disruptive" "$@"
+run_pytest -m "not disruptive" --durations=25 "$@"  # the slowest, so that the suite's 20 minutes stay watched
 if [ $# -eq 0 ]; then
     say "tests that disrupt the broker, on their own"
     run_pytest -m disruptive
