@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
+from sqlalchemy.engine import make_url
 
 from skuflow.embedded.smtp import ReceivedMail
 from skuflow.platform.db import create_database_if_missing
@@ -60,6 +61,10 @@ def check_shared_stack(settings: Settings) -> None:
             f"{variables}: `skuflow up --processes` needs PostgreSQL for every service (SQLite serves one "
             "process): set postgresql+asyncpg://user@host:5432/NAME; a database that does not exist is created"
         )
+    unnamed = [name for name in SERVICES if not make_url(settings.database_url(name)).database]
+    if unnamed:
+        variables = ", ".join(f"SKUFLOW_{name.upper()}_DATABASE_URL" for name in unnamed)
+        raise SettingsError(f"{variables}: name the database (postgresql+asyncpg://user@host:5432/NAME)")
 
 
 async def run_up_processes(

@@ -128,6 +128,12 @@ def test_up_processes_refuses_the_in_process_broker_and_sqlite(environment: dict
     assert "SKUFLOW_INVENTORY_DATABASE_URL" in on_sqlite.stderr
     assert "PostgreSQL" in on_sqlite.stderr
 
+    amqp = {"SKUFLOW_BROKER_URL": "amqp://guest:guest@127.0.0.1/"}
+    databases = {f"SKUFLOW_{name}_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:5432/" for name in SERVICES}
+    unnamed = skuflow("up", "--processes", env=environment | amqp | databases)
+    assert (unnamed.returncode, "SKUFLOW_USERS_DATABASE_URL" in unnamed.stderr) == (2, True)
+    assert "name the database" in unnamed.stderr
+
     alone = skuflow("up", "--instances", "2", env=environment)
     assert (alone.returncode, "--instances needs --processes" in alone.stderr) == (2, True)
     assert not os.path.exists(environment["SKUFLOW_DATA_DIR"]), "nothing was started, not even a secret made"
