@@ -228,6 +228,22 @@ async def test_an_idempotent_replay_answers_the_same_and_changes_nothing(system:
     assert (await availability(system, "SKU-1"))["on_hand"] == 5
 
 
+async def test_one_idempotency_key_sent_at_once_records_once(system: System, warehouse: str):
+    """Repeats arriving together (one group, or racing transactions) record once and answer alike."""
+    body = report(SKU_1=5, SKU_2=3)
+    answers = await asyncio.gather(
+        *(
+            post_stock(system, warehouse, body, **{"Idempotency-Key": "at-once", "X-Correlation-ID": f"c{n}"})
+            for n in range(8)
+        )
+    )
+
+    assert {status for status, _ in answers} == {202}
+    assert len({answer["correlation_id"] for _, answer in answers}) == 1, "every repeat answers as the first"
+    assert [(await availability(system, sku))["revision"] for sku in ("SKU-1", "SKU-2")] == [1, 1]
+    assert len(await system.published()) == 2
+
+
 async def test_unknown_sku_is_404_and_bad_sku_422(system: System):
     status, body, _ = await system.call("GET", "/v1/skus/NOPE-1/availability")
     assert (status, body["detail"]) == (404, "unknown SKU 'NOPE-1'")

@@ -192,6 +192,32 @@ async def test_a_newer_change_supersedes_a_running_flow(system: System):
     assert (older["revision"], newer["revision"]) == (1, 2)
 
 
+async def test_reports_of_one_sku_at_once_each_start_a_flow_and_only_the_newest_runs(system: System):
+    """Reports recorded together (group commit) are recorded as if one after another: one flow each, at its
+    own revision, all but the newest superseded (in the transaction, unsent, when they share one)."""
+    token = await system.client_token()
+
+    async def report_from(warehouse: int) -> None:
+        body = {"warehouse_id": f"WH-{warehouse}", "items": [{"sku": "SKU-T", "on_hand": warehouse}]}
+        headers = {"X-Correlation-ID": f"together-{warehouse}"}
+        status, answer, _ = await system.call("POST", "/v1/stock", token=token, json=body, headers=headers)
+        assert status == 202, answer
+
+    await asyncio.gather(*(report_from(n) for n in range(1, 9)))
+
+    async def one_completed() -> bool:
+        found = [flow for n in range(1, 9) for flow in await flows_of(system, f"together-{n}")]
+        return [flow["status"] for flow in found].count("completed") == 1
+
+    await wait_until(one_completed, what="the newest flow to complete")
+    found = [flow for n in range(1, 9) for flow in await flows_of(system, f"together-{n}")]
+    assert sorted(flow["revision"] for flow in found) == list(range(1, 9)), "one flow per report, its own revision"
+    newest = max(found, key=lambda flow: flow["revision"])
+    assert newest["status"] == "completed"
+    assert {flow["status"] for flow in found if flow is not newest} == {"superseded"}
+    assert (await system.call("GET", "/v1/skus/SKU-T/availability"))[1]["on_hand"] == sum(range(1, 9))
+
+
 async def test_a_flow_begun_in_orchestration_ends_after_a_restart_in_choreography(system: System):
     """Switching modes strands nothing: the command waiting for catalog, the reply, the flow's state."""
     from skuflow.catalog.service import build_app as catalog_app

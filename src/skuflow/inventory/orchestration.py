@@ -21,6 +21,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,6 +64,14 @@ def new_flow_id() -> str:
     return f"{_last_microsecond:014x}{secrets.token_hex(9)}"
 
 
+@dataclass(frozen=True, slots=True)
+class NewFlow:
+    """A flow not yet written: its row and its first command."""
+
+    flow: dict[str, Any]
+    command: Outgoing
+
+
 class Orchestrator:
     """Starts flows and moves them on; what it uses: inventory's database, its outbox and a clock."""
 
@@ -75,44 +84,60 @@ class Orchestrator:
         """One flow per changed SKU, in the transaction that changed them, with its first command."""
         if not names:
             return
-        now = self.clock()
         query = select(skus.c.sku, skus.c.revision).where(skus.c.sku.in_(names))
         revisions = dict((await session.execute(query)).all())
+        await self.start(session, [self.new_flow(sku, revisions[sku]) for sku in names])
+
+    def new_flow(self, sku: str, revision: int) -> NewFlow:
+        """A flow for a SKU's change to `revision`, in the current flow's context (its correlation id, and the
+        causation of its first command): built where the change was decided, written by `start`."""
+        context = current_flow()
+        now = self.clock()
+        flow = {
+            "flow_id": new_flow_id(),
+            "correlation_id": context.correlation_id if context else new_id(),
+            "sku": sku,
+            "revision": revision,
+            "status": "running",
+            "started_at": now,
+            "updated_at": now,
+        }
+        return NewFlow(flow, step_command(RECALCULATE, flow))
+
+    async def start(self, session: AsyncSession, started: Sequence[NewFlow]) -> None:
+        """Write new flows with their first commands, superseding the SKUs' running flows. Of several for one
+        SKU (reports recorded together), the last runs and the others are written superseded, unsent."""
+        if not started:
+            return
+        now = self.clock()
+        names = sorted({new.flow["sku"] for new in started})
         await session.execute(
             flows.update()
             .where(flows.c.sku.in_(names), flows.c.status == "running")
             .values(status="superseded", updated_at=now, finished_at=now)
         )
-        context = current_flow()
-        correlation_id = context.correlation_id if context else new_id()
-        started: list[dict[str, Any]] = []
+        last = {new.flow["sku"]: new for new in started}
+        rows: list[dict[str, Any]] = []
         steps: list[dict[str, Any]] = []
         commands: list[Outgoing] = []
-        for sku in names:
-            flow = {
-                "flow_id": new_flow_id(),
-                "correlation_id": correlation_id,
-                "sku": sku,
-                "revision": revisions[sku],
-                "status": "running",
-                "started_at": now,
-                "updated_at": now,
-            }
-            started.append(flow)
-            commands.append(step_command(RECALCULATE, flow))
+        for new in started:
+            sent = last[new.flow["sku"]] is new
+            rows.append(new.flow if sent else {**new.flow, "status": "superseded", "finished_at": now})
+            if sent:
+                commands.append(new.command)
             for step in STEPS:
-                first = step == RECALCULATE
+                first = sent and step == RECALCULATE
                 steps.append(
                     {
-                        "flow_id": flow["flow_id"],
+                        "flow_id": new.flow["flow_id"],
                         "step": step,
                         "status": "pending",
                         "attempts": 1 if first else 0,
                         "sent_at": now if first else None,
-                        "command_id": commands[-1].envelope.message_id if first else None,
+                        "command_id": new.command.envelope.message_id if first else None,
                     }
                 )
-        await self.db.insert_many(session, flows, started)
+        await self.db.insert_many(session, flows, rows)
         await self.db.insert_many(session, flow_steps, steps)
         await self.outbox.add_many(session, commands)
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.inventory import domain
 from skuflow.inventory.db import idempotency_keys, skus, stock_levels
-from skuflow.inventory.orchestration import Orchestrator
-from skuflow.messaging import current_flow, routes
+from skuflow.inventory.orchestration import NewFlow, Orchestrator
+from skuflow.messaging import Outgoing, current_flow, routes
 from skuflow.platform.db import Database, utc
 from skuflow.platform.group_commit import GroupCommit, Submitted
 from skuflow.platform.outbox import Outbox
@@ -71,7 +71,8 @@ class Report:
 
 class Recorder:
     """Records stock reports, those that arrive together in one transaction (platform/group_commit.py): under
-    load each report no longer waits for the write lock behind every other, one transaction each."""
+    load each report no longer waits for the write lock behind every other, one transaction each; and the
+    group is written set-wise, a few statements whatever its size, where each report was five of its own."""
 
     def __init__(self, runtime: ServiceRuntime, max_batch: int = 100) -> None:
         self.runtime = runtime
@@ -83,43 +84,19 @@ class Recorder:
 
     async def _alone(self, report: Report) -> Answer:
         async def attempt() -> Answer:
-            async with self.runtime.db.transaction() as session:
-                return await self._record(session, report)
+            (answer,) = await self._write([Submitted(report)])
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
 
         return await retrying_conflicts(attempt)
 
     async def _write(self, reports: Sequence[Submitted[Report]]) -> list[Answer | Exception]:
-        """The reports in one transaction, each in its request's flow. A report refused before it wrote
-        anything (its Idempotency-Key used for another request) is that report's answer; any other error
-        fails the transaction, and every report is then recorded alone."""
-        answers: list[Answer | Exception] = []
+        """The reports in one transaction, in the order they came, each in its request's flow. A report
+        refused before it wrote anything (its Idempotency-Key used for another request) is that report's
+        answer; any other error fails the transaction, and every report is then recorded alone."""
         async with self.runtime.db.transaction() as session:
-            for submitted in reports:
-                try:
-                    answers.append(await submitted.run(lambda report: self._record(session, report)))
-                except IdempotencyConflict as conflict:
-                    answers.append(conflict)
-        return answers
-
-    async def _record(self, session: AsyncSession, report: Report) -> Answer:
-        key = report.idempotency_key
-        if key is not None:
-            earlier = await _earlier_answer(session, report.principal, key, report.fingerprint)
-            if earlier is not None:
-                return earlier
-        answer = await _record(self.runtime, session, report.levels)
-        if key is not None:
-            await session.execute(
-                idempotency_keys.insert().values(
-                    principal=report.principal,
-                    key=key,
-                    request_hash=report.fingerprint,
-                    status=answer.status,
-                    response=answer.body,
-                    created_at=datetime.now(UTC),
-                )
-            )
-        return answer
+            return await _record_group(self.runtime, session, reports)
 
 
 async def retrying_conflicts(attempt: Callable[[], Awaitable[T]], tries: int = 3) -> T:
@@ -148,36 +125,116 @@ def _is_conflict(error: DBAPIError) -> bool:
     return code in ("40P01", "40001")
 
 
-async def _earlier_answer(session: AsyncSession, principal: str, key: str, fingerprint: str) -> Answer | None:
-    row = (
-        await session.execute(
-            select(idempotency_keys).where(idempotency_keys.c.principal == principal, idempotency_keys.c.key == key)
-        )
-    ).first()
-    if row is None:
-        return None
-    if row.request_hash != fingerprint:
-        raise IdempotencyConflict(f"Idempotency-Key {key!r} was already used for a different request")
-    return Answer(row.status, dict(row.response), replayed=True)
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """An Idempotency-Key's record: the fingerprint of the request that used it, and its answer."""
+
+    fingerprint: str
+    answer: Answer
 
 
-async def _record(runtime: ServiceRuntime, session: AsyncSession, levels: Sequence[domain.ReportedLevel]) -> Answer:
+async def _record_group(
+    runtime: ServiceRuntime, session: AsyncSession, reports: Sequence[Submitted[Report]]
+) -> list[Answer | Exception]:
+    """Record reports in order as if one after another, in a fixed number of statements: read what they
+    touch (the SKUs locked), plan each report against what the ones before it left, then write the end
+    state. Each report keeps its own answer, Idempotency-Key record, and announcements in its own flow."""
     now = datetime.now(UTC)
-    names = sorted({level.sku for level in levels})
+    stored = await _stored_answers(session, {(r.item.principal, r.item.idempotency_key) for r in reports})
+    names = sorted({level.sku for report in reports for level in report.item.levels})
     totals = await _lock_skus(runtime.db, session, names)
-    pairs = [(level.warehouse_id, level.sku) for level in levels]
-    recorded = {
-        (row.warehouse_id, row.sku): domain.RecordedLevel(row.on_hand, utc(row.as_of))
-        for row in await session.execute(
-            select(stock_levels).where(tuple_(stock_levels.c.warehouse_id, stock_levels.c.sku).in_(pairs))
-        )
-    }
-    plan = domain.plan_report(levels, recorded, totals)
+    pairs = sorted({(level.warehouse_id, level.sku) for report in reports for level in report.item.levels})
+    recorded = await _recorded_levels(session, pairs)
+    new_pairs = set(pairs) - set(recorded)
+    new_skus = set(names) - set(totals)
+    announcer = Announcer.of(runtime)
 
-    # Every write in (sku, warehouse) order: concurrent reports then take their locks in the same order.
-    ordered = sorted(plan.levels, key=lambda level: (level.sku, level.warehouse_id))
-    new_rows = [level for level in ordered if (level.warehouse_id, level.sku) in plan.new_levels]
-    moved_rows = [level for level in ordered if (level.warehouse_id, level.sku) not in plan.new_levels]
+    answers: list[Answer | Exception] = []
+    written: dict[tuple[str, str], domain.ReportedLevel] = {}
+    changed: dict[str, domain.SkuTotals] = {}
+    announced: list[Announcement] = []
+    keys: list[dict[str, Any]] = []
+    for submitted in reports:
+        report = submitted.item
+        key = (report.principal, report.idempotency_key)
+        earlier = stored.get(key)
+        if earlier is not None:
+            if earlier.fingerprint != report.fingerprint:
+                answers.append(IdempotencyConflict(_key_used_for_another(report.idempotency_key)))
+            else:
+                answers.append(replace(earlier.answer, replayed=True))
+            continue
+        plan = domain.plan_report(report.levels, recorded, totals)
+        for level in plan.levels:
+            recorded[(level.warehouse_id, level.sku)] = domain.RecordedLevel(level.on_hand, level.as_of)
+            written[(level.warehouse_id, level.sku)] = level
+        totals.update(plan.changed)
+        changed.update(plan.changed)
+        announced += [
+            submitted.context.run(announcer.announcement, sku, after.revision) for sku, after in plan.changed.items()
+        ]
+        flow = submitted.context.run(current_flow)
+        body = {"accepted": plan.accepted, "stale": plan.stale, "correlation_id": flow.correlation_id if flow else None}
+        answer = Answer(202, body)
+        answers.append(answer)
+        if report.idempotency_key is not None:
+            stored[key] = _Stored(report.fingerprint, answer)
+            keys.append(
+                {
+                    "principal": report.principal,
+                    "key": report.idempotency_key,
+                    "request_hash": report.fingerprint,
+                    "status": answer.status,
+                    "response": answer.body,
+                    "created_at": now,
+                }
+            )
+
+    await _write_levels(session, written, new_pairs, now)
+    await _write_totals(session, changed, new_skus, now)
+    await announcer.announce(session, announced)
+    if keys:
+        await session.execute(idempotency_keys.insert(), keys)
+    return answers
+
+
+def _key_used_for_another(key: str | None) -> str:
+    return f"Idempotency-Key {key!r} was already used for a different request"
+
+
+async def _stored_answers(session: AsyncSession, keys: set[tuple[str, str | None]]) -> dict[Any, _Stored]:
+    """The recorded answers of those (principal, Idempotency-Key) pairs that have one."""
+    wanted = [(principal, key) for principal, key in keys if key is not None]
+    if not wanted:
+        return {}
+    query = select(idempotency_keys).where(tuple_(idempotency_keys.c.principal, idempotency_keys.c.key).in_(wanted))
+    return {
+        (row.principal, row.key): _Stored(row.request_hash, Answer(row.status, dict(row.response)))
+        for row in await session.execute(query)
+    }
+
+
+async def _recorded_levels(
+    session: AsyncSession, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], domain.RecordedLevel]:
+    query = select(stock_levels).where(tuple_(stock_levels.c.warehouse_id, stock_levels.c.sku).in_(pairs))
+    return {
+        (row.warehouse_id, row.sku): domain.RecordedLevel(row.on_hand, utc(row.as_of))
+        for row in await session.execute(query)
+    }
+
+
+async def _write_levels(
+    session: AsyncSession,
+    written: dict[tuple[str, str], domain.ReportedLevel],
+    new_pairs: set[tuple[str, str]],
+    now: datetime,
+) -> None:
+    """Each level's last number, in (sku, warehouse) order: concurrent reports then take their locks in
+    the same order."""
+    ordered = sorted(written.values(), key=lambda level: (level.sku, level.warehouse_id))
+    new_rows = [level for level in ordered if (level.warehouse_id, level.sku) in new_pairs]
+    moved_rows = [level for level in ordered if (level.warehouse_id, level.sku) not in new_pairs]
     if new_rows:
         await session.execute(
             stock_levels.insert(),
@@ -199,17 +256,23 @@ async def _record(runtime: ServiceRuntime, session: AsyncSession, levels: Sequen
             .values(on_hand=bindparam("on_hand"), as_of=bindparam("as_of"), updated_at=now),
             [{"w": lv.warehouse_id, "s": lv.sku, "on_hand": lv.on_hand, "as_of": lv.as_of} for lv in moved_rows],
         )
-    created = sorted(sku for sku in plan.changed if totals.get(sku, domain.SkuTotals(0, 0)).revision == 0)
-    updated = sorted(sku for sku in plan.changed if sku not in created)
+
+
+async def _write_totals(
+    session: AsyncSession, changed: dict[str, domain.SkuTotals], new_skus: set[str], now: datetime
+) -> None:
+    """The changed SKUs' last totals and revisions; those not yet recorded created."""
+    created = sorted(sku for sku in changed if sku in new_skus)
+    updated = sorted(sku for sku in changed if sku not in new_skus)
     if created:
         await session.execute(
             skus.insert(),
             [
                 {
                     "sku": sku,
-                    "on_hand": plan.changed[sku].on_hand,
+                    "on_hand": changed[sku].on_hand,
                     "safety_stock": 0,
-                    "revision": plan.changed[sku].revision,
+                    "revision": changed[sku].revision,
                     "updated_at": now,
                 }
                 for sku in created
@@ -220,15 +283,8 @@ async def _record(runtime: ServiceRuntime, session: AsyncSession, levels: Sequen
             skus.update()
             .where(skus.c.sku == bindparam("s"))
             .values(on_hand=bindparam("on_hand"), revision=bindparam("revision"), updated_at=now),
-            [
-                {"s": sku, "on_hand": plan.changed[sku].on_hand, "revision": plan.changed[sku].revision}
-                for sku in updated
-            ],
+            [{"s": sku, "on_hand": changed[sku].on_hand, "revision": changed[sku].revision} for sku in updated],
         )
-    await announce_changes(runtime, session, list(plan.changed))
-    flow = current_flow()
-    body = {"accepted": plan.accepted, "stale": plan.stale, "correlation_id": flow.correlation_id if flow else None}
-    return Answer(202, body)
 
 
 async def _lock_skus(db: Database, session: AsyncSession, names: Sequence[str]) -> dict[str, domain.SkuTotals]:
@@ -266,6 +322,9 @@ async def set_safety_stock(runtime: ServiceRuntime, sku: str, safety_stock: int)
     await retrying_conflicts(attempt)
 
 
+Announcement = Outgoing | NewFlow
+
+
 class Announcer:
     """Tells the rest of the system that SKUs changed, in the transaction that changed them: one
     `sku_processed` event each (choreography), or one flow each, started with its first command
@@ -281,6 +340,19 @@ class Announcer:
             await self.orchestrator.start_flows(session, names)
         else:
             await self.outbox.add_many(session, [routes.sku_processed(sku) for sku in names])
+
+    def announcement(self, sku: str, revision: int) -> Announcement:
+        """What announces a SKU's change to `revision`, built in the current flow, whose ids it carries."""
+        if self.mode == "orchestration":
+            return self.orchestrator.new_flow(sku, revision)
+        return routes.sku_processed(sku)
+
+    async def announce(self, session: AsyncSession, announcements: Sequence[Announcement]) -> None:
+        """Write announcements built by `announcement`, all in a few statements."""
+        if self.mode == "orchestration":
+            await self.orchestrator.start(session, [a for a in announcements if isinstance(a, NewFlow)])
+        else:
+            await self.outbox.add_many(session, [a for a in announcements if isinstance(a, Outgoing)])
 
     @classmethod
     def of(cls, runtime: ServiceRuntime) -> Announcer:
