@@ -145,7 +145,11 @@ async def make_feed(stack: Stack, tmp_path: Path) -> AsyncIterator[FeedFactory]:
     started: list[Feed] = []
 
     async def start(
-        path: str = "/outbox", password: str = "secret-ftp", poll: float = POLL, max_file_bytes: int = 1024**3
+        path: str = "/outbox",
+        password: str = "secret-ftp",
+        poll: float = POLL,
+        max_file_bytes: int = 1024**3,
+        max_backlog: int = 10_000,
     ) -> Feed:
         ftp = FtpServer(tmp_path / "ftp", "warehouse", "secret-ftp")
         ftp.start()
@@ -155,6 +159,7 @@ async def make_feed(stack: Stack, tmp_path: Path) -> AsyncIterator[FeedFactory]:
             warehouse_ftp_url=location.url(),
             warehouse_ftp_poll_seconds=poll,
             warehouse_max_file_bytes=max_file_bytes,
+            max_backlog=max_backlog,
             users_url=url_of(users_socket),
         )
         users = await serve(users_app(settings), users_socket)
@@ -395,6 +400,49 @@ async def test_several_inventory_processes_take_each_file_once(feed: Feed):
     assert sorted(entry.path for entry in entries) == [f"/outbox/d{n}.csv" for n in range(6)]
     assert {entry.status for entry in entries} == {"imported"}
     assert sorted(event.json()["sku"] for event in await feed.published()) == [f"SKU-{n}" for n in range(6)]
+
+
+async def test_while_the_backlog_is_at_its_bound_files_wait_on_the_server_and_are_all_imported_after(
+    make_feed: FeedFactory, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="skuflow.inventory.feed")
+    feed = await make_feed(max_backlog=2)
+    relay = feed.runtime.relay
+    assert relay is not None
+    await relay.stop()  # what is imported stays in the outbox, as behind a broker outage
+    # A file is recorded whole: this one passes the bound by its own size.
+    await feed.upload("first.csv", HEADER + "WH-1,SKU-A,1\nWH-1,SKU-B,2\nWH-1,SKU-C,3\n")
+    await wait_until(lambda: (feed.outbox / "processed" / "first.csv").exists(), what="first.csv processed")
+    await feed.upload("second.csv", HEADER + "WH-1,SKU-D,4\n")
+    await feed.upload("third.csv", HEADER + "WH-2,SKU-A,5\n")
+
+    await feed.wait_polls(5)
+    assert (feed.outbox / "second.csv").exists()
+    assert (feed.outbox / "third.csv").exists()
+    assert await feed.availability("SKU-D") is None
+    watcher = await feed.watcher()
+    assert watcher["status"] == "ok"  # waiting is no trouble: the files are safe on the server
+    assert watcher["waiting"] == (
+        "the backlog is at its bound (SKUFLOW_MAX_BACKLOG=2): 3 outbox messages wait to be published"
+    )
+    waits = [record for record in caplog.records if "the files wait on the server" in record.getMessage()]
+    assert len(waits) == 1, "logged once, not at every poll"
+
+    relay.start()
+    for name in ("second.csv", "third.csv"):
+        await wait_until(lambda name=name: (feed.outbox / "processed" / name).exists(), what=f"{name} processed")
+    assert [(entry.path, entry.status) for entry in await feed.ledger()] == [
+        ("/outbox/first.csv", "imported"),
+        ("/outbox/second.csv", "imported"),
+        ("/outbox/third.csv", "imported"),
+    ]
+    sku_a, sku_d = await feed.availability("SKU-A"), await feed.availability("SKU-D")
+    assert sku_a is not None
+    assert sku_d is not None
+    assert (sku_a["on_hand"], sku_a["revision"], sku_d["on_hand"]) == (6, 2, 4)
+    events = await feed.published()
+    assert sorted(event.json()["sku"] for event in events) == ["SKU-A", "SKU-A", "SKU-B", "SKU-C", "SKU-D"]
+    assert (await feed.watcher())["waiting"] is None
 
 
 async def test_stopping_mid_import_records_nothing_and_the_next_start_imports_the_file_whole(feed: Feed):

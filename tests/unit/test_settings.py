@@ -130,3 +130,27 @@ def test_the_file_size_limit_stays_within_what_line_numbers_can_count(monkeypatc
     monkeypatch.setenv("SKUFLOW_WAREHOUSE_MAX_FILE_BYTES", str(2**31))
     with pytest.raises(SettingsError, match="SKUFLOW_WAREHOUSE_MAX_FILE_BYTES"):
         load_settings()
+
+
+def test_the_backlog_bound_is_ten_thousand_messages_and_zero_means_none(monkeypatch: pytest.MonkeyPatch):
+    assert load_settings().max_backlog == 10_000
+    monkeypatch.setenv("SKUFLOW_MAX_BACKLOG", "0")
+    assert load_settings().max_backlog == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("-1", "greater than or equal to 0"),
+        ("lots", "a valid integer"),
+        ("2.5", "a valid integer"),
+        ("1000000001", "less than or equal to 1000000000"),
+    ],
+)
+def test_a_bad_backlog_bound_is_named_with_the_reason(monkeypatch: pytest.MonkeyPatch, value: str, why: str):
+    monkeypatch.setenv("SKUFLOW_MAX_BACKLOG", value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert "SKUFLOW_MAX_BACKLOG: " in str(error.value)
+    assert why in str(error.value)
+    assert repr(value) in str(error.value)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import case, select
 
-from skuflow.inventory import domain
+from skuflow.inventory import admission, domain
 from skuflow.inventory.db import skus
 from skuflow.inventory.fields import AsOf, OnHand
 from skuflow.inventory.recording import IdempotencyConflict, Recorder, Report, set_safety_stock
@@ -19,7 +19,7 @@ from skuflow.platform.auth import Principal, require_scope
 from skuflow.platform.db import utc
 from skuflow.platform.identifiers import Identifier
 from skuflow.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, Cursor, Limit, decode_cursor, page
-from skuflow.platform.responses import problem
+from skuflow.platform.responses import RETRY_AFTER, problem
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.web import runtime_of
 
@@ -74,9 +74,25 @@ class AvailabilityPage(BaseModel):
 
 router = APIRouter(prefix="/v1", tags=["inventory"])
 StockWriter = Annotated[Principal, Depends(require_scope("stock:write"))]
+# Declared here, this 503 replaces the one every operation with a token declares: it says both.
+SATURATED: dict[int | str, dict[str, Any]] = {
+    503: {
+        **problem(
+            "inventory's backlog is at its bound (SKUFLOW_MAX_BACKLOG) and nothing was recorded, or the users "
+            "service cannot verify the token now; try again after Retry-After"
+        ),
+        "headers": RETRY_AFTER,
+    }
+}
 
 
-@router.post("/stock", status_code=202, response_model=StockReportAnswer, summary="Report absolute stock numbers")
+@router.post(
+    "/stock",
+    status_code=202,
+    response_model=StockReportAnswer,
+    summary="Report absolute stock numbers",
+    responses=SATURATED,
+)
 async def report_stock(
     report: StockReport,
     request: Request,
@@ -85,7 +101,8 @@ async def report_stock(
 ) -> JSONResponse:
     """All items are valid or nothing is recorded. A number not newer (`as_of`) than the one recorded for
     its warehouse and SKU is ignored and counted as stale. A repeat with the same `Idempotency-Key` answers
-    as the first time and changes nothing."""
+    as the first time and changes nothing. While inventory's backlog is at its bound (SKUFLOW_MAX_BACKLOG),
+    503 with Retry-After, nothing recorded (a repeat still answers as the first time)."""
     duplicates = domain.duplicate_items((report.warehouse_id, item.sku) for item in report.items)
     if duplicates:
         raise RequestValidationError(
@@ -96,25 +113,36 @@ async def report_stock(
         )
     as_of = report.as_of or datetime.now(UTC)
     levels = [domain.ReportedLevel(report.warehouse_id, item.sku, item.on_hand, as_of) for item in report.items]
-    try:
-        recorder: Recorder = request.app.state.recorder
-        answer = await recorder.record(
-            Report.of(
-                levels,
-                principal=principal.sub,
-                idempotency_key=idempotency_key,
-                request=report.model_dump(mode="json"),
-            )
-        )
-    except IdempotencyConflict as error:
-        raise HTTPException(422, str(error)) from None
+    recorded = Report.of(
+        levels, principal=principal.sub, idempotency_key=idempotency_key, request=report.model_dump(mode="json")
+    )
+    saturated = admission.of(request).saturated()
+    if saturated is not None:
+        replay = await admission.replayed(runtime_of(request), recorded)
+        if replay is None:
+            raise admission.refused(request, saturated)
+        answer = replay
+    else:
+        try:
+            recorder: Recorder = request.app.state.recorder
+            answer = await recorder.record(recorded)
+        except IdempotencyConflict as error:
+            raise HTTPException(422, str(error)) from None
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
     return JSONResponse(answer.body, status_code=answer.status, headers=headers)
 
 
-@router.put("/skus/{sku}", response_model=Availability, summary="Set a SKU's safety stock")
+@router.put("/skus/{sku}", response_model=Availability, summary="Set a SKU's safety stock", responses=SATURATED)
 async def put_sku(sku: Identifier, body: SafetyStock, request: Request, _: StockWriter) -> dict[str, Any]:
+    """Creates an unknown SKU. While inventory's backlog is at its bound (SKUFLOW_MAX_BACKLOG), 503 with
+    Retry-After, nothing recorded (the safety stock the SKU has already is still answered)."""
     runtime = runtime_of(request)
+    saturated = admission.of(request).saturated()
+    if saturated is not None:
+        view = await _availability(runtime, sku)
+        if view is None or view["safety_stock"] != body.safety_stock:
+            raise admission.refused(request, saturated)
+        return view
     await set_safety_stock(runtime, sku, body.safety_stock)
     view = await _availability(runtime, sku)
     assert view is not None

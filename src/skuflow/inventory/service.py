@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from skuflow.inventory import api, flows_api
+from skuflow.inventory import admission, api, flows_api
 from skuflow.inventory.consumers import InventoryConsumers
 from skuflow.inventory.db import outbox
 from skuflow.inventory.feed.watcher import FeedWatcher
@@ -16,6 +16,7 @@ from skuflow.inventory.orchestration import Orchestrator, StepTimeouts
 from skuflow.inventory.recording import Announcer, Recorder
 from skuflow.inventory.retention import Retention
 from skuflow.messaging import routes
+from skuflow.platform.backpressure import Backpressure
 from skuflow.platform.db import Database
 from skuflow.platform.flows import StepReplies
 from skuflow.platform.ftp import FtpLocation
@@ -27,6 +28,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def build_runtime(settings: Settings) -> ServiceRuntime:
+    return _build(settings)[0]
+
+
+def _build(settings: Settings) -> tuple[ServiceRuntime, Backpressure]:
+    """The runtime, and the bound on the writes that its feed and the app's routes share."""
     db = Database(settings.database_url("inventory"), MIGRATIONS)
     runtime = ServiceRuntime("inventory", settings, db, outbox_table=outbox)
     assert runtime.outbox is not None
@@ -70,20 +76,22 @@ def build_runtime(settings: Settings) -> ServiceRuntime:
         retention,
         check=("retention", lambda: Check("ok", {"days": settings.retention_days, "deleted": dict(retention.deleted)})),
     )
+    backpressure = admission.backpressure(runtime)
+    runtime.run_beside(backpressure, check=("backlog", lambda: _backlog_check(backpressure)))
     if settings.warehouse_ftp_url:
         watcher = FeedWatcher(
-            runtime, FtpLocation.parse(settings.warehouse_ftp_url), settings.warehouse_ftp_poll_seconds
+            runtime, FtpLocation.parse(settings.warehouse_ftp_url), settings.warehouse_ftp_poll_seconds, backpressure
         )
         runtime.run_beside(watcher, check=("warehouse_ftp", lambda: _feed_check(watcher.report())))
     else:
         runtime.reports["warehouse_ftp"] = lambda: Check(
             "ok", {"status": "not configured (SKUFLOW_WAREHOUSE_FTP_URL is unset)"}
         )
-    return runtime
+    return runtime, backpressure
 
 
 def build_app(settings: Settings) -> FastAPI:
-    runtime = build_runtime(settings)
+    runtime, backpressure = _build(settings)
     app = create_app(
         runtime,
         [api.router, flows_api.router],
@@ -91,7 +99,13 @@ def build_app(settings: Settings) -> FastAPI:
         description="Stock numbers per warehouse and SKU, and availability for sale.",
     )
     app.state.recorder = Recorder(runtime)  # the stock reports' group commit (POST /v1/stock)
+    app.state.backpressure = backpressure  # the bound on the writes (admission.py)
     return app
+
+
+def _backlog_check(backpressure: Backpressure) -> Check:
+    """A backlog at its bound refuses writes, yet the service stays ready (readiness is its database and broker)."""
+    return Check("degraded" if backpressure.saturated() else "ok", backpressure.report())
 
 
 def _feed_check(report: dict[str, Any]) -> Check:

@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.messaging import Broker, Envelope, Outgoing, PublishError, PublishRefused
 from skuflow.platform.background import Wakeable
+from skuflow.platform.backpressure import Backlog
 from skuflow.platform.db import COPY_FROM, Database, utc
 
 log = logging.getLogger("skuflow.outbox")
@@ -168,6 +169,16 @@ class Outbox:
             await session.execute(self.table.insert(), [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
         if self.relay is not None:
             self.db.after_commit(session, self.relay.wake)
+
+    def backlog(self) -> Backlog:
+        """The messages not published yet, and those published since a moment: what backpressure counts."""
+        table = self.table
+        return Backlog(
+            "outbox_messages",
+            "outbox messages wait to be published",
+            select(table.c.id).where(table.c.published_at.is_(None)),
+            lambda since: select(table.c.id).where(table.c.published_at >= since),
+        )
 
     async def pending(self) -> int:
         async with self.db.reading() as session:

@@ -34,6 +34,10 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+# The header of a 429 or 503 that says when to try again.
+RETRY_AFTER: dict[str, Any] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+
+
 def problem(description: str) -> dict[str, Any]:
     """One error answer for an operation's `responses`: what it means, and the body it carries."""
     return {"description": description, "content": {"application/json": {"schema": PROBLEM_SCHEMA}}}

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(300, gt=0)
     retention_days: float = Field(30, gt=0)
     low_stock_threshold: int = Field(5, ge=0)
+    # An extension of ours (docs/contract.md): inventory takes no more writes while this many outbox messages
+    # wait to be published (in orchestration, or flows run); 0: no bound. At most 10^9: a count stops at twice it.
+    max_backlog: int = Field(10_000, ge=0, le=1_000_000_000)
 
     @field_validator("inventory_database_url", "catalog_database_url", "users_database_url")
     @classmethod

@@ -28,13 +28,12 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from skuflow.platform.responses import problem
+from skuflow.platform.responses import RETRY_AFTER, problem
 from skuflow.platform.text import a_plain_text, a_unicode_text
 from skuflow.platform.web import runtime_of
 from skuflow.users import accounts, emails, oauth, passwords, rate_limits
 
 BUSY = "too many password checks waiting (argon2's queue is full, or this address's share of it): retry later"
-RETRY_AFTER: dict[str, Any] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 
 # -- Sign-up --
 

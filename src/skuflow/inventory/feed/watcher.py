@@ -13,6 +13,12 @@ A file over `SKUFLOW_WAREHOUSE_MAX_FILE_BYTES` is rejected unread: as its listin
 or as its download finds, which stops at the limit. The ledger keeps such a version by its size and time,
 so a snapshot over the limit is reported once, not downloaded again until it changes.
 
+While inventory's backlog is at its bound (`SKUFLOW_MAX_BACKLOG`, `inventory/admission.py`), files wait on
+the server: before each file the watcher counts the backlog afresh (the file before may have filled it) and,
+at the bound, leaves this and the rest to later polls, saying so once in the log and in `/readyz`. A file is
+the unit: it is recorded whole, in one transaction, so it may pass the bound by its own size; pausing inside
+it would hold that transaction (and SQLite's one writer) open.
+
 Several inventory processes may watch the same server: a lock in the database lets one of them take a
 given file. When the server is down, refuses the login or lacks the folder, the watcher says so in the log
 and in `/readyz` (the service stays ready), and tries again with a growing delay.
@@ -42,6 +48,7 @@ from skuflow.inventory.feed.importer import (
     was_seen,
 )
 from skuflow.platform.background import Background
+from skuflow.platform.backpressure import Backpressure
 from skuflow.platform.ftp import FtpConnection, FtpError, FtpFileTooLarge, FtpLocation, RemoteFile, connect
 from skuflow.platform.runtime import ServiceRuntime
 
@@ -53,10 +60,14 @@ SNAPSHOT_RECHECK = 60.0  # seconds after which an unchanged-looking snapshot is 
 
 
 class FeedWatcher:
-    def __init__(self, runtime: ServiceRuntime, location: FtpLocation, poll_seconds: float) -> None:
+    def __init__(
+        self, runtime: ServiceRuntime, location: FtpLocation, poll_seconds: float, backpressure: Backpressure
+    ) -> None:
         self.runtime = runtime
         self.location = location
         self.poll_seconds = poll_seconds
+        self.backpressure = backpressure
+        self.waiting: str | None = None  # why the files wait on the server (the backlog at its bound), if they do
         self.max_file_bytes = runtime.settings.warehouse_max_file_bytes
         self.polls = 0  # completed polls (tests wait on it)
         self.problem: str | None = None
@@ -100,6 +111,7 @@ class FeedWatcher:
             "polls": self.polls,
             "last_poll_at": self.last_poll_at.isoformat() if self.last_poll_at else None,
             "importing": self.importing,
+            "waiting": self.waiting,
             "files": dict(self.counts),
             "last_file": self.last_file,
         }
@@ -143,6 +155,8 @@ class FeedWatcher:
                 if failed is not None and time.monotonic() < failed.retry_at:
                     problems.append(failed.problem)
                     continue
+                if await self._saturated():
+                    break  # this file and the rest stay steady on the server: taken at a later poll
                 try:
                     await self._take(ftp, file)
                 except FtpError as error:
@@ -157,6 +171,21 @@ class FeedWatcher:
         self.problem = "; ".join(problems) or None
         self.polls += 1
         self.last_poll_at = datetime.now(UTC)
+
+    async def _saturated(self) -> bool:
+        """Whether inventory's backlog is at its bound, counted now; logged once as the files begin to wait,
+        and once as they go on."""
+        await self.backpressure.refresh()
+        saturated = self.backpressure.saturated()
+        if saturated is None:
+            if self.waiting is not None:
+                log.info("warehouse feed: the backlog is below its bound again; importing")
+            self.waiting = None
+            return False
+        if self.waiting is None:
+            log.warning("warehouse feed: %s; the files wait on the server until it drains", saturated)
+        self.waiting = str(saturated)
+        return True
 
     async def _listing(self, ftp: FtpConnection) -> dict[str, tuple[int, str]]:
         """The wanted files' (size, modification time)."""
