@@ -21,7 +21,12 @@ UP_HINT = "is `skuflow up` running?"
 
 
 class ServiceError(Exception):
-    """The request did not go through; the message says why."""
+    """The request did not go through; the message says why. `retry_after`: the seconds a 503 asked to wait
+    before sending it again (backpressure), else None."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ServiceClient:
@@ -111,6 +116,7 @@ async def call(
         async with http.request(method, url, **kwargs) as response:
             body = await response.json(content_type=None)
             status = response.status
+            retry_after = _seconds(response.headers.get("Retry-After")) if status == 503 else None
     except aiohttp.ClientConnectionError as error:
         reason = error.os_error.strerror if isinstance(error, aiohttp.ClientConnectorError) else str(error)
         where = url.split("/v1/")[0]
@@ -118,8 +124,16 @@ async def call(
             f"cannot reach {service} at {where} ({setting}): {reason}" + (f"; {hint}" if hint else "")
         ) from None
     if status >= 400:
-        raise ServiceError(f"{service} refused the request ({status}): {explain(body)}")
+        raise ServiceError(f"{service} refused the request ({status}): {explain(body)}", retry_after)
     return dict(body) if body is not None else {}
+
+
+def _seconds(value: str | None) -> float | None:
+    """A `Retry-After` in seconds (the form the services send; an HTTP date is not), else None."""
+    try:
+        return float(value) if value is not None and value.isdigit() else None
+    except ValueError:
+        return None
 
 
 def explain(body: Any) -> str:

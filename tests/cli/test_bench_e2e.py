@@ -19,6 +19,7 @@ PHASE_FIELDS = {
     "phase",
     "skus",
     "reports",
+    "refused",
     "due_emails",
     "converge_seconds",
     "changes_per_second",

@@ -21,7 +21,7 @@ from skuflow.service_client import ServiceClient, ServiceError, until
 ON_HAND = 5  # what a phase reports: available
 SETUP_IN_FLIGHT = 16  # setup requests at once (not measured)
 USERS_IN_FLIGHT = 2  # users signing up at once: argon2 takes at most a few hashes per client address at once
-BUSY_RETRIES = 20  # a 503 (argon2's queue full) is tried again, after a pause
+BUSY_RETRIES = 20  # a 503 (argon2's queue full, inventory's backlog at its bound) is tried again, after Retry-After
 RESET_BATCH = 500  # SKUs per report when setting every SKU back to 0 between phases
 
 
@@ -32,7 +32,11 @@ class Sent:
     at: dict[str, float] = field(default_factory=dict)
     answers_ms: list[float] = field(default_factory=list)
     reports: int = 0
+    refused: int = 0  # answers 503 (backpressure): each report sent again after its Retry-After
     by_http: set[str] = field(default_factory=set)
+
+    def refusal(self) -> None:
+        self.refused += 1
 
     def timed(self) -> dict[str, float]:
         """The SKUs a latency is taken of: each HTTP report's; a phase of a snapshot alone, from its appearance."""
@@ -141,7 +145,10 @@ class Driver:
             async with gate:
                 body = {"warehouse_id": "WH-1", "items": [{"sku": sku, "on_hand": ON_HAND} for sku in skus]}
                 now, started = time.time(), time.monotonic()
-                await self.client.call("POST", "inventory", "/v1/stock", as_client="warehouse", json=body)
+                await _patiently(
+                    lambda: self.client.call("POST", "inventory", "/v1/stock", as_client="warehouse", json=body),
+                    sent.refusal,
+                )
                 sent.answers_ms.append((time.monotonic() - started) * 1000)
                 for sku in skus:
                     sent.at[sku] = now
@@ -210,7 +217,7 @@ class Driver:
         to_email = [max(0.0, (when - timed[sku]) * 1000) for sku, when in mails if sku in timed]
         figures.email_latency_ms = percentiles(to_email)
         figures.answer_ms = percentiles(sent.answers_ms)
-        figures.skus, figures.reports = len(skus), sent.reports
+        figures.skus, figures.reports, figures.refused = len(skus), sent.reports, sent.refused
         figures.emails = len(self.system.mailbox.accepted) - mails_before
         figures.due_emails = sum(self.wishes.get(sku, 0) for sku in skus)
         first = min(sent.at.values())
@@ -237,14 +244,20 @@ class Driver:
         await until(condition, what, SETUP_TIMEOUT, every=max(self.workload.poll, 0.5), error=NotConverged)
 
 
-async def _patiently(request: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+async def _patiently(
+    request: Callable[[], Awaitable[dict[str, Any]]], refused: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """The request, sent again after each 503 as its Retry-After asks (as a warehouse would), at most
+    BUSY_RETRIES times; `refused` is told of each 503."""
     for _ in range(BUSY_RETRIES):
         try:
             return await request()
         except ServiceError as error:
-            if "(503)" not in str(error):
+            if error.retry_after is None:
                 raise
-            await asyncio.sleep(0.2)
+            if refused is not None:
+                refused()
+            await asyncio.sleep(error.retry_after)
     return await request()
 
 

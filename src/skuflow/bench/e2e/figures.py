@@ -60,6 +60,7 @@ class PhaseFigures:
     phase: str  # "http", "ftp", or "mixed" (compare's: half over HTTP, half in a snapshot)
     skus: int = 0
     reports: int = 0  # HTTP reports sent (an FTP snapshot counts as none)
+    refused: int = 0  # HTTP reports answered 503 (backpressure) and sent again after Retry-After
     due_emails: int = 0
     converge_seconds: float = 0.0  # first report sent -> last SKU in catalog or last email accepted
     changes_per_second: float = 0.0  # SKUs / converge_seconds

@@ -40,6 +40,7 @@ def rows(phases: list[PhaseFigures]) -> list[tuple[str, list[str]]]:
         ("SKU changes/s converged", each(lambda f: round(f.changes_per_second, 1))),
         ("time to converge (s)", each(lambda f: round(f.converge_seconds, 2))),
         ("SKUs / HTTP reports", each(lambda f: f"{f.skus} / {f.reports}")),
+        ("reports refused (503, sent again)", each(lambda f: f.refused)),
         ("report -> catalog p50 / p99 / max (ms)", each(lambda f: triple(f.catalog_latency_ms))),
         ("report -> email p50 / p99 / max (ms)", each(lambda f: triple(f.email_latency_ms))),
         ("POST /v1/stock answer p50 / p99 (ms)", each(lambda f: pair(f.answer_ms))),
