@@ -98,14 +98,16 @@ def test_bench_stock_beside_the_raw_inventory_on_rabbitmq_and_postgresql(amqp_ur
     for run in report["runs"]:
         check_run(run, run["system"], run["run"])
         inventory = [process for process in run["processes"] if process["role"] == "inventory"]
+        users = [process["command"].split(" -m ", 1)[1] for process in run["processes"] if process["role"] == "users"]
         if run["system"] == "skuflow":
             assert len(inventory) == 3  # the supervisor and its two workers
             assert all("skuflow serve inventory --workers 2" in process["command"] for process in inventory)
-            assert [process["command"].split(" -m ")[1] for process in run["processes"] if process["role"] == "users"]
+            assert users == ["skuflow serve users"]
             assert run["outbox_backlog"] is not None
         else:
             assert len(inventory) == 2
             assert all(process["command"].endswith("-m skuflow.bench.raw inventory") for process in inventory)
+            assert users == []
             assert run["outbox_backlog"] is None
         for process in run["processes"]:
             if process["role"] in ("inventory", "users"):
