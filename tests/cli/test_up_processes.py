@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from skuflow.bench.e2e.processes import tree
+from skuflow.bench.processes import tree
 from skuflow.platform.serving import bind
 from tests.cli.test_cli import skuflow
 from tests.cli.test_system_commands import stop, wait_ready, walk_through

@@ -142,6 +142,76 @@ def bench_e2e(
         console.print(e2e.table(report))
 
 
+def bench_stock(
+    seconds: Annotated[float, typer.Option(min=0.1, help="The measured window of each run, after the warm-up.")] = 10.0,
+    requests: Annotated[
+        int, typer.Option("--requests", "-n", min=0, help="Reports in the measured window instead of --seconds.")
+    ] = 0,
+    warmup: Annotated[float, typer.Option(min=0, help="Seconds of the same load before the window.")] = 2.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Reports in flight, over all the generators.")] = 32,
+    clients: Annotated[
+        int, typer.Option(min=1, max=16, help="Load generator processes, each with its share of --concurrency.")
+    ] = 1,
+    skus: Annotated[
+        int,
+        typer.Option(
+            min=0, help="SKUs cycled over, each report a new number, at least --concurrency (0: a new SKU each time)."
+        ),
+    ] = 0,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="`skuflow serve inventory --workers N`, and N raw inventory processes."),
+    ] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Turns, each skuflow then raw; medians and per-pair ratios.")] = 1,
+    embedded: Annotated[
+        bool,
+        typer.Option("--embedded", help="`skuflow up` on the in-process broker and SQLite, alone (no raw baseline)."),
+    ] = False,
+    broker_url: Annotated[
+        str | None, typer.Option(help="RabbitMQ (default: SKUFLOW_BROKER_URL if amqp, else the local one).")
+    ] = None,
+    rabbitmq_api: Annotated[
+        str | None, typer.Option(help="Its management API, for scratch vhosts (default: http://<host>:15672).")
+    ] = None,
+    postgres_url: Annotated[
+        str, typer.Option(help="The PostgreSQL server to create scratch databases on (dropped after).")
+    ] = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+    as_json: Annotated[bool, typer.Option("--json", help="Print every figure as JSON.")] = False,
+) -> None:
+    """`POST /v1/stock` alone, one SKU per report: skuflow's inventory (`skuflow serve inventory`, users beside it
+    for the token) and the raw building blocks' inventory, each in processes of its own, loaded from other
+    processes; requests/s, answer times, errors, CPU, and skuflow / raw."""
+    from skuflow.bench.e2e import BenchError, StackChoice
+    from skuflow.bench.stock.figures import StockWorkload
+    from skuflow.bench.stock.rendering import table
+    from skuflow.bench.stock.turns import run
+    from skuflow.platform.logging import configure_logging
+
+    if clients > concurrency:
+        fail(
+            f"--clients {clients} is more than --concurrency {concurrency}: each generator keeps one in flight at least"
+        )
+    if 0 < skus < concurrency:
+        fail(f"--skus {skus} is fewer than --concurrency {concurrency}: each report in flight has SKUs of its own")
+    if 0 < requests < clients:
+        fail(f"--requests {requests} is fewer than --clients {clients}")
+    if embedded and workers:
+        fail("--workers needs PostgreSQL (`skuflow up` runs each service once): drop --embedded")
+    if embedded:
+        choice = StackChoice("memory://")
+    else:
+        choice = StackChoice(_bench_amqp_url(broker_url, "--broker-url"), postgres_url, rabbitmq_api)
+    configure_logging(level=logging.WARNING)
+    workload = StockWorkload(seconds, requests, warmup, concurrency, clients, skus, workers, runs)
+    say = err_console.print if as_json else console.print
+    with errors(usage=(), failure=(BenchError,)):
+        report = asyncio.run(run(choice, workload, say))
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        console.print(table(report))
+
+
 def bench_bus(
     messages: Annotated[int, typer.Option("--messages", "-n", min=1, help="Messages published per run.")] = 10_000,
     runs: Annotated[int, typer.Option(min=1, help="Runs per side; medians are reported.")] = 3,

@@ -7,8 +7,8 @@ scratch RabbitMQ vhost and scratch PostgreSQL databases). Setup, not measured (`
 hand, M users each wishing for K of them, then rest. Each phase changes every SKU from 0 to available once
 and is measured until converged: catalog shows every SKU available, the sink has every due email, no flow
 runs. Between phases every SKU goes back to 0 (not measured). Counts come from the services' `/metrics`
-before and after a phase at rest; CPU and peak memory per process from /proc (`processes`); what each
-figure means is in `figures`; `rendering` shows them.
+before and after a phase at rest; CPU and peak memory per process from /proc (`skuflow.bench.processes`);
+what each figure means is in `figures`; `rendering` shows them.
 
 With `systems` holding "raw" or "faststream", the same HTTP phase also runs against the flow written the
 obvious way on the raw building blocks (`skuflow.bench.raw`) or with its messaging in FastStream
@@ -28,11 +28,11 @@ from pathlib import Path
 
 from skuflow.bench.e2e.driver import Driver
 from skuflow.bench.e2e.figures import BenchError, NotConverged, PhaseFigures, Progress, Report, Workload, count_messages
-from skuflow.bench.e2e.processes import Watch
 from skuflow.bench.e2e.raw import RawDriver, running_raw
 from skuflow.bench.e2e.rendering import progress_bars, table
 from skuflow.bench.e2e.stack import StackChoice, scratch_stack
 from skuflow.bench.e2e.system import running
+from skuflow.bench.processes import Watch
 from skuflow.service_client import ServiceError
 
 __all__ = [
@@ -111,7 +111,7 @@ async def _one_mode(
             versions.update(stack.versions)
             driver = Driver(system, workload, lambda phase, done, total: progress(f"{mode}: {phase}", done, total))
             await driver.setup(skus, rng)
-            watch = Watch([system.process.pid], os.getpid())
+            watch = Watch({"system": [system.process.pid]}, os.getpid())
             for n, phase in enumerate(phases):
                 if n:
                     await driver.reset(skus)
@@ -131,7 +131,7 @@ async def _baseline(
                 versions["faststream"] = importlib.metadata.version("faststream")
             driver = RawDriver(system, workload, lambda phase, done, total: progress(f"{flow}: {phase}", done, total))
             await driver.setup(skus, random.Random(seed))
-            figures = await _phase(driver, Watch(system.pids, os.getpid()), "http", skus, workload.poll)
+            figures = await _phase(driver, Watch({"system": system.pids}, os.getpid()), "http", skus, workload.poll)
     figures.system = flow
     return figures
 

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from skuflow.bench.processes import ProcessFigures  # role "system" (the services) or "bench" (load, SMTP, FTP)
+
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (metric, labels) -> value, of one service
 Progress = Callable[[str, int, int], None]  # phase, done, total
 
@@ -43,15 +45,6 @@ class Workload:
     rate: float | None = None  # HTTP reports started per second (open loop), None: as fast as answered
     timeout: float = 600.0  # seconds for a phase to converge
     poll: float = 0.25  # seconds between two looks at convergence
-
-
-@dataclass
-class ProcessFigures:
-    role: str  # "system" (the services) or "bench" (the load generator, SMTP sink and FTP server)
-    pid: int
-    command: str
-    cpu_seconds: float = 0.0  # user + system, over the measured phase
-    peak_rss_mb: float = 0.0  # the kernel's high-water mark, reset at the phase's start when it allows
 
 
 @dataclass

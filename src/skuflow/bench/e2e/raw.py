@@ -4,7 +4,9 @@ runs one worker per service), on the same scratch stack and with the bench's SMT
 straight into its databases (not measured); its measured phase is the same HTTP stock reports.
 
 It has no /metrics: no message or call counts, and `settled` has nothing to wait for (nothing flows before the
-phase; after it, convergence already waited for every write the figures read)."""
+phase; after it, convergence already waited for every write the figures read).
+
+`raw_services` starts any of the services (`skuflow bench stock` starts the raw inventory alone)."""
 
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ import os
 import random
 import socket
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 
 from skuflow.bench.e2e.driver import Driver
@@ -61,62 +64,90 @@ class RawSystem:
 
 @contextlib.asynccontextmanager
 async def running_raw(scratch: Path, stack: Stack, flow: str = "raw") -> AsyncIterator[RawSystem]:
-    """The three services of `flow` (a key of BASELINES), stopped (SIGINT) after the block. Each listens on a
-    socket the bench bound (to a free port) and hands down: a port merely found free could be taken, before the
-    service binds it, by an outgoing connection of a service started before it."""
-    sockets = {name: _bound() for name in SERVICE_NAMES}
+    """The three services of `flow` (a key of BASELINES) with the bench's SMTP sink, stopped after the block."""
+    async with mail_sink() as (mailbox, sink):
+        smtp = {"RAW_SMTP_HOST": "127.0.0.1", "RAW_SMTP_PORT": str(sink.port)}
+        async with raw_services(scratch, stack, flow, SERVICE_NAMES, smtp) as started:
+            urls = started.urls
+            settings = Settings(inventory_url=urls["inventory"], catalog_url=urls["catalog"], users_url=urls["users"])
+            async with connected(settings, seconds=60, hint="") as plain:
+                client = FixedToken(plain.http, settings, hint="")
+                catalog = await asyncpg.connect(started.databases["catalog"])
+                try:
+                    pids = [process.pid for process in started.processes]
+                    yield RawSystem(client, mailbox, started.processes, started.databases, catalog, pids=pids)
+                finally:
+                    await catalog.close()
+
+
+@dataclass
+class RawServices:
+    urls: dict[str, str]  # service -> its address
+    processes: list[asyncio.subprocess.Process]
+    databases: dict[str, str]  # service -> asyncpg URL
+
+
+@contextlib.asynccontextmanager
+async def raw_services(
+    scratch: Path, stack: Stack, flow: str, names: Sequence[str], extra: Mapping[str, str], instances: int = 1
+) -> AsyncIterator[RawServices]:
+    """The services `names` of `flow`, `instances` processes each, answering /healthz; stopped (SIGINT) after the
+    block. `extra`: RAW_ variables beyond those the bench gives each (port, database, broker, token, URLs).
+
+    Each service listens on a socket the bench bound (to a free port) and hands down to each of its processes (the
+    kernel spreads the connections among them): a port merely found free could be taken, before the service
+    binds it, by an outgoing connection of a service started before it."""
+    sockets = {name: _bound() for name in names}
     urls = {name: f"http://127.0.0.1:{sock.getsockname()[1]}" for name, sock in sockets.items()}
     databases = {
         name: url.replace("postgresql+asyncpg://", "postgresql://") for name, url in stack.database_urls.items()
     }
-    async with mail_sink() as (mailbox, sink):
-        shared = {
-            "RAW_AMQP_URL": stack.broker_url,
-            "RAW_TOKEN": TOKEN,
-            "RAW_INVENTORY_URL": urls["inventory"],
-            "RAW_CATALOG_URL": urls["catalog"],
-            "RAW_SMTP_HOST": "127.0.0.1",
-            "RAW_SMTP_PORT": str(sink.port),
-            "RAW_PREFETCH": os.environ.get("SKUFLOW_PREFETCH", "32"),  # the same prefetch as skuflow's
-        }
-        started: list[tuple[asyncio.subprocess.Process, Path]] = []
-        try:
+    shared = {
+        "RAW_AMQP_URL": stack.broker_url,
+        "RAW_TOKEN": TOKEN,
+        **{f"RAW_{name.upper()}_URL": urls[name] for name in ("inventory", "catalog") if name in urls},
+        "RAW_PREFETCH": os.environ.get("SKUFLOW_PREFETCH", "32"),  # the same prefetch as skuflow's
+        **extra,
+    }
+    started: list[tuple[asyncio.subprocess.Process, Path]] = []
+    try:
+        async with aiohttp.ClientSession() as http:
             for name, url in urls.items():
-                log_path = scratch / f"{flow}-{name}.log"
                 fd = sockets[name].fileno()
-                env = {
-                    **os.environ,
+                settings = {
                     **shared,
                     "RAW_PORT": url.rsplit(":", 1)[1],
                     "RAW_LISTEN_FD": str(fd),
                     "RAW_DATABASE_URL": databases[name],
                 }
-                with log_path.open("wb") as log, sockets[name]:  # the bench's copy closed once handed down
-                    process = await asyncio.create_subprocess_exec(
-                        *(sys.executable, "-m", BASELINES[flow], name),
-                        env=env,
-                        stdin=asyncio.subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=log,
-                        pass_fds=(fd,),
-                    )
-                started.append((process, log_path))
-            settings = Settings(inventory_url=urls["inventory"], catalog_url=urls["catalog"], users_url=urls["users"])
-            async with connected(settings, seconds=60, hint="") as plain:
-                client = FixedToken(plain.http, settings, hint="")
-                ready = [f"{url}/healthz" for url in urls.values()]
-                await until_answering(started, client, ready, f"the {flow} services")
-                catalog = await asyncpg.connect(databases["catalog"])
-                try:
-                    processes = [process for process, _ in started]
-                    pids = [process.pid for process in processes]
-                    yield RawSystem(client, mailbox, processes, databases, catalog, pids=pids)
-                finally:
-                    await catalog.close()
-        finally:
-            for sock in sockets.values():
-                sock.close()  # those not handed down, after an error
-            await asyncio.gather(*(stop(process) for process, _ in started))
+                with sockets[name]:  # the bench's copy closed once handed down
+                    for n in range(instances):
+                        log_path = scratch / f"{flow}-{name}{f'-{n}' if n else ''}.log"
+                        started.append((await _raw_process(flow, name, settings, log_path, fd), log_path))
+                        if n == 0 and instances > 1:  # its tables made before the next start: no CREATE TABLE race
+                            await until_answering(started[-1:], http, [f"{url}/healthz"], f"the {flow} {name}")
+            # A later instance may still be starting: a benchmark's warm-up covers that.
+            await until_answering(started, http, [f"{url}/healthz" for url in urls.values()], f"the {flow} services")
+        yield RawServices(urls, [process for process, _ in started], databases)
+    finally:
+        for sock in sockets.values():
+            sock.close()  # those not handed down, after an error
+        await asyncio.gather(*(stop(process) for process, _ in started))
+
+
+async def _raw_process(
+    flow: str, name: str, settings: dict[str, str], log_path: Path, fd: int
+) -> asyncio.subprocess.Process:
+    """One process of the raw service `name`, with the RAW_ `settings`, listening on the inherited socket `fd`."""
+    with log_path.open("wb") as log:
+        return await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", BASELINES[flow], name),
+            env={**os.environ, **settings},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            pass_fds=(fd,),
+        )
 
 
 def _bound() -> socket.socket:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -51,8 +51,10 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def scratch_stack(choice: StackChoice) -> AsyncIterator[Stack]:
-    async with _vhost(choice) as (broker_url, broker_version), _databases(choice.postgres_url) as (urls, pg_version):
+async def scratch_stack(choice: StackChoice, services: Sequence[str] = SERVICE_NAMES) -> AsyncIterator[Stack]:
+    """A scratch vhost (or the in-process broker) and, on PostgreSQL, a scratch database for each of `services`."""
+    vhost, databases = _vhost(choice), _databases(choice.postgres_url, services)
+    async with vhost as (broker_url, broker_version), databases as (urls, pg_version):
         versions = {name: value for name, value in (("rabbitmq", broker_version), ("postgresql", pg_version)) if value}
         yield Stack(broker_url, urls, versions)
 
@@ -106,7 +108,7 @@ async def _reachable(amqp_url: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _databases(postgres_url: str | None) -> AsyncIterator[tuple[dict[str, str], str]]:
+async def _databases(postgres_url: str | None, services: Sequence[str]) -> AsyncIterator[tuple[dict[str, str], str]]:
     """Nothing for SQLite (the data folder); else a scratch PostgreSQL database per service, dropped after."""
     if postgres_url is None:
         yield {}, ""
@@ -118,7 +120,7 @@ async def _databases(postgres_url: str | None) -> AsyncIterator[tuple[dict[str, 
         raise BenchError(
             f"cannot reach PostgreSQL at {without_password(postgres_url)} (--postgres-url): {error}"
         ) from None
-    names = {service: f"skuflow_bench_{service}_{uuid.uuid4().hex[:8]}" for service in SERVICE_NAMES}
+    names = {service: f"skuflow_bench_{service}_{uuid.uuid4().hex[:8]}" for service in services}
     try:
         version = str(await admin.fetchval("SHOW server_version"))
         for name in names.values():

@@ -188,7 +188,7 @@ async def mail_sink() -> AsyncIterator[tuple[Mailbox, SmtpSink]]:
 async def _started(
     mode: str, scratch: Path, stack: Stack, processes: bool, mailbox: Mailbox, sink: SmtpSink, ftp: FtpServer
 ) -> AsyncIterator[System]:
-    urls = {name: f"http://127.0.0.1:{_free_port()}" for name in SERVICE_NAMES}
+    urls = {name: f"http://127.0.0.1:{free_port()}" for name in SERVICE_NAMES}
     values: dict[str, Any] = {
         "mode": mode,
         "broker_url": stack.broker_url,
@@ -204,14 +204,24 @@ async def _started(
         **{f"{name}_database_url": url for name, url in stack.database_urls.items()},
     }
     settings = Settings(**values)
-    log_path = scratch / "skuflow-up.log"
+    up = ["up", *(["--processes"] if processes else [])]
+    command = skuflow_command(up, values, scratch, "skuflow-up.log")
+    async with command as started, connected(settings, seconds=60, hint="") as client:
+        ready = [f"{url}/readyz" for url in urls.values()]
+        await until_answering([started], client.http, ready, "`skuflow up`")
+        yield System(mode, settings, client, mailbox, ftp, started[0], stack.broker_url.startswith("amqp"))
+
+
+@contextlib.asynccontextmanager
+async def skuflow_command(
+    args: list[str], values: dict[str, Any], scratch: Path, log_name: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path]]:
+    """`skuflow ARGS` in a process of its own, with the settings `values` (and the caller's other SKUFLOW_
+    variables), its output in the log `scratch/log_name`; stopped after the block (SIGINT, as Ctrl-C)."""
+    log_path = scratch / log_name
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "skuflow",
-            "up",
-            *(["--processes"] if processes else []),
+            *(sys.executable, "-m", "skuflow", *args),
             cwd=scratch,  # no skuflow config file of the caller's folder applies
             env={**os.environ, **_environment(values)},
             stdin=asyncio.subprocess.DEVNULL,
@@ -219,10 +229,7 @@ async def _started(
             stderr=log,
         )
     try:
-        async with connected(settings, seconds=60, hint="") as client:
-            ready = [f"{url}/readyz" for url in urls.values()]
-            await until_answering([(process, log_path)], client, ready, "`skuflow up`")
-            yield System(mode, settings, client, mailbox, ftp, process, stack.broker_url.startswith("amqp"))
+        yield process, log_path
     finally:
         await stop(process)
 
@@ -236,7 +243,7 @@ def _environment(values: dict[str, Any]) -> dict[str, str]:
     return {f"SKUFLOW_{key.upper()}": value for key, value in shown.items()}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A port free now; `skuflow up` binds it a moment later (a clash would fail its start, naming the port)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -245,7 +252,7 @@ def _free_port() -> int:
 
 
 async def until_answering(
-    processes: list[tuple[asyncio.subprocess.Process, Path]], client: ServiceClient, urls: list[str], what: str
+    processes: list[tuple[asyncio.subprocess.Process, Path]], http: aiohttp.ClientSession, urls: list[str], what: str
 ) -> None:
     """Until each of `urls` answers 200; `BenchError` if a process ends first (with its log's tail) or
     START_SECONDS pass."""
@@ -256,7 +263,7 @@ async def until_answering(
                 if process.returncode is not None:
                     raise BenchError(f"{what} ended ({process.returncode}) before it answered:\n{_tail(log_path)}")
             with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with client.http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
                     if response.status == 200:
                         break
             if time.monotonic() > deadline:

@@ -1,4 +1,5 @@
-"""CPU seconds and peak resident memory of processes, from Linux's /proc (no psutil: not a dependency).
+"""CPU seconds and peak resident memory of processes, from Linux's /proc (no psutil: not a dependency), for
+the benchmarks that run what they measure in processes of their own (`bench e2e`, `bench stock`).
 
 The peak is the kernel's high-water mark (VmHWM), so no sampling thread is needed and no short peak is
 missed; writing 5 to /proc/<pid>/clear_refs resets it, so that a phase's peak is its own."""
@@ -7,15 +8,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-
-from skuflow.bench.e2e.figures import ProcessFigures
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+@dataclass
+class ProcessFigures:
+    role: str  # the part it plays: "system" or "bench" in `bench e2e`; "inventory", "users", "load", "bench" in stock
+    pid: int
+    command: str
+    cpu_seconds: float = 0.0  # user + system, over the measured span
+    peak_rss_mb: float = 0.0  # the kernel's high-water mark, reset at the span's start when it allows
+
+
 def tree(pid: int) -> list[int]:
-    """`pid` and its descendants (`skuflow up` is one process today; with workers it would have children)."""
+    """`pid` and its descendants (`skuflow up --processes` and `skuflow serve --workers N` have children)."""
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -60,13 +70,14 @@ def command(pid: int) -> str:
 class Watch:
     """Each process's CPU over a span, and its peak memory in it: `start()`, then `stop()` for the figures."""
 
-    def __init__(self, systems: list[int], bench: int) -> None:
-        self.systems = systems  # the roots of the system's processes (`skuflow up`, or each raw service)
-        self.bench = bench  # this process alone (the system is its child)
+    def __init__(self, roles: Mapping[str, Sequence[int]], bench: int) -> None:
+        self.roles = roles  # role -> the roots of its processes, each counted with its descendants
+        self.bench = bench  # this process alone (the roots are its children)
         self._cpu: dict[int, float] = {}
 
     def pids(self) -> list[tuple[str, int]]:
-        return [*(("system", pid) for root in self.systems for pid in tree(root)), ("bench", self.bench)]
+        found = [(role, pid) for role, roots in self.roles.items() for root in roots for pid in tree(root)]
+        return [*found, ("bench", self.bench)]
 
     def start(self) -> None:
         self._cpu = {}
