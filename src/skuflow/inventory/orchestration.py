@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.inventory.db import flow_steps, flows, outbox, skus
@@ -142,72 +142,132 @@ class Orchestrator:
         await self.outbox.add_many(session, commands)
 
     async def on_step_finished(self, messages: Sequence[Message[StepFinished]]) -> None:
-        """Consumer of `inventory.flow_replies`: move each reply's flow on, the batch in one transaction (the
-        flows locked in key order, as two batches of two processes then queue instead of deadlocking)."""
-        now = self.clock()
+        """Consumer of `inventory.flow_replies`: move each reply's flow on, the batch in one transaction and a
+        fixed number of statements: the flows are read (locked in key order, as two batches of two processes
+        then queue instead of deadlocking) with their steps, each reply moves them on in memory in turn (in
+        its own flow context, for the commands it sends), and what changed is written back at once."""
+        ordered = sorted(messages, key=lambda message: message.body.flow_id)
         async with self.db.transaction() as session:
-            for message in sorted(messages, key=lambda message: message.body.flow_id):
+            moves = await _Moves.read(self.db, session, [message.body for message in ordered], self.clock())
+            for message in ordered:
                 with message.flow():
-                    await self._move_on(session, message.body, now)
+                    moves.move_on(message.body)
+            await moves.write(session)
+            await self.outbox.add_many(session, moves.commands)
 
-    async def _move_on(self, session: AsyncSession, reply: StepFinished, now: datetime) -> None:
-        flow = (
-            await session.execute(self.db.for_update(select(flows).where(flows.c.flow_id == reply.flow_id)))
-        ).first()
+
+class _Moves:
+    """Flows and their steps as a batch of replies leaves them: read once, changed in memory, written once."""
+
+    def __init__(self, flows: dict[str, dict[str, Any]], steps: dict[tuple[str, str], dict[str, Any]], now: datetime):
+        self.flows = flows
+        self.steps = steps
+        self.now = now
+        self.availability: dict[str, dict[str, Any]] = {}  # sku -> what recalculation found, for its flows
+        self.changed_flows: set[str] = set()
+        self.changed_steps: set[tuple[str, str]] = set()
+        self.commands: list[Outgoing] = []
+
+    @classmethod
+    async def read(cls, db: Database, session: AsyncSession, replies: Sequence[StepFinished], now: datetime) -> _Moves:
+        ids = sorted({reply.flow_id for reply in replies})
+        query = db.for_update(select(flows).where(flows.c.flow_id.in_(ids)).order_by(flows.c.flow_id))
+        found = {row.flow_id: dict(row._mapping) for row in await session.execute(query)}
+        steps = {
+            (row.flow_id, row.step): dict(row._mapping)
+            for row in await session.execute(select(flow_steps).where(flow_steps.c.flow_id.in_(list(found))))
+        }
+        moves = cls(found, steps, now)
+        recalculated = sorted(
+            {found[r.flow_id]["sku"] for r in replies if r.step == RECALCULATE and r.flow_id in found}
+        )
+        if recalculated:
+            query = select(skus.c.sku, skus.c.available_for_sale, skus.c.recalculated_revision)
+            moves.availability = {
+                row.sku: {
+                    "available_for_sale": row.available_for_sale,
+                    "recalculated_revision": row.recalculated_revision,
+                }
+                for row in await session.execute(query.where(skus.c.sku.in_(recalculated)))
+            }
+        return moves
+
+    def move_on(self, reply: StepFinished) -> None:
+        flow = self.flows.get(reply.flow_id)
         if flow is None:
             log.warning("step_finished for unknown flow %s (%s): ignored", reply.flow_id, reply.step)
             return
-        step = (
-            await session.execute(
-                select(flow_steps).where(flow_steps.c.flow_id == reply.flow_id, flow_steps.c.step == reply.step)
-            )
-        ).first()
-        if step is None or step.attempts == 0 or reply.sku != flow.sku:
-            log.warning("an answer flow %s did not ask for (%s, %s): ignored", flow.flow_id, reply.step, reply.sku)
+        step = self.steps.get((reply.flow_id, reply.step))
+        if step is None or step["attempts"] == 0 or reply.sku != flow["sku"]:
+            log.warning("an answer flow %s did not ask for (%s, %s): ignored", reply.flow_id, reply.step, reply.sku)
             return
-        if flow.status != "running" or step.status != "pending":
+        if flow["status"] != "running" or step["status"] != "pending":
             # A repeat, or an answer after the flow failed or was superseded: the flow's outcome stands.
-            log.info("late or repeated %s for flow %s (%s): ignored", reply.step, reply.flow_id, flow.status)
+            log.info("late or repeated %s for flow %s (%s): ignored", reply.step, reply.flow_id, flow["status"])
             return
         if not reply.ok:
-            await fail(session, flow.flow_id, reply.step, reply.error or "the step failed", now)
+            self._fail(flow, reply.step, reply.error or "the step failed")
             return
-        await _set_step(session, flow.flow_id, reply.step, status="done", finished_at=now)
+        self._set_step(flow, reply.step, status="done", finished_at=self.now)
         if reply.step == RECALCULATE:
-            await self._after_recalculation(session, flow, now)
-        elif await _all_done(session, flow.flow_id):
+            self._after_recalculation(flow)
+        elif all(self.steps[(reply.flow_id, name)]["status"] == "done" for name in STEPS):
+            self._set_flow(flow, status="completed", finished_at=self.now)
+        else:
+            self._set_flow(flow)
+
+    def _after_recalculation(self, flow: dict[str, Any]) -> None:
+        """Send catalog and users what recalculation found, with the revision it was found at."""
+        # Flows are only started for SKUs that exist, and SKUs are never deleted.
+        self._set_flow(flow, **self.availability[flow["sku"]])
+        for step in (UPDATE_CATALOG, UPDATE_WISHLISTS):
+            command = step_command(step, flow)
+            self.commands.append(command)
+            self._set_step(flow, step, attempts=1, sent_at=self.now, command_id=command.envelope.message_id)
+
+    def _fail(self, flow: dict[str, Any], step: str, error: str) -> None:
+        self._set_step(flow, step, status="failed", finished_at=self.now, error=error)
+        self._set_flow(flow, status="failed", error=f"{step}: {error}", finished_at=self.now)
+        log.error("flow %s failed at %s: %s", flow["flow_id"], step, error)
+
+    def _set_flow(self, flow: dict[str, Any], **values: Any) -> None:
+        flow.update(values, updated_at=self.now)
+        self.changed_flows.add(flow["flow_id"])
+
+    def _set_step(self, flow: dict[str, Any], step: str, **values: Any) -> None:
+        self.steps[(flow["flow_id"], step)].update(values)
+        self.changed_steps.add((flow["flow_id"], step))
+
+    async def write(self, session: AsyncSession) -> None:
+        if self.changed_steps:
+            await session.execute(
+                flow_steps.update()
+                .where(flow_steps.c.flow_id == bindparam("key_flow"), flow_steps.c.step == bindparam("key_step"))
+                .values({name: bindparam(name) for name in _STEP_STATE}),
+                [
+                    {
+                        "key_flow": flow_id,
+                        "key_step": step,
+                        **{name: self.steps[(flow_id, step)][name] for name in _STEP_STATE},
+                    }
+                    for flow_id, step in sorted(self.changed_steps)
+                ],
+            )
+        if self.changed_flows:
             await session.execute(
                 flows.update()
-                .where(flows.c.flow_id == flow.flow_id, flows.c.status == "running")
-                .values(status="completed", updated_at=now, finished_at=now)
+                .where(flows.c.flow_id == bindparam("key_flow"))
+                .values({name: bindparam(name) for name in _FLOW_STATE}),
+                [
+                    {"key_flow": flow_id, **{name: self.flows[flow_id][name] for name in _FLOW_STATE}}
+                    for flow_id in sorted(self.changed_flows)
+                ],
             )
-        else:
-            await session.execute(flows.update().where(flows.c.flow_id == flow.flow_id).values(updated_at=now))
-
-    async def _after_recalculation(self, session: AsyncSession, flow: Any, now: datetime) -> None:
-        """Send catalog and users what recalculation found, with the revision it was found at."""
-        sku = (
-            await session.execute(
-                select(skus.c.available_for_sale, skus.c.recalculated_revision).where(skus.c.sku == flow.sku)
-            )
-        ).first()
-        assert sku is not None  # flows are only started for SKUs that exist, and SKUs are never deleted
-        values = {"available_for_sale": sku.available_for_sale, "recalculated_revision": sku.recalculated_revision}
-        await session.execute(flows.update().where(flows.c.flow_id == flow.flow_id).values(**values, updated_at=now))
-        row = {**flow._mapping, **values}
-        commands = [step_command(step, row) for step in (UPDATE_CATALOG, UPDATE_WISHLISTS)]
-        for step, sent in zip((UPDATE_CATALOG, UPDATE_WISHLISTS), commands, strict=True):
-            await _set_step(session, flow.flow_id, step, attempts=1, sent_at=now, command_id=sent.envelope.message_id)
-        await self.outbox.add_many(session, commands)
 
 
-async def _all_done(session: AsyncSession, flow_id: str) -> bool:
-    waiting = await session.scalar(
-        select(func.count())
-        .select_from(flow_steps)
-        .where(flow_steps.c.flow_id == flow_id, flow_steps.c.status != "done")
-    )
-    return not waiting
+# What a reply may change of a step and of a flow, written back whole.
+_STEP_STATE = ("status", "attempts", "sent_at", "command_id", "finished_at", "error")
+_FLOW_STATE = ("status", "available_for_sale", "recalculated_revision", "error", "updated_at", "finished_at")
 
 
 async def fail(session: AsyncSession, flow_id: str, step: str, error: str, now: datetime) -> None:
