@@ -171,11 +171,8 @@ def _ended(service: ServiceProcesses) -> str:
 
 async def _reachable(broker_url: str) -> None:
     """RabbitMQ answers, or an OSError naming it, before any service starts."""
-    import aio_pika
+    from skuflow.messaging.amqp import unreachable  # aio-pika, imported only when needed
 
-    try:
-        connection = await aio_pika.connect(broker_url, timeout=10)
-    except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as error:
-        reason = str(error) or type(error).__name__
-        raise OSError(f"cannot reach RabbitMQ at {without_password(broker_url)}: {reason}") from None
-    await connection.close()
+    reason = await unreachable(broker_url)
+    if reason is not None:
+        raise OSError(f"cannot reach RabbitMQ at {without_password(broker_url)}: {reason}")

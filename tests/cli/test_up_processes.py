@@ -137,3 +137,12 @@ def test_up_processes_refuses_the_in_process_broker_and_sqlite(environment: dict
     alone = skuflow("up", "--instances", "2", env=environment)
     assert (alone.returncode, "--instances needs --processes" in alone.stderr) == (2, True)
     assert not os.path.exists(environment["SKUFLOW_DATA_DIR"]), "nothing was started, not even a secret made"
+
+    with bind("127.0.0.1", 0) as closed:  # bound but not listening: every connection is refused
+        port = closed.getsockname()[1]
+        nowhere = {"SKUFLOW_BROKER_URL": f"amqp://guest:hidden@127.0.0.1:{port}/"}
+        named = {key: f"{url}never_created" for key, url in databases.items()}
+        unreachable = skuflow("up", "--processes", env=environment | nowhere | named)
+    assert unreachable.returncode == 1
+    assert f"cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:{port}/" in unreachable.stderr
+    assert "hidden" not in unreachable.stderr

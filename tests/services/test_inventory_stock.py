@@ -329,3 +329,33 @@ async def test_reports_recorded_together_keep_each_its_own_answer_flow_and_outco
     assert {sku: flow for sku, flow in events.items() if sku != "SKU-0"} == {
         f"SKU-{n}": f"flow-{n}" for n in range(1, 13)
     }
+
+
+async def test_a_report_of_the_most_items_is_recorded(system: System, warehouse: str):
+    """10,000 items, the most a report may hold (CONTRACT): recorded, on PostgreSQL too."""
+    body = {"warehouse_id": "WH-1", "items": [{"sku": f"SKU-{n}", "on_hand": 1} for n in range(10_000)]}
+    status, answer = await post_stock(system, warehouse, body)
+    assert (status, answer["accepted"]) == (202, 10_000), answer
+
+
+async def test_reports_recorded_together_whatever_their_size(system: System):
+    """Four reports of 2,500 items arriving together are written in one transaction, not failed over to one
+    each (PostgreSQL refuses a row-value IN list of ~7,000 pairs: stack depth limit exceeded)."""
+    from skuflow.inventory import domain
+    from skuflow.inventory.recording import Report
+    from skuflow.platform.group_commit import Submitted
+
+    now = datetime.now(UTC)
+    reports = [
+        Submitted(
+            Report.of(
+                [domain.ReportedLevel(f"WH-{w}", f"SKU-{n}", 1, now) for n in range(2_500)],
+                principal="warehouse",
+                idempotency_key=None,
+                request=w,
+            )
+        )
+        for w in range(4)
+    ]
+    answers = await system.inventory.app.state.recorder._write(reports)
+    assert [answer.body["accepted"] for answer in answers] == [2_500] * 4

@@ -294,3 +294,157 @@ async def test_a_new_safety_stock_starts_a_flow_too(system: System):
 def mode() -> str:
     """Orchestration, except in the test parametrized over both."""
     return "orchestration"
+
+
+def _reports(*reported: tuple[str, str, int]) -> list[Any]:
+    """Stock reports as the API hands them to the recorder, each in a context of its own."""
+    from datetime import UTC, datetime
+
+    from skuflow.inventory import domain
+    from skuflow.inventory.recording import Report
+    from skuflow.platform.group_commit import Submitted
+
+    now = datetime.now(UTC)
+    return [
+        Submitted(
+            Report.of(
+                [domain.ReportedLevel(warehouse, sku, on_hand, now)],
+                principal="warehouse",
+                idempotency_key=None,
+                request=[warehouse, sku, on_hand],
+            )
+        )
+        for warehouse, sku, on_hand in reported
+    ]
+
+
+async def _flows_of_sku(system: System, sku: str) -> list[Any]:
+    from sqlalchemy import select
+
+    from skuflow.inventory.db import flows
+
+    async with system.inventory_runtime.db.reading() as session:
+        query = select(flows).where(flows.c.sku == sku).order_by(flows.c.flow_id)
+        return list((await session.execute(query)).all())
+
+
+async def test_a_flow_superseded_within_a_group_is_written_finished(system: System):
+    """A group whose first flow runs and a later SKU's flow is superseded within it: the superseded one ends
+    (finished_at), as every flow superseded does, or retention never takes it."""
+    recorder = system.inventory.app.state.recorder
+    answers = await recorder._write(_reports(("WH-1", "SKU-GA", 1), ("WH-1", "SKU-GB", 1), ("WH-2", "SKU-GB", 2)))
+    assert [answer.status for answer in answers] == [202, 202, 202]
+
+    older, newer = await _flows_of_sku(system, "SKU-GB")
+    assert (older.status, newer.status) == ("superseded", "running")
+    assert older.finished_at is not None, "a superseded flow has ended"
+
+
+async def test_a_group_whose_first_flow_is_superseded_is_written_as_one(system: System):
+    """Two reports of one SKU in one group: written set-wise (the first flow superseded, unsent), not failed
+    over to one transaction per report."""
+    recorder = system.inventory.app.state.recorder
+    answers = await recorder._write(_reports(("WH-1", "SKU-GC", 1), ("WH-2", "SKU-GC", 2)))
+    assert [answer.status for answer in answers] == [202, 202]
+
+    older, newer = await _flows_of_sku(system, "SKU-GC")
+    assert (older.status, older.revision, newer.status, newer.revision) == ("superseded", 1, "running", 2)
+    assert older.finished_at is not None
+
+
+async def test_a_batch_of_replies_moves_its_flows_as_one_at_a_time_would(system: System):
+    """Review check (ff9cf94): several replies of one flow in one batch, a repeat, a reply for a superseded
+    flow, and a failure, handled together as they were one after another."""
+    from datetime import UTC, datetime
+
+    from skuflow.inventory.db import flow_steps, flows
+    from skuflow.inventory.messages import StepFinished
+    from skuflow.inventory.orchestration import STEPS, Orchestrator, new_flow_id
+
+    await report(system, "SKU-Q", 3, "batch-q")
+    await wait_until(lambda: flow_status_is(system, "batch-q", "completed"), what="the first flow")
+    runtime = system.inventory_runtime
+    now = datetime.now(UTC)
+    ids = [new_flow_id() for _ in range(3)]
+    async with runtime.db.transaction() as session:
+        for flow_id, status in zip(ids, ("running", "superseded", "running"), strict=True):
+            await session.execute(
+                flows.insert().values(
+                    flow_id=flow_id,
+                    correlation_id=f"c-{flow_id}",
+                    sku="SKU-Q",
+                    revision=1,
+                    status=status,
+                    started_at=now,
+                    updated_at=now,
+                )
+            )
+            for step in STEPS:
+                first = step == STEPS[0]
+                await session.execute(
+                    flow_steps.insert().values(
+                        flow_id=flow_id,
+                        step=step,
+                        status="pending",
+                        attempts=1 if first else 0,
+                        sent_at=now if first else None,
+                        command_id=None,
+                    )
+                )
+
+    def reply(flow_id: str, step: str, ok: bool = True) -> Message[StepFinished]:
+        body = {
+            "flow_id": flow_id,
+            "sku": "SKU-Q",
+            "step": step,
+            "revision": 1,
+            "ok": ok,
+            "error": None if ok else "boom",
+        }
+        return Message(StepFinished(**body), system.observer.envelope("step_finished", body), 1)
+
+    one, superseded, failing = ids
+    batch = [
+        reply(one, STEPS[0]),
+        reply(one, STEPS[0]),
+        reply(superseded, STEPS[0]),
+        reply(failing, STEPS[0], ok=False),
+        reply(one, STEPS[1]),
+        reply(one, STEPS[2]),
+    ]
+    await Orchestrator(runtime.db, runtime.outbox).on_step_finished(batch)
+
+    async with runtime.db.reading() as session:
+        found = {row.flow_id: row for row in await session.execute(flows.select().where(flows.c.flow_id.in_(ids)))}
+        steps = {
+            (row.flow_id, row.step): row
+            for row in await session.execute(flow_steps.select().where(flow_steps.c.flow_id.in_(ids)))
+        }
+    assert (found[one].status, found[one].available_for_sale, found[one].recalculated_revision) == ("completed", 3, 1)
+    assert [steps[(one, s)].status for s in STEPS] == ["done"] * 3
+    assert found[one].finished_at is not None
+    assert (found[superseded].status, steps[(superseded, STEPS[0])].status) == ("superseded", "pending")
+    assert (found[failing].status, found[failing].error) == ("failed", "recalculate_sku: boom")
+    assert steps[(failing, STEPS[0])].status == "failed"
+
+
+async def test_a_large_group_writes_its_superseded_flows_finished(system: System):
+    """The same with 200 flows and more, written by COPY on PostgreSQL (columns taken from the first row)."""
+    from datetime import UTC, datetime
+
+    from skuflow.inventory import domain
+    from skuflow.inventory.recording import Report
+    from skuflow.platform.group_commit import Submitted
+
+    now = datetime.now(UTC)
+    first = [domain.ReportedLevel("WH-1", f"SKU-L{n}", 1, now) for n in range(250)]
+    later = [domain.ReportedLevel("WH-2", "SKU-L249", 2, now)]
+    reports = [
+        Submitted(Report.of(levels, principal="warehouse", idempotency_key=None, request=n))
+        for n, levels in enumerate((first, later))
+    ]
+    answers = await system.inventory.app.state.recorder._write(reports)
+    assert [answer.status for answer in answers] == [202, 202]
+    older, newer = await _flows_of_sku(system, "SKU-L249")
+    assert (older.status, newer.status) == ("superseded", "running")
+    assert older.finished_at is not None

@@ -33,7 +33,7 @@ from skuflow.inventory.messages import StepFinished
 from skuflow.messaging import Message, Outgoing, QueueState, current_flow, new_id, routes
 from skuflow.platform.background import Periodic
 from skuflow.platform.clock import Clock, utc_now
-from skuflow.platform.db import Database
+from skuflow.platform.db import Database, in_slices
 from skuflow.platform.outbox import Outbox
 
 log = logging.getLogger("skuflow.inventory.flows")
@@ -110,19 +110,21 @@ class Orchestrator:
         if not started:
             return
         now = self.clock()
-        names = sorted({new.flow["sku"] for new in started})
-        await session.execute(
-            flows.update()
-            .where(flows.c.sku.in_(names), flows.c.status == "running")
-            .values(status="superseded", updated_at=now, finished_at=now)
-        )
+        for names in in_slices(sorted({new.flow["sku"] for new in started})):
+            await session.execute(
+                flows.update()
+                .where(flows.c.sku.in_(names), flows.c.status == "running")
+                .values(status="superseded", updated_at=now, finished_at=now)
+            )
         last = {new.flow["sku"]: new for new in started}
         rows: list[dict[str, Any]] = []
         steps: list[dict[str, Any]] = []
         commands: list[Outgoing] = []
         for new in started:
             sent = last[new.flow["sku"]] is new
-            rows.append(new.flow if sent else {**new.flow, "status": "superseded", "finished_at": now})
+            # Every row with the same keys: an executemany (or COPY) takes its columns from the first row.
+            ended = {"finished_at": None} if sent else {"status": "superseded", "updated_at": now, "finished_at": now}
+            rows.append({**new.flow, **ended})
             if sent:
                 commands.append(new.command)
             for step in STEPS:

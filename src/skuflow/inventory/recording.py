@@ -24,7 +24,7 @@ from skuflow.inventory import domain
 from skuflow.inventory.db import idempotency_keys, skus, stock_levels
 from skuflow.inventory.orchestration import NewFlow, Orchestrator
 from skuflow.messaging import Outgoing, current_flow, routes
-from skuflow.platform.db import Database, utc
+from skuflow.platform.db import Database, in_slices, utc
 from skuflow.platform.group_commit import GroupCommit, Submitted
 from skuflow.platform.outbox import Outbox
 from skuflow.platform.runtime import ServiceRuntime
@@ -217,11 +217,12 @@ async def _stored_answers(session: AsyncSession, keys: set[tuple[str, str | None
 async def _recorded_levels(
     session: AsyncSession, pairs: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], domain.RecordedLevel]:
-    query = select(stock_levels).where(tuple_(stock_levels.c.warehouse_id, stock_levels.c.sku).in_(pairs))
-    return {
-        (row.warehouse_id, row.sku): domain.RecordedLevel(row.on_hand, utc(row.as_of))
-        for row in await session.execute(query)
-    }
+    found: dict[tuple[str, str], domain.RecordedLevel] = {}
+    for some in in_slices(pairs):
+        wanted = tuple_(stock_levels.c.warehouse_id, stock_levels.c.sku).in_(some)
+        for row in await session.execute(select(stock_levels).where(wanted)):
+            found[(row.warehouse_id, row.sku)] = domain.RecordedLevel(row.on_hand, utc(row.as_of))
+    return found
 
 
 async def _write_levels(
@@ -293,8 +294,12 @@ async def _lock_skus(db: Database, session: AsyncSession, names: Sequence[str]) 
     A SKU that does not exist yet has no row to lock: a concurrent first report of it is caught by the
     primary key, and `retrying_conflicts` runs the loser again.
     """
-    query = select(skus.c.sku, skus.c.on_hand, skus.c.revision).where(skus.c.sku.in_(names)).order_by(skus.c.sku)
-    return {row.sku: domain.SkuTotals(row.on_hand, row.revision) for row in await session.execute(db.for_update(query))}
+    totals: dict[str, domain.SkuTotals] = {}
+    for some in in_slices(names):  # names sorted: the slices lock in name order too
+        query = select(skus.c.sku, skus.c.on_hand, skus.c.revision).where(skus.c.sku.in_(some)).order_by(skus.c.sku)
+        for row in await session.execute(db.for_update(query)):
+            totals[row.sku] = domain.SkuTotals(row.on_hand, row.revision)
+    return totals
 
 
 async def set_safety_stock(runtime: ServiceRuntime, sku: str, safety_stock: int) -> None:

@@ -363,6 +363,17 @@ class _AmqpConsumer:
             self._broker._forget(self)
 
 
+async def unreachable(url: str, seconds: float = 10.0) -> str | None:
+    """Why RabbitMQ at `url` does not accept an AMQP connection, or None when it does. The AMQP port itself:
+    the management API may answer while it does not. Callers name the URL, its password hidden."""
+    try:
+        connection = await aio_pika.connect(url, timeout=seconds)
+    except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as error:
+        return str(error) or type(error).__name__
+    await connection.close()
+    return None
+
+
 def _to_amqp(envelope: Envelope) -> aio_pika.Message:
     headers: dict[str, Any] = _writable(dict(envelope.headers))
     if envelope.causation_id is not None:

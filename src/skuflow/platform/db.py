@@ -19,10 +19,10 @@ import fcntl
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -273,6 +273,17 @@ def utc(moment: datetime) -> datetime:
 
 _AFTER_COMMIT = "skuflow_after_commit"
 COPY_FROM = 200  # rows in one call from which PostgreSQL's COPY beats a multi-row INSERT
+# Values in one IN list: PostgreSQL refuses a row-value list of some 7,000 pairs (stack depth limit exceeded),
+# and asyncpg a statement of more than 32,767 parameters.
+IN_SLICE = 1_000
+
+V = TypeVar("V")
+
+
+def in_slices(values: Sequence[V], size: int = IN_SLICE) -> Iterator[Sequence[V]]:
+    """`values` in slices for IN lists of at most `size`, in their order (sorted values lock in order)."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def _run_after_commit(session: Session) -> None:

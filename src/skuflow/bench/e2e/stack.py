@@ -98,13 +98,11 @@ async def _vhost(choice: StackChoice) -> AsyncIterator[tuple[str, str]]:
 
 async def _reachable(amqp_url: str) -> None:
     """The AMQP port itself (the API may answer while it does not): an error naming it, before the system starts."""
-    import aio_pika
+    from skuflow.messaging.amqp import unreachable  # aio-pika, imported only when needed
 
-    try:
-        connection = await aio_pika.connect(amqp_url, timeout=10)
-    except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as error:
-        raise BenchError(f"cannot reach RabbitMQ at {without_password(amqp_url)}: {error}") from None
-    await connection.close()
+    reason = await unreachable(amqp_url)
+    if reason is not None:
+        raise BenchError(f"cannot reach RabbitMQ at {without_password(amqp_url)}: {reason}")
 
 
 @contextlib.asynccontextmanager
