@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     prefetch: int = Field(32, ge=1, le=65535)
     shutdown_grace_seconds: float = Field(30, ge=0)
     # The services' event loop (an addition of ours): uvloop (libuv) or asyncio's own.
-    event_loop: EventLoop = "asyncio"
+    event_loop: EventLoop = "uvloop"
 
     # Each service's own database; unset means SQLite under the data directory.
     inventory_database_url: str | None = None
