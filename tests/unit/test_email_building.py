@@ -136,8 +136,13 @@ def test_an_email_is_given_up_after_three_permanent_refusals():
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(
     stored=st.one_of(st.emails(), hostile_text),
-    name=st.one_of(hostile_text, st.text(min_size=60, max_size=200)),
-    sku=st.sampled_from(["SKU-1", "SKU-2"]),
+    name=st.one_of(
+        hostile_text,
+        st.text(min_size=60, max_size=200),
+        st.from_regex(r"[ -~]{1,120}", fullmatch=True),  # plain ASCII: the part written without the package
+        st.from_regex(r"[A-Za-z0-9]{900,1000}", fullmatch=True),  # a subject at the wire's line length
+    ),
+    sku=st.sampled_from(["SKU-1", "SKU-2", "BENCH-0000012345"]),
 )
 def test_the_email_sent_is_the_reference_message_byte_for_byte(stored: str, name: str, sku: str):
     """The mailer sends `_email` (a product's part built once, for every email about it); the tests above hold

@@ -30,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.policy
+import email.quoprimime as quoprimime
 import functools
 import logging
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -394,17 +396,51 @@ def _body(sku: str, name: str) -> str:
 def _product_part(sku: str, name: str) -> tuple[str, bytes]:
     """The subject, and what follows To and Message-ID on the wire (From, Subject, the MIME headers, the body)
     for every email about this product under this name."""
+    subject = _subject(name)
+    plain = _plain_product_part(sku, name, subject)
+    if plain is not None:
+        return subject, plain
     message = EmailMessage()
     message["From"] = SENDER
-    message["Subject"] = _subject(name)
+    message["Subject"] = subject
     message.set_content(_body(sku, name))
     return str(message["Subject"]), on_the_wire(message)
+
+
+# Text the email package passes through unchanged: printable ASCII words, single spaces between; no `=` or `?`
+# (an encoded word, `=?utf-8?q?...?=`, is decoded on parsing, and `=` is escaped in quoted-printable).
+_PLAIN = re.compile(r"[!-<>@-~]+(?: [!-<>@-~]+)*")
+_BODY_LINE = 78  # the longest body line the email package sends as 7bit (its default policy's line length)
+_SUBJECT_UNFOLDED = WIRE.max_line_length - len("Subject: ")  # a longer subject is folded on the wire
+
+
+def _plain_product_part(sku: str, name: str, subject: str) -> bytes | None:
+    """The product's part as the email package would write it, written directly when the name and the SKU
+    are plain text (a third of the mailer's CPU went to the package when each email is about its own
+    product); None for anything else, which the package writes. `test_email_building` holds the two equal."""
+    if not (_PLAIN.fullmatch(name) and _PLAIN.fullmatch(sku)) or len(subject) > _SUBJECT_UNFOLDED:
+        return None
+    body = _body(sku, name)
+    if max(len(line) for line in body.split("\n")) <= _BODY_LINE:
+        encoding, payload = "7bit", body
+    else:  # the package's choice for long ASCII lines: quoted-printable, soft line breaks at its line length
+        encoding, payload = "quoted-printable", quoprimime.body_encode(body, _BODY_LINE)
+    head = (
+        f"Subject: {subject}\r\n"
+        'Content-Type: text/plain; charset="utf-8"\r\n'
+        f"Content-Transfer-Encoding: {encoding}\r\n"
+        "MIME-Version: 1.0\r\n\r\n"
+    )
+    return _SENDER_HEADER + (head + payload.replace("\n", "\r\n")).encode("ascii")
 
 
 def _header(name: str, value: Any) -> bytes:
     """One header on the wire, as `on_the_wire` puts it: parsed and folded by the same policy (a value with a
     line break is refused), so no value can add a header."""
     return WIRE.fold_binary(name, WIRE.header_store_parse(name, value)[1])
+
+
+_SENDER_HEADER = _header("From", SENDER)
 
 
 def _refused_for_good(error: Exception) -> bool:

@@ -20,20 +20,29 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import platform
 import random
 import tempfile
 import time
 from pathlib import Path
 
 from skuflow.bench.e2e.driver import Driver
-from skuflow.bench.e2e.figures import BenchError, NotConverged, PhaseFigures, Progress, Report, Workload, count_messages
+from skuflow.bench.e2e.figures import (
+    BenchError,
+    NotConverged,
+    PhaseFigures,
+    Progress,
+    Report,
+    Workload,
+    as_bench_errors,
+    count_messages,
+    machine,
+    platform_versions,
+)
 from skuflow.bench.e2e.raw import RawDriver, running_raw
 from skuflow.bench.e2e.rendering import progress_bars, table
 from skuflow.bench.e2e.stack import StackChoice, scratch_stack
 from skuflow.bench.e2e.system import running
 from skuflow.bench.processes import Watch
-from skuflow.service_client import ServiceError
 
 __all__ = [
     "MODES",
@@ -78,19 +87,15 @@ async def run(
     """Each mode in turn, each phase in turn, on the same workload; then each baseline in `systems` (raw,
     faststream): its choreography over HTTP. `BenchError` (or `NotConverged`) says why not."""
     report = Report(workload, choice.broker, choice.databases, choice.system)
-    report.versions = {"python": platform.python_version(), "skuflow": importlib.metadata.version("skuflow")}
-    report.machine = {"cpus": os.cpu_count() or 0, "load_average": [round(n, 2) for n in os.getloadavg()]}
-    try:
+    report.versions = platform_versions()
+    report.machine = machine()
+    with as_bench_errors():
         if "skuflow" in systems:
             for mode in modes:
                 report.phases += await _one_mode(mode, choice, workload, phases, progress, seed, report.versions)
         for flow in BASELINES:
             if flow in systems:
                 report.phases.append(await _baseline(flow, choice, workload, progress, seed, report.versions))
-    except ServiceError as error:
-        raise BenchError(str(error)) from None
-    except OSError as error:
-        raise BenchError(f"cannot reach the broker or the database: {error}") from None
     return report
 
 

@@ -3,6 +3,10 @@ are read from the services' own `/metrics` (the change between a look before the
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import os
+import platform
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -10,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from skuflow.bench.processes import ProcessFigures  # role "system" (the services) or "bench" (load, SMTP, FTP)
+from skuflow.service_client import ServiceError
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (metric, labels) -> value, of one service
 Progress = Callable[[str, int, int], None]  # phase, done, total
@@ -33,6 +38,27 @@ class BenchError(Exception):
 
 class NotConverged(BenchError):
     """A phase did not converge within the bound; the message says what was missing."""
+
+
+@contextlib.contextmanager
+def as_bench_errors() -> Iterator[None]:
+    """A service's refusal, or a broker or database out of reach, as the `BenchError` that says so."""
+    try:
+        yield
+    except ServiceError as error:
+        raise BenchError(str(error)) from None
+    except OSError as error:
+        raise BenchError(f"cannot reach the broker or the database: {error}") from None
+
+
+def platform_versions() -> dict[str, str]:
+    """Python's and skuflow's versions (a run adds its broker's, database's, ...)."""
+    return {"python": platform.python_version(), "skuflow": importlib.metadata.version("skuflow")}
+
+
+def machine() -> dict[str, Any]:
+    """The CPUs and the load average (1, 5, 15 minutes) as a run begins."""
+    return {"cpus": os.cpu_count() or 0, "load_average": [round(n, 2) for n in os.getloadavg()]}
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
-import platform
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from skuflow.bench.e2e.figures import BenchError
+from skuflow.bench.e2e.figures import as_bench_errors, machine, platform_versions
 from skuflow.bench.e2e.stack import StackChoice
 from skuflow.bench.stock.figures import SYSTEMS, StockReport, StockRun, StockWorkload
 from skuflow.bench.stock.load import measure
 from skuflow.bench.stock.targets import Starter, embedded_system, raw_inventory, skuflow_inventory
-from skuflow.service_client import ServiceError
 
 
 async def run(choice: StackChoice, workload: StockWorkload, say: Callable[[str], None]) -> StockReport:
@@ -23,21 +19,17 @@ async def run(choice: StackChoice, workload: StockWorkload, say: Callable[[str],
     one runs on RabbitMQ and PostgreSQL). `BenchError` says why not."""
     embedded = choice.broker == "memory"
     report = StockReport(workload, choice.broker, choice.databases, _inventory(workload, embedded))
-    report.versions = {"python": platform.python_version(), "skuflow": importlib.metadata.version("skuflow")}
-    report.machine = {"cpus": os.cpu_count() or 0, "load_average": [round(n, 2) for n in os.getloadavg()]}
+    report.versions = platform_versions()
+    report.machine = machine()
     starters: dict[str, Starter] = {"skuflow": embedded_system if embedded else skuflow_inventory}
     if not embedded:
         starters["raw"] = raw_inventory
-    try:
+    with as_bench_errors():
         for turn in range(1, workload.runs + 1):
             for system in SYSTEMS:
                 if system in starters:
                     say(f"run {turn} of {workload.runs}: {system}")
                     report.runs.append(await _one_run(system, turn, starters[system], choice, workload, report))
-    except ServiceError as error:
-        raise BenchError(str(error)) from None
-    except OSError as error:
-        raise BenchError(f"cannot reach the broker or the database: {error}") from None
     return report
 
 
