@@ -82,7 +82,8 @@ NAMES_PER_CALL = 500  # the most a page of catalog's `GET /v1/products` holds
 SUBJECT_LENGTH = 255  # the column's size
 # How an email goes on the wire: CRLF, and header lines folded only past RFC 5322's 998 characters. (Python
 # 3.11's folding at 78 garbles a long subject that mixes ASCII with other text; a subject fits in 998.)
-WIRE = email.policy.SMTP.clone(max_line_length=998)
+WIRE_LINE = 998  # the longest line on the wire before a header is folded (RFC 5322's limit)
+WIRE = email.policy.SMTP.clone(max_line_length=WIRE_LINE)
 
 
 def on_the_wire(message: EmailMessage) -> bytes:
@@ -411,7 +412,7 @@ def _product_part(sku: str, name: str) -> tuple[str, bytes]:
 # (an encoded word, `=?utf-8?q?...?=`, is decoded on parsing, and `=` is escaped in quoted-printable).
 _PLAIN = re.compile(r"[!-<>@-~]+(?: [!-<>@-~]+)*")
 _BODY_LINE = 78  # the longest body line the email package sends as 7bit (its default policy's line length)
-_SUBJECT_UNFOLDED = WIRE.max_line_length - len("Subject: ")  # a longer subject is folded on the wire
+_SUBJECT_UNFOLDED = WIRE_LINE - len("Subject: ")  # a longer subject is folded on the wire
 
 
 def _plain_product_part(sku: str, name: str, subject: str) -> bytes | None:
