@@ -16,11 +16,13 @@ will not change) and costs nothing but a replay's look-up, made only while the b
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import HTTPException, Request, status
 from sqlalchemy import select
 
-from skuflow.inventory.db import flows, idempotency_keys
-from skuflow.inventory.recording import Answer, Report
+from skuflow.inventory.db import flows
+from skuflow.inventory.recording import Answer, Report, stored_answers
 from skuflow.platform.backpressure import Backlog, Backpressure, Saturated
 from skuflow.platform.runtime import ServiceRuntime
 
@@ -55,15 +57,12 @@ async def replayed(runtime: ServiceRuntime, report: Report) -> Answer | None:
     recording would answer it; None for anything else (a key used for another request is 422 once admitted)."""
     if report.idempotency_key is None:
         return None
-    keys = idempotency_keys.c
-    query = select(keys.request_hash, keys.status, keys.response).where(
-        keys.principal == report.principal, keys.key == report.idempotency_key
-    )
+    key = (report.principal, report.idempotency_key)
     async with runtime.db.reading() as session:
-        row = (await session.execute(query)).first()
-    if row is None or row.request_hash != report.fingerprint:
+        stored = (await stored_answers(session, {key})).get(key)
+    if stored is None or stored.fingerprint != report.fingerprint:
         return None
-    return Answer(row.status, dict(row.response), replayed=True)
+    return replace(stored.answer, replayed=True)
 
 
 def refused(request: Request, saturated: Saturated) -> HTTPException:

@@ -126,7 +126,7 @@ def _is_conflict(error: DBAPIError) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class _Stored:
+class Stored:
     """An Idempotency-Key's record: the fingerprint of the request that used it, and its answer."""
 
     fingerprint: str
@@ -140,7 +140,7 @@ async def _record_group(
     touch (the SKUs locked), plan each report against what the ones before it left, then write the end
     state. Each report keeps its own answer, Idempotency-Key record, and announcements in its own flow."""
     now = datetime.now(UTC)
-    stored = await _stored_answers(session, {(r.item.principal, r.item.idempotency_key) for r in reports})
+    stored = await stored_answers(session, {(r.item.principal, r.item.idempotency_key) for r in reports})
     names = sorted({level.sku for report in reports for level in report.item.levels})
     totals = await _lock_skus(runtime.db, session, names)
     pairs = sorted({(level.warehouse_id, level.sku) for report in reports for level in report.item.levels})
@@ -178,7 +178,7 @@ async def _record_group(
         answer = Answer(202, body)
         answers.append(answer)
         if report.idempotency_key is not None:
-            stored[key] = _Stored(report.fingerprint, answer)
+            stored[key] = Stored(report.fingerprint, answer)
             keys.append(
                 {
                     "principal": report.principal,
@@ -202,14 +202,14 @@ def _key_used_for_another(key: str | None) -> str:
     return f"Idempotency-Key {key!r} was already used for a different request"
 
 
-async def _stored_answers(session: AsyncSession, keys: set[tuple[str, str | None]]) -> dict[Any, _Stored]:
+async def stored_answers(session: AsyncSession, keys: set[tuple[str, str | None]]) -> dict[Any, Stored]:
     """The recorded answers of those (principal, Idempotency-Key) pairs that have one."""
     wanted = [(principal, key) for principal, key in keys if key is not None]
     if not wanted:
         return {}
     query = select(idempotency_keys).where(tuple_(idempotency_keys.c.principal, idempotency_keys.c.key).in_(wanted))
     return {
-        (row.principal, row.key): _Stored(row.request_hash, Answer(row.status, dict(row.response)))
+        (row.principal, row.key): Stored(row.request_hash, Answer(row.status, dict(row.response)))
         for row in await session.execute(query)
     }
 
