@@ -375,6 +375,36 @@ async def test_prefetch_bounds_how_many_messages_are_handled_at_once(make_broker
     assert peak == 3
 
 
+async def test_a_slow_message_never_holds_back_the_acks_of_those_handled_after_it(make_broker: BrokerFactory):
+    """Acks go out together (RabbitMQ: one `basic.ack multiple` for a run of settled deliveries), but never
+    wait for a slow one: held, they would fill the prefetch window and stall the consumer. When the slow one
+    is done, one ack covers the run, and none is acked twice (RabbitMQ would close the channel, and every
+    message still unacked on it would be handled again)."""
+    broker = await make_broker()
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    async def slow_first(message: Message[SkuProcessed]) -> None:
+        if message.body.sku == "SKU-0":
+            await release.wait()
+        handled.append(message.body.sku)
+
+    events = [broker.envelope("sku_processed", SkuProcessed(sku=f"SKU-{n}")) for n in range(10)]
+    await broker.publish_many([Outgoing(event, "sku_processed") for event in events])  # all waiting at once
+    consumer = await broker.consume(sku_processed(QUEUE, slow_first), prefetch=3)
+    await wait_until(lambda: broker.stats.acked == 9, what="the 9 after the slow one handled and acked")
+    assert consumer.in_flight == 1
+
+    release.set()
+    await wait_until(lambda: broker.stats.acked == 10, what="the slow one acked too")
+    await publish_event(broker, "SKU-10")  # the channel still delivers: no ack was refused
+    await wait_until(lambda: broker.stats.acked == 11 and consumer.in_flight == 0, what="one more handled")
+    await consumer.stop()  # whatever was left unacked would go back to the queue here
+
+    assert sorted(handled) == sorted(f"SKU-{n}" for n in range(11))  # each once: nothing delivered again
+    assert await broker.depth(QUEUE) == 0
+
+
 async def test_a_handler_that_runs_too_long_is_retried(make_broker: BrokerFactory):
     import dataclasses
 

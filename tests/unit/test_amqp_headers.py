@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pamqp import decode, encode
 
 from skuflow.messaging import Envelope
-from skuflow.messaging.amqp import _to_amqp
+from skuflow.messaging.amqp import _properties
 from skuflow.messaging.envelope import text
 
 
@@ -18,7 +18,7 @@ def test_a_header_decoded_as_bytes_can_be_published_again():
     headers = {"note": b"\xff\xfe", "x-death": [{"queue": b"\xfe", "count": 1}], "plain": "ok"}
     envelope = Envelope("sku_processed", b"{}", "other", "m-1", "c-1", None, datetime.now(UTC), headers)
 
-    table = _to_amqp(envelope).headers
+    table = _properties(envelope).headers
 
     _, decoded = decode.field_table(encode.field_table(table))
     assert decoded == {"note": b"\xff\xfe", "x-death": [{"queue": b"\xfe", "count": 1}], "plain": "ok"}

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import aiormq.abc
 import aiormq.exceptions
 from aio_pika.abc import (
     AbstractChannel,
@@ -23,8 +24,10 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aiormq import spec
 from yarl import URL
 
+from skuflow.messaging.acking import ChannelAcks
 from skuflow.messaging.broker import (
     Broker,
     BrokerOptions,
@@ -42,6 +45,7 @@ log = logging.getLogger("skuflow.messaging.amqp")
 
 _RECONNECT_BACKOFF_MAX = 2.0
 _MISSING_FOR = 1.0  # seconds an exchange found missing is believed missing
+_PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 _RECONNECT_INTERVAL = 1.0  # aio-pika's default of 5 s leaves consumers idle longer than needed
 
 
@@ -153,16 +157,23 @@ class AmqpBroker(Broker):
             raise PublishRefused.of(refusals, len(messages))
 
     async def _publish(self, outgoing: Outgoing) -> None:
-        message = _to_amqp(outgoing.envelope)
+        properties = _properties(outgoing.envelope)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.publish_timeout
         backoff = 0.05
         while True:
             try:
                 exchange = await self._exchange(outgoing)
-                await exchange.publish(
-                    message, outgoing.routing_key, mandatory=True, timeout=max(deadline - loop.time(), 0.1)
-                )
+                # The robust channel hands its channel over once the connection is back: bounded, as the publish.
+                async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
+                    channel = await self.channel.get_underlay_channel()
+                    await channel.basic_publish(
+                        outgoing.envelope.body,
+                        exchange=exchange.name,
+                        routing_key=outgoing.routing_key,
+                        properties=properties,
+                        mandatory=True,
+                    )
             except aiormq.exceptions.PublishError:
                 raise PublishRefused.unroutable(outgoing) from None
             except aiormq.exceptions.DeliveryError:
@@ -248,7 +259,10 @@ class AmqpBroker(Broker):
                 if message_id is not None and letter.message_id != message_id:
                     continue  # left unacknowledged: back in the dead-letter queue when the channel closes
                 # Confirmed on the work queue before it leaves the dead letters: never lost, at worst twice.
-                await channel.default_exchange.publish(_to_amqp(letter.replayed()), routing_key=queue, mandatory=True)
+                replayed = letter.replayed()
+                await (await channel.get_underlay_channel()).basic_publish(
+                    replayed.body, routing_key=queue, properties=_properties(replayed), mandatory=True
+                )
                 await message.ack()
                 moved += 1
         return moved
@@ -274,12 +288,13 @@ class AmqpBroker(Broker):
 
 
 class _AmqpDelivery(RepublishingDelivery):
-    def __init__(self, broker: AmqpBroker, queue: str, message: AbstractIncomingMessage) -> None:
+    def __init__(self, broker: AmqpBroker, queue: str, message: AbstractIncomingMessage, acks: ChannelAcks) -> None:
         super().__init__(broker, queue, _from_amqp(message))
-        self._message = message
+        self._tag = _tag(message)
+        self._acks = acks
 
     async def ack(self) -> None:
-        await self._message.ack()
+        await self._acks.ack(self._tag)
 
 
 class _AmqpConsumer:
@@ -292,6 +307,7 @@ class _AmqpConsumer:
         self._subscription = subscription
         self._batcher = batcher_for(subscription, broker.options)
         self._tag: str | None = None
+        self._acks: ChannelAcks | None = None  # of the channel now delivering; a reopened one gets its own
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._stopped: asyncio.Future[None] | None = None
@@ -308,6 +324,11 @@ class _AmqpConsumer:
         self._tag = await self._queue.consume(self._on_message)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            acks = self._acks_of(message.channel)
+        except aiormq.exceptions.ChannelInvalidStateError:
+            return  # its channel closed: the broker delivers it again
+        acks.delivered(_tag(message))
         if self._stopping:
             return  # left unacked: closing the channel hands it back to the queue
         task = asyncio.current_task()
@@ -316,7 +337,7 @@ class _AmqpConsumer:
         try:
             await handle_delivery(
                 self._subscription,
-                _AmqpDelivery(self._broker, self.queue, message),
+                _AmqpDelivery(self._broker, self.queue, message, acks),
                 self._broker.options,
                 self._broker.stats,
                 self._batcher,
@@ -328,11 +349,16 @@ class _AmqpConsumer:
             log.exception("could not settle %s from %s; rejecting it to the DLQ", message.message_id, self.queue)
             if not self._channel.is_closed:
                 try:
-                    await message.reject(requeue=False)
+                    await acks.reject(_tag(message))
                 except Exception:
                     log.debug("reject failed too; the broker will redeliver", exc_info=True)
         finally:
             self._tasks.discard(task)
+
+    def _acks_of(self, channel: aiormq.abc.AbstractChannel) -> ChannelAcks:
+        if self._acks is None or self._acks.channel is not channel:
+            self._acks = ChannelAcks(channel)
+        return self._acks
 
     async def stop(self, grace: float | None = None) -> None:
         if self._stopped is None:
@@ -374,17 +400,23 @@ async def unreachable(url: str, seconds: float = 10.0) -> str | None:
     return None
 
 
-def _to_amqp(envelope: Envelope) -> aio_pika.Message:
+def _tag(message: AbstractIncomingMessage) -> int:
+    assert message.delivery_tag is not None  # None only for a message published, never for a delivery
+    return message.delivery_tag
+
+
+def _properties(envelope: Envelope) -> spec.Basic.Properties:
+    """The envelope's AMQP properties, built directly: aio-pika's `Message` would build the same after
+    checking and copying each field, a cost paid per publish."""
     headers: dict[str, Any] = _writable(dict(envelope.headers))
     if envelope.causation_id is not None:
         headers[CAUSATION_ID] = envelope.causation_id
-    return aio_pika.Message(
-        envelope.body,
+    return spec.Basic.Properties(
         content_type=CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=_PERSISTENT,
         message_id=envelope.message_id,
         correlation_id=envelope.correlation_id,
-        type=envelope.type,
+        message_type=envelope.type,
         timestamp=envelope.timestamp,
         app_id=envelope.app_id,
         headers=headers,
