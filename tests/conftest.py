@@ -14,6 +14,7 @@ import hypothesis
 import pytest
 
 from skuflow.messaging import SKUFLOW, Broker, BrokerOptions, create_broker, new_id
+from skuflow.platform.serving import bind
 from skuflow.platform.settings import Settings
 from tests.support.postgres import PostgreSQL
 from tests.support.rabbitmq import RabbitMQ
@@ -118,6 +119,13 @@ def postgres_databases(postgresql: PostgreSQL) -> Iterator[dict[str, str]]:
             _in_a_thread(postgresql.drop_database(url))
 
 
+def free_port() -> int:
+    sock = bind("127.0.0.1", 0)
+    port = int(sock.getsockname()[1])
+    sock.close()
+    return port
+
+
 @dataclass
 class Stack:
     """Where one test's services keep their messages and data."""
@@ -127,6 +135,8 @@ class Stack:
     database_urls: dict[str, str]
     data_dir: str
     overrides: dict[str, object] = field(default_factory=dict)
+    # Users' gRPC port: one per stack (each test's users listens on its own), whichever settings() asks.
+    users_grpc: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
 
     def settings(self, **overrides: object) -> Settings:
         values: dict[str, object] = {
@@ -136,6 +146,7 @@ class Stack:
             "admin_secret": ADMIN_SECRET,
             "retry_delays": TEST_OPTIONS.retry_delays,
             "shutdown_grace_seconds": TEST_OPTIONS.shutdown_grace,
+            "users_grpc": self.users_grpc,
             **{f"{service}_database_url": url for service, url in self.database_urls.items()},
             **self.overrides,
             **overrides,

@@ -72,6 +72,7 @@ class Supervisor:
         self._socket: socket.socket | None = None
 
     def run(self) -> int:
+        self.spec.check_other_ports(self.settings)  # the workers share them (SO_REUSEPORT) with each other only
         self._socket = bind_service(self.spec, self.settings)
         signal.signal(signal.SIGTERM, self._on_stop)
         if self.end_with_parent:

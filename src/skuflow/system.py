@@ -34,6 +34,7 @@ log = logging.getLogger("skuflow")
 class ServiceSpec:
     name: str
     module: str  # exposes build_app(settings) -> FastAPI
+    also_listens: tuple[str, ...] = ()  # the settings of other addresses it listens on ("host:port")
 
     def url(self, settings: Settings) -> str:
         url: str = getattr(settings, f"{self.name}_url")
@@ -43,6 +44,15 @@ class ServiceSpec:
         parts = urlsplit(self.url(settings))
         return parts.hostname or "127.0.0.1", parts.port or 80
 
+    def check_other_ports(self, settings: Settings) -> None:
+        """Fail now, naming the setting, if an address the service opens itself at start is taken."""
+        for name in self.also_listens:
+            host, _, port = str(getattr(settings, name)).rpartition(":")
+            try:
+                bind(host.strip("[]"), int(port)).close()
+            except OSError as error:
+                raise OSError(f"{error} (set SKUFLOW_{name.upper()} to use another address)") from None
+
     def build(self, settings: Settings) -> FastAPI:
         build_app: Callable[[Settings], FastAPI] = importlib.import_module(self.module).build_app
         return build_app(settings)
@@ -50,7 +60,7 @@ class ServiceSpec:
 
 # Start order: users first, as the others verify tokens with it.
 SERVICES = {
-    "users": ServiceSpec("users", "skuflow.users.service"),
+    "users": ServiceSpec("users", "skuflow.users.service", also_listens=("users_grpc",)),
     "inventory": ServiceSpec("inventory", "skuflow.inventory.service"),
     "catalog": ServiceSpec("catalog", "skuflow.catalog.service"),
 }
@@ -65,6 +75,7 @@ def up_table(running: Settings, *, embedded_smtp: bool, embedded_ftp: bool, proc
     table = Table(title="skuflow is up", show_header=False)
     for spec in SERVICES.values():
         table.add_row(spec.name, spec.url(running), f"{spec.url(running)}/docs")
+    table.add_row("users gRPC", running.users_grpc, "skuflow.auth.v1.Auth/Verify and gRPC health (SKUFLOW_USERS_GRPC)")
     if processes:
         table.add_row("processes", *processes.split("\n", 1))
     table.add_row("mode", running.mode, "SKUFLOW_MODE: choreography (events) or orchestration (flows)")
@@ -170,13 +181,19 @@ async def serving(
     """Serve the services for the block: started in order, each answering before the next starts; stopped
     in reverse order after it, so that a service still draining can reach those it depends on (users,
     last). Yields the servers' tasks (one that ends has failed); raises a server's failure at the end."""
+    inherited = sockets is not None
+    if not inherited:  # a supervisor's workers share their ports with their siblings: taken, by design
+        for spec in specs:
+            spec.check_other_ports(settings)
     sockets = sockets or [bind_service(spec, settings) for spec in specs]
     servers: list[SharedProcessServer] = []
     tasks: list[asyncio.Task[None]] = []
     results: list[BaseException | None] = []
     try:
         for spec, sock in zip(specs, sockets, strict=True):
-            server = server_for(spec.build(settings), settings.forwarded_allow_ips)
+            app = spec.build(settings)
+            app.state.runtime.shares_ports = inherited
+            server = server_for(app, settings.forwarded_allow_ips)
             task = asyncio.create_task(server.serve(sockets=[sock]), name=f"serve {spec.name}")
             servers.append(server)
             tasks.append(task)

@@ -7,14 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skuflow.platform.serving import bind
-
-
-def free_port() -> int:
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    sock.close()
-    return int(port)
+from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -26,5 +19,6 @@ def environment(tmp_path: Path) -> dict[str, str]:
         "SKUFLOW_INVENTORY_URL": f"http://127.0.0.1:{free_port()}",
         "SKUFLOW_USERS_URL": f"http://127.0.0.1:{free_port()}",
         "SKUFLOW_CATALOG_URL": f"http://127.0.0.1:{free_port()}",
+        "SKUFLOW_USERS_GRPC": f"127.0.0.1:{free_port()}",
         "COLUMNS": "200",
     }

@@ -20,7 +20,7 @@ import pytest
 from skuflow.platform.db import Database, DatabaseInUse
 from skuflow.platform.settings import Settings
 from skuflow.users.service import MIGRATIONS, build_app
-from tests.conftest import ADMIN_SECRET, WAREHOUSE_SECRET
+from tests.conftest import ADMIN_SECRET, WAREHOUSE_SECRET, free_port
 from tests.support.servers import serve
 
 # A second process that opens the database as a service does at start, then waits to be killed.
@@ -82,7 +82,11 @@ async def test_a_second_users_process_on_the_same_sqlite_file_is_refused_naming_
 ):
     data_dir = Path(environment["SKUFLOW_DATA_DIR"])
     settings = Settings(
-        broker_url="memory://", data_dir=data_dir, warehouse_secret=WAREHOUSE_SECRET, admin_secret=ADMIN_SECRET
+        broker_url="memory://",
+        data_dir=data_dir,
+        warehouse_secret=WAREHOUSE_SECRET,
+        admin_secret=ADMIN_SECRET,
+        users_grpc=f"127.0.0.1:{free_port()}",  # not the second's: it must fail on the database, not the port
     )
     first = await serve(build_app(settings))  # users, in this process, on $SKUFLOW_DATA_DIR/users.db
     try:

@@ -143,12 +143,17 @@ def running_up(environment: dict[str, str]) -> Iterator[Output]:
     assert code == 0, printed.err
 
 
-@pytest.mark.parametrize("broker", ["memory", pytest.param("amqp", marks=pytest.mark.amqp)])
+@pytest.mark.parametrize(
+    ("broker", "transport"),
+    [("memory", "rest"), ("memory", "grpc"), pytest.param("amqp", "rest", marks=pytest.mark.amqp)],
+)
 def test_up_runs_the_system_a_warehouse_reports_and_ctrl_c_stops_it_cleanly(
-    environment: dict[str, str], broker: str, request: pytest.FixtureRequest
+    environment: dict[str, str], broker: str, transport: str, request: pytest.FixtureRequest
 ):
+    """`transport`: how inventory and catalog verify tokens (gRPC: also under uvloop, `skuflow up`'s loop)."""
     if broker == "amqp":
         environment["SKUFLOW_BROKER_URL"] = request.getfixturevalue("amqp_url")
+    environment["SKUFLOW_AUTH_TRANSPORT"] = transport
     environment["SKUFLOW_WAREHOUSE_FTP_POLL_SECONDS"] = "0.2"
     inventory, users = environment["SKUFLOW_INVENTORY_URL"], environment["SKUFLOW_USERS_URL"]
     process = subprocess.Popen(
@@ -173,10 +178,12 @@ def test_up_runs_the_system_a_warehouse_reports_and_ctrl_c_stops_it_cleanly(
     assert f"secret {generated}" in out, "a generated secret is printed once"
     assert inventory in out
     assert users in out
+    assert environment["SKUFLOW_USERS_GRPC"] in out
     ftp_password = json.loads(secrets.read_text())["embedded_ftp_password"]
     assert f"ftp://warehouse:{ftp_password}@127.0.0.1:2121/outbox" in out, "the FTP address and credentials"
-    for port in (int(inventory.rsplit(":", 1)[1]), int(users.rsplit(":", 1)[1]), 2121, 2525):  # all free again
-        bind("127.0.0.1", port).close()
+    grpc_port = int(environment["SKUFLOW_USERS_GRPC"].rsplit(":", 1)[1])
+    for port in (int(inventory.rsplit(":", 1)[1]), int(users.rsplit(":", 1)[1]), grpc_port, 2121, 2525):
+        bind("127.0.0.1", port).close()  # all free again
 
 
 @pytest.mark.amqp
@@ -371,6 +378,20 @@ def test_reconcile_asks_catalog_and_users(environment: dict[str, str]):
         assert reconciled.returncode == 0, reconciled.stderr
         assert "catalog: checked" in reconciled.stdout
         assert "users: checked" in reconciled.stdout
+
+
+def test_up_with_the_grpc_port_taken_stops_before_starting_naming_the_setting(environment: dict[str, str]):
+    host, _, port = environment["SKUFLOW_USERS_GRPC"].rpartition(":")
+    taken = bind(host, int(port))
+    taken.listen()
+    try:
+        result = skuflow("up", env=environment, timeout=60)
+    finally:
+        taken.close()
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on {host}:{port}" in result.stderr
+    assert "SKUFLOW_USERS_GRPC" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_up_shows_the_smtp_url_without_its_password(environment: dict[str, str]):

@@ -83,6 +83,10 @@ def test_a_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ("SKUFLOW_SMTP_CONNECTIONS", "0"),
         ("SKUFLOW_SMTP_CONNECTIONS", "51"),
         ("SKUFLOW_SMTP_CONNECTIONS", "four"),
+        ("SKUFLOW_USERS_GRPC", "50051"),
+        ("SKUFLOW_USERS_GRPC", "127.0.0.1:0"),
+        ("SKUFLOW_USERS_GRPC", "127.0.0.1:65536"),
+        ("SKUFLOW_USERS_GRPC", "bad host:50051"),
     ],
 )
 def test_the_service_settings_are_checked_too(monkeypatch: pytest.MonkeyPatch, variable: str, value: str):

@@ -238,6 +238,41 @@ def bench_bus(
     _bench(measure, as_json, f"cannot reach RabbitMQ at {url}")
 
 
+def bench_auth(
+    seconds: Annotated[float, typer.Option(min=0.1, help="Seconds each figure is measured, after the warm-up.")] = 5.0,
+    warmup: Annotated[float, typer.Option(min=0, help="Seconds of the same calls before each figure.")] = 1.0,
+    runs: Annotated[int, typer.Option(min=1, help="Runs; medians and the median of per-run ratios.")] = 3,
+    callers: Annotated[
+        list[int] | None, typer.Option("--callers", min=1, max=1000, help="Concurrent callers (repeatable).")
+    ] = None,
+    embedded: Annotated[
+        bool, typer.Option("--embedded", help="`skuflow up` on the in-process broker and SQLite, one process.")
+    ] = False,
+    broker_url: Annotated[
+        str | None, typer.Option(help="RabbitMQ (default: SKUFLOW_BROKER_URL if amqp, else the local one).")
+    ] = None,
+    rabbitmq_api: Annotated[
+        str | None, typer.Option(help="Its management API, for scratch vhosts (default: http://<host>:15672).")
+    ] = None,
+    postgres_url: Annotated[
+        str, typer.Option(help="The PostgreSQL server to create scratch databases on (dropped after).")
+    ] = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """What verifying a token costs over REST, over gRPC and from the verifier's cache, each beside a baseline
+    (a constant answer of the same server stack; inventory's protected endpoint beside an unprotected one):
+    calls/s and latency at 1 and 50 callers, against `skuflow serve users` and `serve inventory` on RabbitMQ
+    and PostgreSQL (or `skuflow up` with --embedded), each in a process of its own."""
+    from skuflow.bench import auth
+    from skuflow.bench.e2e import BenchError, StackChoice
+
+    counts = tuple(callers or auth.CALLERS)
+    choice = None if embedded else StackChoice(_bench_amqp_url(broker_url, "--broker-url"), postgres_url, rabbitmq_api)
+    measure = lambda say: auth.run(seconds, warmup, runs, counts, say, choice)  # noqa: E731
+    with errors(usage=(), failure=(BenchError,)):
+        _bench(measure, as_json, "the system under test did not start")
+
+
 def bench_outbox(
     messages: Annotated[int, typer.Option("--messages", "-n", min=1, help="Messages per run.")] = 10_000,
     runs: Annotated[int, typer.Option(min=1, help="Runs; medians are reported.")] = 3,

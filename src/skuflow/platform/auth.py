@@ -1,27 +1,30 @@
 """Checking the bearer tokens a service receives, by asking the users service (CONTRACT section 3).
 
-`TokenVerifier` caches a positive answer for at most `SKUFLOW_AUTH_CACHE_SECONDS` and never beyond the
-token's expiry; a negative answer is not cached (the token may be brand new). It fails closed: when users
-cannot be asked, the request is refused with 503, never let through.
+`TokenVerifier` asks through the transport SKUFLOW_AUTH_TRANSPORT names (`token_transports`), caching a
+positive answer for at most `SKUFLOW_AUTH_CACHE_SECONDS` and never beyond the token's expiry, and a negative
+one briefly. It fails closed: when users cannot be asked, the request is refused with 503, never let through.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Protocol
+from typing import Annotated, Generic, Protocol, TypeVar
 
-import aiohttp
 from fastapi import Depends, HTTPException, Request, status
 
-from skuflow.platform.http import ServiceUnavailable, call_json
+from skuflow.platform.http import ServiceUnavailable
 
 SCOPES = ("stock:write", "catalog:write", "wishlist", "admin")
 log = logging.getLogger("skuflow.auth")
+NEGATIVE_SECONDS = 5.0  # how long "not a valid token" is believed
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,50 +44,93 @@ class Verifier(Protocol):
 
 
 class TokenVerifier:
+    """The one verifier in front of every transport (`token_transports`): it caches, collapses, fails closed.
+
+    - A positive answer is kept for at most `cache_seconds` and never past the token's expiry; a negative one
+      for `NEGATIVE_SECONDS` (at most `cache_seconds`), against floods of bogus tokens: a token users does not
+      know as valid now never becomes valid later (tokens are random), so the short wait costs nothing. The
+      two are kept apart, each bounded, so that a flood of bogus tokens cannot push the valid ones out.
+    - Concurrent look-ups of one token that is not cached make one call; the others await its answer.
+    - When users cannot answer, `ask` raises `ServiceUnavailable`, and so does `verify`: the request is refused
+      (503), never let through.
+    Tokens are kept only as their SHA-256.
+    """
+
     def __init__(
         self,
-        users_url: str,
-        session: aiohttp.ClientSession,
+        ask: Callable[[str], Awaitable[Principal | None]],
         cache_seconds: float,
         *,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.users_url = users_url.rstrip("/")
-        self.session = session
+        self.ask = ask
         self.cache_seconds = cache_seconds
-        self.max_entries = max_entries
+        self.negative_seconds = min(NEGATIVE_SECONDS, cache_seconds)
         self.clock = clock
-        self.calls = 0  # answers fetched from users (the cache's misses)
-        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self.calls = 0  # questions put to users (the cache's misses, each concurrent flock counted once)
+        self._valid: _Expiring[Principal] = _Expiring(max_entries)
+        self._invalid: _Expiring[None] = _Expiring(max_entries)
+        self._asking: dict[str, asyncio.Future[Principal | None]] = {}
 
     async def verify(self, token: str) -> Principal | None:
         key = hashlib.sha256(token.encode()).hexdigest()  # keep no raw token in memory longer than needed
         now = self.clock()
-        cached = self._cache.get(key)
-        if cached is not None:
-            known, valid_until = cached
-            if now < valid_until:
-                self._cache.move_to_end(key)
-                return known
-            del self._cache[key]
-        principal = await self._ask(token)
-        if principal is not None and self.cache_seconds > 0:
-            self._cache[key] = (principal, min(now + self.cache_seconds, principal.exp))
-            if len(self._cache) > self.max_entries:
-                self._cache.popitem(last=False)
+        if (principal := self._valid.get(key, now)) is not None:
+            return principal
+        if self._invalid.holds(key, now):
+            return None
+        asking = self._asking.get(key)
+        if asking is None:
+            asking = self._asking[key] = asyncio.ensure_future(self._ask(key, token))
+            asking.add_done_callback(functools.partial(self._asked, key))
+        # Shielded: one caller giving up (its request cancelled) does not cancel the answer the others await.
+        return await asyncio.shield(asking)
+
+    async def _ask(self, key: str, token: str) -> Principal | None:
+        self.calls += 1
+        principal = await self.ask(token)
+        now = self.clock()
+        if principal is None:
+            self._invalid.keep(key, None, now + self.negative_seconds, now)
+        else:
+            self._valid.keep(key, principal, min(now + self.cache_seconds, principal.exp), now)
         return principal
 
-    async def _ask(self, token: str) -> Principal | None:
-        self.calls += 1
-        status_code, body = await call_json(
-            self.session, "POST", f"{self.users_url}/v1/auth/verify", json={"token": token}
-        )
-        if status_code != 200 or not isinstance(body, dict):
-            raise ServiceUnavailable(f"users answered {status_code} to a token verification")
-        if not body.get("active"):
-            return None
-        return Principal(sub=str(body["sub"]), scopes=frozenset(str(body["scope"]).split()), exp=int(body["exp"]))
+    def _asked(self, key: str, asking: asyncio.Future[Principal | None]) -> None:
+        if self._asking.get(key) is asking:
+            del self._asking[key]
+        if not asking.cancelled() and asking.exception() is not None:
+            log.debug("token verification failed: %r", asking.exception())  # each waiter got it; none may be left
+
+
+class _Expiring(Generic[V]):
+    """Answers by key, each until its moment, at most `max_entries` (the least recently used go first)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[V, float]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> V | None:
+        return self._entries[key][0] if self.holds(key, now) else None
+
+    def holds(self, key: str, now: float) -> bool:
+        entry = self._entries.get(key)
+        if entry is None:
+            return False
+        if now >= entry[1]:
+            del self._entries[key]
+            return False
+        self._entries.move_to_end(key)
+        return True
+
+    def keep(self, key: str, value: V, until: float, now: float) -> None:
+        if until <= now:
+            return
+        self._entries[key] = (value, until)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
 
 
 def bearer_token(request: Request) -> str:

@@ -28,6 +28,7 @@ from skuflow.platform.metrics import ServiceMetrics
 from skuflow.platform.outbox import Outbox, OutboxRelay
 from skuflow.platform.reconcile import Reconciliation
 from skuflow.platform.settings import Settings, without_password
+from skuflow.platform.token_transports import Ask, ask_users
 
 log = logging.getLogger("skuflow.runtime")
 
@@ -88,6 +89,10 @@ class ServiceRuntime:
         self.reconciliation: Reconciliation | None = None
         self._http: aiohttp.ClientSession | None = None
         self._verifier: Verifier | None = verifier
+        self._ask: Ask | None = None  # how the verifier asks users, unless the service has its own verifier
+        # Set when the service runs on sockets it inherited (a supervisor's worker, beside its siblings): a
+        # port the service opens itself must then be shared too (SO_REUSEPORT).
+        self.shares_ports = False
 
     def subscribe(self, subscriptions: Sequence[Subscription[Any]]) -> None:
         self.subscriptions.extend(subscriptions)
@@ -134,7 +139,9 @@ class ServiceRuntime:
         targets = {f"{urlsplit(url).hostname}:{urlsplit(url).port}": name for name, url in services.items()}
         self._http = new_session(self.metrics.client_trace(targets))
         if self._local_verifier is None:
-            self._verifier = TokenVerifier(self.settings.users_url, self._http, self.settings.auth_cache_seconds)
+            settings = self.settings
+            self._ask = ask_users(settings.auth_transport, settings.users_url, settings.users_grpc, self._http)
+            self._verifier = TokenVerifier(self._ask, settings.auth_cache_seconds)
         if self.outbox is not None:
             self.relay = OutboxRelay(self.outbox, self.broker)
             self.relay.start()
@@ -167,6 +174,8 @@ class ServiceRuntime:
                 await self.relay.stop()
         finally:
             await self.broker.close()
+            if self._ask is not None:
+                await self._ask.close()
             if self._http is not None:
                 await self._http.close()
             await self.db.close()

@@ -126,6 +126,17 @@ class Settings(BaseSettings):
             return configured
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
 
+    @field_validator("users_grpc")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        """`host:port` (`[::1]:50051` for an IPv6 address), as gRPC takes an address to listen on or dial."""
+        host, _, port = value.rpartition(":")
+        if not host.strip("[]") or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:50051 (the port 1-65535)")
+        if any(char.isspace() or not char.isprintable() for char in host):
+            raise ValueError("the host holds a space or a control character")
+        return value
+
     @field_validator("broker_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:

@@ -17,6 +17,7 @@ from skuflow.platform.web import create_app
 from skuflow.users import accounts, db, passwords, rate_limits
 from skuflow.users.api import NoStore, auth_router, users_router
 from skuflow.users.consumers import UsersConsumers
+from skuflow.users.grpc_api import AuthServer
 from skuflow.users.mailer import Mailer
 from skuflow.users.messages import SkuProcessed, UpdateWishlistsForSku
 from skuflow.users.reconcile import reconciliation
@@ -61,6 +62,8 @@ def build_app(settings: Settings) -> FastAPI:
 
     runtime.on_start.append(create_clients)
     runtime.run_beside(mailer, check=("email", mailer.check))
+    auth_server = AuthServer(runtime)
+    runtime.run_beside(auth_server, check=("grpc", auth_server.check))
     every = timedelta(seconds=settings.reconcile_seconds)
     runtime.reconcile_with(reconciliation(database, every, inventory, mailer.wake))
     runtime.metrics.watch_gauge("skuflow_emails_sent", "Wishlist emails this process sent", lambda: mailer.sent)

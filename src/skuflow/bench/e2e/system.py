@@ -201,6 +201,7 @@ async def _started(
         "token_attempts_per_minute": 1_000_000,
         "sign_ups_per_minute": 1_000_000,
         **{f"{name}_url": url for name, url in urls.items()},
+        "users_grpc": f"127.0.0.1:{free_port()}",
         **{f"{name}_database_url": url for name, url in stack.database_urls.items()},
     }
     settings = Settings(**values)

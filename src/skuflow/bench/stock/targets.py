@@ -49,6 +49,7 @@ async def skuflow_inventory(scratch: Path, choice: StackChoice, workers: int | N
     `sku_processed` (the availability recalculation), part of its work; catalog's and users' queues, which it
     declares, fill unconsumed."""
     urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("users", "inventory")}
+    users_grpc = f"127.0.0.1:{free_port()}"
 
     def values(stack: Stack) -> dict[str, Any]:
         return {
@@ -57,6 +58,7 @@ async def skuflow_inventory(scratch: Path, choice: StackChoice, workers: int | N
             "warehouse_secret": SecretStr(PASSWORD),
             "admin_secret": SecretStr(PASSWORD),  # users will not start without it
             **{f"{name}_url": url for name, url in urls.items()},
+            "users_grpc": users_grpc,
             **{f"{name}_database_url": url for name, url in stack.database_urls.items()},
         }
 
