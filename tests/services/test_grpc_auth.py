@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import grpc
@@ -18,7 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import strategies as st
 
 from skuflow.catalog.service import build_app as catalog_app
+from skuflow.embedded.certificate import self_signed
 from skuflow.inventory.service import build_app as inventory_app
+from skuflow.platform.http import ServiceUnavailable
 from skuflow.platform.token_transports import GrpcAsk, RestAsk
 from skuflow.users.service import build_app as users_app
 from tests.conftest import ADMIN_SECRET, WAREHOUSE_SECRET, Stack
@@ -153,6 +157,36 @@ async def test_grpc_health_and_readiness_show_the_auth_service(stack: Stack):
         async with system.http.get(f"{system.users.url}/readyz") as response:
             readiness = await response.json()
         assert readiness["checks"]["grpc"] == "ok"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl, as on every Debian machine)."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make the test's certificate", pytrace=False)
+    return self_signed(tmp_path_factory.mktemp("grpc-tls"))
+
+
+async def test_verification_over_grpc_with_tls(stack: Stack, certificate: tuple[Path, Path]):
+    cert, key = certificate
+    async with shop(stack, users_grpc_cert=cert, users_grpc_key=key, users_grpc_ca=cert) as system:
+        token = await system.token()
+        assert await system.report(token) == 202
+        async with system.http.get(f"{system.users.url}/readyz") as response:
+            assert (await response.json())["checks"]["grpc"] == "ok"
+
+        # A client that does not trust the server's certificate, or that speaks plain HTTP/2 to it, gets no
+        # answer: verification fails closed.
+        other = GrpcAsk(system.grpc_address)
+        with pytest.raises(ServiceUnavailable):
+            await other(token)
+        await other.close()
+
+
+async def test_a_tls_client_of_a_plain_grpc_server_fails_closed(stack: Stack, certificate: tuple[Path, Path]):
+    cert, _ = certificate
+    async with shop(stack, users_grpc_ca=cert) as system:
+        assert await system.report(await system.token()) == 503
 
 
 async def test_grpc_and_rest_give_the_same_answer_for_any_token(stack: Stack):

@@ -87,6 +87,8 @@ def test_a_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ("SKUFLOW_USERS_GRPC", "127.0.0.1:0"),
         ("SKUFLOW_USERS_GRPC", "127.0.0.1:65536"),
         ("SKUFLOW_USERS_GRPC", "bad host:50051"),
+        ("SKUFLOW_USERS_GRPC_CA", "/nonexistent/ca.pem"),
+        ("SKUFLOW_USERS_GRPC_CA", "/etc/hostname"),  # not PEM
     ],
 )
 def test_the_service_settings_are_checked_too(monkeypatch: pytest.MonkeyPatch, variable: str, value: str):
@@ -158,3 +160,11 @@ def test_a_bad_backlog_bound_is_named_with_the_reason(monkeypatch: pytest.Monkey
     assert "SKUFLOW_MAX_BACKLOG: " in str(error.value)
     assert why in str(error.value)
     assert repr(value) in str(error.value)
+
+
+def test_a_grpc_certificate_needs_its_key(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    pem = tmp_path / "cert.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("SKUFLOW_USERS_GRPC_CERT", str(pem))
+    with pytest.raises(SettingsError, match="SKUFLOW_USERS_GRPC_KEY"):
+        load_settings()

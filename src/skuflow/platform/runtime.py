@@ -139,9 +139,8 @@ class ServiceRuntime:
         targets = {f"{urlsplit(url).hostname}:{urlsplit(url).port}": name for name, url in services.items()}
         self._http = new_session(self.metrics.client_trace(targets))
         if self._local_verifier is None:
-            settings = self.settings
-            self._ask = ask_users(settings.auth_transport, settings.users_url, settings.users_grpc, self._http)
-            self._verifier = TokenVerifier(self._ask, settings.auth_cache_seconds)
+            self._ask = ask_users(self.settings, self._http)
+            self._verifier = TokenVerifier(self._ask, self.settings.auth_cache_seconds)
         if self.outbox is not None:
             self.relay = OutboxRelay(self.outbox, self.broker)
             self.relay.start()

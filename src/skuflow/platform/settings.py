@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     catalog_url: str = "http://127.0.0.1:8002"
     users_url: str = "http://127.0.0.1:8003"
     users_grpc: str = "127.0.0.1:50051"
+    # TLS for the gRPC fast path, an option (plain HTTP/2 by default, for loopback or a private network):
+    # users serves TLS with this certificate and key (PEM files, both or neither); inventory and catalog
+    # connect with TLS, trusting the CA certificates in this file (PEM), when it is set.
+    users_grpc_cert: Path | None = None
+    users_grpc_key: Path | None = None
+    users_grpc_ca: Path | None = None
 
     smtp_url: str | None = None
     # An extension of ours (docs/contract.md): the SMTP connections a users process sends on at once. At most
@@ -136,6 +142,26 @@ class Settings(BaseSettings):
         if any(char.isspace() or not char.isprintable() for char in host):
             raise ValueError("the host holds a space or a control character")
         return value
+
+    @field_validator("users_grpc_cert", "users_grpc_key", "users_grpc_ca")
+    @classmethod
+    def _readable_pem(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                head = value.read_bytes()[:4096]
+            except OSError as error:
+                raise ValueError(f"cannot read {value}: {error.strerror or error}") from None
+            if b"-----BEGIN " not in head:
+                raise ValueError(f"{value} is not a PEM file (no -----BEGIN line)")
+        return value
+
+    @model_validator(mode="after")
+    def _certificate_with_its_key(self) -> Settings:
+        if (self.users_grpc_cert is None) != (self.users_grpc_key is None):
+            raise ValueError(
+                "SKUFLOW_USERS_GRPC_CERT and SKUFLOW_USERS_GRPC_KEY go together: set both for TLS, or neither"
+            )
+        return self
 
     @field_validator("broker_url")
     @classmethod

@@ -20,6 +20,7 @@ import grpc
 from skuflow.auth.v1 import auth_pb2, auth_pb2_grpc
 from skuflow.platform.auth import Principal
 from skuflow.platform.http import ServiceUnavailable, call_json
+from skuflow.platform.settings import Settings
 
 GRPC_DEADLINE = 2.0  # seconds for one Verify call: a lookup by primary key, answered in about a millisecond
 GRPC_ATTEMPTS = 2  # a call that could not reach users is tried once more, after RETRY_PAUSE
@@ -39,11 +40,12 @@ class Ask(Protocol):
     async def close(self) -> None: ...
 
 
-def ask_users(transport: str, users_url: str, users_grpc: str, session: aiohttp.ClientSession) -> Ask:
+def ask_users(settings: Settings, session: aiohttp.ClientSession) -> Ask:
     """The transport SKUFLOW_AUTH_TRANSPORT names."""
-    if transport == "grpc":
-        return GrpcAsk(users_grpc)
-    return RestAsk(users_url, session)
+    if settings.auth_transport == "grpc":
+        trusted = settings.users_grpc_ca.read_bytes() if settings.users_grpc_ca is not None else None
+        return GrpcAsk(settings.users_grpc, trusted)
+    return RestAsk(settings.users_url, session)
 
 
 class RestAsk:
@@ -67,9 +69,14 @@ class RestAsk:
 
 
 class GrpcAsk:
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, trusted: bytes | None = None) -> None:
+        """`trusted`: CA certificates (PEM) to trust, and TLS; None: plain HTTP/2."""
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        if trusted is None:
+            self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            credentials = grpc.ssl_channel_credentials(root_certificates=trusted)
+            self._channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
         self._verify = auth_pb2_grpc.AuthStub(self._channel).Verify
 
     async def __call__(self, token: str) -> Principal | None:

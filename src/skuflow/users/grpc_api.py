@@ -55,8 +55,13 @@ class AuthServer:
         health = health_aio.HealthServicer()
         auth_pb2_grpc.add_AuthServicer_to_server(_Auth(self.runtime.db), server)
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        settings = self.runtime.settings
         try:
-            port = server.add_insecure_port(self.address)
+            if settings.users_grpc_cert is not None and settings.users_grpc_key is not None:
+                pair = (settings.users_grpc_key.read_bytes(), settings.users_grpc_cert.read_bytes())
+                port = server.add_secure_port(self.address, grpc.ssl_server_credentials([pair]))
+            else:
+                port = server.add_insecure_port(self.address)
         except RuntimeError as error:  # grpcio raises when it cannot bind
             await server.stop(None)
             raise OSError(f"users cannot listen for gRPC on {self.address} (SKUFLOW_USERS_GRPC): {error}") from None
@@ -76,4 +81,4 @@ class AuthServer:
     def check(self) -> Check:
         if self._server is None:
             return Check("degraded", {"address": self.address, "error": "not serving"})
-        return Check("ok", {"address": self.address})
+        return Check("ok", {"address": self.address, "tls": self.runtime.settings.users_grpc_cert is not None})
