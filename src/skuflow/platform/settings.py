@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     # users serves TLS with this certificate and key (PEM files, both or neither); inventory and catalog
     # connect with TLS, trusting the CA certificates in this file (PEM), when it is set.
     users_grpc_cert: Path | None = None
-    users_grpc_key: Path | None = None
+    users_grpc_key: Path | None = Field(None, validate_default=True)  # checked against the certificate
     users_grpc_ca: Path | None = None
 
     smtp_url: str | None = None
@@ -147,21 +147,23 @@ class Settings(BaseSettings):
     @classmethod
     def _readable_pem(cls, value: Path | None) -> Path | None:
         if value is not None:
+            # The file's name is not repeated here: the error shows the value given, masked where needed.
             try:
                 head = value.read_bytes()[:4096]
             except OSError as error:
-                raise ValueError(f"cannot read {value}: {error.strerror or error}") from None
+                raise ValueError(f"cannot read the file: {error.strerror or type(error).__name__}") from None
             if b"-----BEGIN " not in head:
-                raise ValueError(f"{value} is not a PEM file (no -----BEGIN line)")
+                raise ValueError("not a PEM file (no -----BEGIN line)")
         return value
 
-    @model_validator(mode="after")
-    def _certificate_with_its_key(self) -> Settings:
-        if (self.users_grpc_cert is None) != (self.users_grpc_key is None):
+    @field_validator("users_grpc_key")
+    @classmethod
+    def _key_with_its_certificate(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if "users_grpc_cert" in info.data and (info.data["users_grpc_cert"] is None) != (value is None):
             raise ValueError(
                 "SKUFLOW_USERS_GRPC_CERT and SKUFLOW_USERS_GRPC_KEY go together: set both for TLS, or neither"
             )
-        return self
+        return value
 
     @field_validator("broker_url")
     @classmethod
