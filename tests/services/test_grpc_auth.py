@@ -19,6 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import strategies as st
 
+from skuflow.auth.v1 import auth_pb2, auth_pb2_grpc
 from skuflow.catalog.service import build_app as catalog_app
 from skuflow.embedded.certificate import self_signed
 from skuflow.inventory.service import build_app as inventory_app
@@ -157,6 +158,21 @@ async def test_grpc_health_and_readiness_show_the_auth_service(stack: Stack):
         async with system.http.get(f"{system.users.url}/readyz") as response:
             readiness = await response.json()
         assert readiness["checks"]["grpc"] == "ok"
+
+
+async def test_verify_answers_whatever_correlation_id_the_caller_sends(stack: Stack):
+    """The metadata is the caller's to fill: an id breaking the rule is replaced, never an error."""
+    async with shop(stack) as system:
+        token = await system.token()
+        async with grpc.aio.insecure_channel(system.grpc_address) as channel:
+            verify = auth_pb2_grpc.AuthStub(channel).Verify
+            for given in ("corr-1", "not an id!", "x" * 500, "\u00e9t\u00e9"):
+                metadata = (
+                    (("x-correlation-id", given),) if given.isascii() else (("x-correlation-id-bin", given.encode()),)
+                )
+                answer = await verify(auth_pb2.VerifyRequest(token=token), metadata=metadata, timeout=5)
+                assert (answer.active, answer.sub) == (True, "warehouse")
+            assert not (await verify(auth_pb2.VerifyRequest(token="nope"), timeout=5)).active
 
 
 @pytest.fixture(scope="module")

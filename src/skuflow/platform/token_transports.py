@@ -18,6 +18,7 @@ import aiohttp
 import grpc
 
 from skuflow.auth.v1 import auth_pb2, auth_pb2_grpc
+from skuflow.messaging import current_flow
 from skuflow.platform.auth import Principal
 from skuflow.platform.http import ServiceUnavailable, call_json
 from skuflow.platform.settings import Settings
@@ -32,6 +33,12 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+
+
+def _flow_metadata() -> tuple[tuple[str, str], ...]:
+    """The flow's correlation id, as REST calls carry it in X-Correlation-ID."""
+    flow = current_flow()
+    return (("x-correlation-id", flow.correlation_id),) if flow is not None else ()
 
 
 class Ask(Protocol):
@@ -83,7 +90,7 @@ class GrpcAsk:
         for attempt in range(1, GRPC_ATTEMPTS + 1):
             try:
                 reply: auth_pb2.VerifyResponse = await self._verify(
-                    auth_pb2.VerifyRequest(token=token), timeout=GRPC_DEADLINE
+                    auth_pb2.VerifyRequest(token=token), timeout=GRPC_DEADLINE, metadata=_flow_metadata()
                 )
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.UNAVAILABLE and attempt < GRPC_ATTEMPTS:

@@ -9,19 +9,23 @@ after the HTTP API has drained (health NOT_SERVING, then up to the shutdown grac
 from __future__ import annotations
 
 import logging
+import re
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from skuflow.auth.v1 import auth_pb2, auth_pb2_grpc
+from skuflow.messaging import flow_scope, new_id
 from skuflow.platform.db import Database
 from skuflow.platform.runtime import Check, ServiceRuntime
+from skuflow.platform.web import ID_PATTERN
 from skuflow.users import accounts
 
 log = logging.getLogger("skuflow.users.grpc")
 
 SERVICE = "skuflow.auth.v1.Auth"
+_IS_ID = re.compile(ID_PATTERN).fullmatch
 
 
 class _Auth(auth_pb2_grpc.AuthServicer):
@@ -31,7 +35,11 @@ class _Auth(auth_pb2_grpc.AuthServicer):
     async def Verify(
         self, request: auth_pb2.VerifyRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.VerifyResponse:
-        active = await accounts.verify_token(self.db, request.token)
+        # The caller's flow, as X-Correlation-ID carries it over HTTP; one that breaks the rule is replaced.
+        given = dict(context.invocation_metadata() or ()).get("x-correlation-id")
+        correlation_id = given if isinstance(given, str) and _IS_ID(given) else new_id()
+        with flow_scope(correlation_id):
+            active = await accounts.verify_token(self.db, request.token)
         if active is None:
             return auth_pb2.VerifyResponse(active=False)
         return auth_pb2.VerifyResponse(active=True, sub=active.sub, scope=active.scope, exp=active.exp)
