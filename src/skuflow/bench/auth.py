@@ -27,20 +27,18 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pydantic import SecretStr
 from rich.table import Table
 
 from skuflow.bench.e2e.figures import BenchError
-from skuflow.bench.e2e.stack import Stack, StackChoice, scratch_stack
-from skuflow.bench.e2e.system import PASSWORD, free_port, running, skuflow_command, until_answering
+from skuflow.bench.e2e.stack import StackChoice, scratch_stack
+from skuflow.bench.e2e.system import running, users_and_inventory
 from skuflow.platform.auth import TokenVerifier
 from skuflow.platform.settings import Settings
 from skuflow.platform.token_transports import GrpcAsk, RestAsk
-from skuflow.service_client import ServiceClient, connected
+from skuflow.service_client import ServiceClient
 
 CALLERS = (1, 50)
 SUBJECTS = ("rest", "rest baseline", "grpc", "grpc baseline", "cache hit", "protected", "unprotected")
@@ -194,35 +192,8 @@ async def _system(choice: StackChoice | None) -> AsyncIterator[dict[str, Call]]:
             ):
                 yield calls
         else:
-            async with _served(scratch, choice) as (settings, client), _calls(settings, client) as calls:
+            async with users_and_inventory(scratch, choice) as served, _calls(served.settings, served.client) as calls:
                 yield calls
-
-
-@contextlib.asynccontextmanager
-async def _served(scratch: Path, choice: StackChoice) -> AsyncIterator[tuple[Settings, ServiceClient]]:
-    """`skuflow serve users` and `skuflow serve inventory`, each on a scratch stack of its own."""
-    urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("users", "inventory")}
-    users_grpc = f"127.0.0.1:{free_port()}"
-
-    def values(stack: Stack) -> dict[str, Any]:
-        return {
-            "broker_url": stack.broker_url,
-            "data_dir": scratch / "data",
-            "warehouse_secret": SecretStr(PASSWORD),
-            "admin_secret": SecretStr(PASSWORD),
-            "users_grpc": users_grpc,
-            **{f"{name}_url": url for name, url in urls.items()},
-            **{f"{name}_database_url": url for name, url in stack.database_urls.items()},
-        }
-
-    async with scratch_stack(choice, ("users",)) as users_stack, scratch_stack(choice, ("inventory",)) as stack:
-        serve_users = skuflow_command(["serve", "users"], values(users_stack), scratch, "users.log")
-        serve_inventory = skuflow_command(["serve", "inventory"], values(stack), scratch, "inventory.log")
-        settings = Settings(**values(stack))
-        async with serve_users as users, serve_inventory as inventory, connected(settings, 60, "") as client:
-            ready = [f"{url}/readyz" for url in urls.values()]
-            await until_answering([users, inventory], client.http, ready, "`skuflow serve`")
-            yield settings, client
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,18 @@ from rich.table import Table
 from skuflow.cli.base import console, err_console, errors, fail
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+SCRATCH_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+
+# The options of the benchmarks that run the system on scratch stacks (bench e2e, stock, auth).
+ScratchBroker = Annotated[
+    str | None, typer.Option(help="RabbitMQ (default: SKUFLOW_BROKER_URL if amqp, else the local one).")
+]
+ScratchBrokerApi = Annotated[
+    str | None, typer.Option(help="Its management API, for scratch vhosts (default: http://<host>:15672).")
+]
+ScratchPostgres = Annotated[
+    str, typer.Option(help="The PostgreSQL server to create scratch databases on (dropped after).")
+]
 
 
 class BenchReport(Protocol):
@@ -91,15 +103,9 @@ def bench_e2e(
             "and the report gives skuflow / each."
         ),
     ] = "skuflow",
-    broker_url: Annotated[
-        str | None, typer.Option(help="RabbitMQ (default: SKUFLOW_BROKER_URL if amqp, else the local one).")
-    ] = None,
-    rabbitmq_api: Annotated[
-        str | None, typer.Option(help="Its management API, for a scratch vhost (default: http://<host>:15672).")
-    ] = None,
-    postgres_url: Annotated[
-        str, typer.Option(help="The PostgreSQL server to create scratch databases on (dropped after).")
-    ] = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+    broker_url: ScratchBroker = None,
+    rabbitmq_api: ScratchBrokerApi = None,
+    postgres_url: ScratchPostgres = SCRATCH_POSTGRES,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds each phase has to converge.")] = 600.0,
     poll: Annotated[float, typer.Option(min=0.01, help="Seconds between two looks at convergence.")] = 0.25,
     as_json: Annotated[bool, typer.Option("--json", help="Print every figure as JSON.")] = False,
@@ -167,15 +173,9 @@ def bench_stock(
         bool,
         typer.Option("--embedded", help="`skuflow up` on the in-process broker and SQLite, alone (no raw baseline)."),
     ] = False,
-    broker_url: Annotated[
-        str | None, typer.Option(help="RabbitMQ (default: SKUFLOW_BROKER_URL if amqp, else the local one).")
-    ] = None,
-    rabbitmq_api: Annotated[
-        str | None, typer.Option(help="Its management API, for scratch vhosts (default: http://<host>:15672).")
-    ] = None,
-    postgres_url: Annotated[
-        str, typer.Option(help="The PostgreSQL server to create scratch databases on (dropped after).")
-    ] = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+    broker_url: ScratchBroker = None,
+    rabbitmq_api: ScratchBrokerApi = None,
+    postgres_url: ScratchPostgres = SCRATCH_POSTGRES,
     as_json: Annotated[bool, typer.Option("--json", help="Print every figure as JSON.")] = False,
 ) -> None:
     """`POST /v1/stock` alone, one SKU per report: skuflow's inventory (`skuflow serve inventory`, users beside it
@@ -248,15 +248,9 @@ def bench_auth(
     embedded: Annotated[
         bool, typer.Option("--embedded", help="`skuflow up` on the in-process broker and SQLite, one process.")
     ] = False,
-    broker_url: Annotated[
-        str | None, typer.Option(help="RabbitMQ (default: SKUFLOW_BROKER_URL if amqp, else the local one).")
-    ] = None,
-    rabbitmq_api: Annotated[
-        str | None, typer.Option(help="Its management API, for scratch vhosts (default: http://<host>:15672).")
-    ] = None,
-    postgres_url: Annotated[
-        str, typer.Option(help="The PostgreSQL server to create scratch databases on (dropped after).")
-    ] = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+    broker_url: ScratchBroker = None,
+    rabbitmq_api: ScratchBrokerApi = None,
+    postgres_url: ScratchPostgres = SCRATCH_POSTGRES,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """What verifying a token costs over REST, over gRPC and from the verifier's cache, each beside a baseline

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from skuflow.bench.e2e.figures import BenchError, NotConverged, Samples, all_settled
-from skuflow.bench.e2e.stack import SERVICE_NAMES, Stack
+from skuflow.bench.e2e.stack import SERVICE_NAMES, Stack, StackChoice, scratch_stack
 from skuflow.embedded.ftp import FtpServer
 from skuflow.embedded.smtp import ReceivedMail, SmtpSink
 from skuflow.messaging import SKUFLOW, Broker, BrokerOptions, create_broker, wait_queue
@@ -284,3 +284,43 @@ async def stop(process: asyncio.subprocess.Process) -> None:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+@dataclass(frozen=True)
+class UsersAndInventory:
+    settings: Settings  # inventory's: the two URLs, users' gRPC address, the client secrets
+    client: ServiceClient
+    users: asyncio.subprocess.Process
+    inventory: asyncio.subprocess.Process
+    stack: Stack  # inventory's
+
+
+@contextlib.asynccontextmanager
+async def users_and_inventory(
+    scratch: Path, choice: StackChoice, workers: int | None = None
+) -> AsyncIterator[UsersAndInventory]:
+    """`skuflow serve users` and `skuflow serve inventory` (`--workers N`), each on a scratch stack of its own
+    (users takes none of inventory's events), answering; stopped after the block."""
+    urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("users", "inventory")}
+    users_grpc = f"127.0.0.1:{free_port()}"
+
+    def values(stack: Stack) -> dict[str, Any]:
+        return {
+            "broker_url": stack.broker_url,
+            "data_dir": scratch / "data",
+            "warehouse_secret": SecretStr(PASSWORD),
+            "admin_secret": SecretStr(PASSWORD),  # users will not start without it
+            "users_grpc": users_grpc,
+            **{f"{name}_url": url for name, url in urls.items()},
+            **{f"{name}_database_url": url for name, url in stack.database_urls.items()},
+        }
+
+    many = ["--workers", str(workers), "--end-with-parent"] if workers else []
+    async with scratch_stack(choice, ("users",)) as users_stack, scratch_stack(choice, ("inventory",)) as stack:
+        serve_users = skuflow_command(["serve", "users"], values(users_stack), scratch, "users.log")
+        serve_inventory = skuflow_command(["serve", "inventory", *many], values(stack), scratch, "inventory.log")
+        settings = Settings(**values(stack))
+        async with serve_users as users, serve_inventory as inventory, connected(settings, 60, "") as client:
+            ready = [f"{url}/readyz" for url in urls.values()]
+            await until_answering([users, inventory], client.http, ready, "`skuflow serve`")
+            yield UsersAndInventory(settings, client, users[0], inventory[0], stack)

@@ -8,19 +8,15 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import asyncpg
-from pydantic import SecretStr
 
 from skuflow.bench.e2e.raw import TOKEN, raw_services
-from skuflow.bench.e2e.stack import Stack, StackChoice, scratch_stack
-from skuflow.bench.e2e.system import PASSWORD, free_port, running, skuflow_command, until_answering
+from skuflow.bench.e2e.stack import StackChoice, scratch_stack
+from skuflow.bench.e2e.system import running, users_and_inventory
 from skuflow.bench.raw import catalog, common, users
 from skuflow.platform.outbox import TABLE
-from skuflow.platform.settings import Settings
-from skuflow.service_client import connected
 
 STOCK = "/v1/stock"
 
@@ -48,33 +44,13 @@ async def skuflow_inventory(scratch: Path, choice: StackChoice, workers: int | N
     takes none of inventory's events, so nothing but the load asks inventory anything. Inventory consumes its own
     `sku_processed` (the availability recalculation), part of its work; catalog's and users' queues, which it
     declares, fill unconsumed."""
-    urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("users", "inventory")}
-    users_grpc = f"127.0.0.1:{free_port()}"
-
-    def values(stack: Stack) -> dict[str, Any]:
-        return {
-            "broker_url": stack.broker_url,
-            "data_dir": scratch / "data",
-            "warehouse_secret": SecretStr(PASSWORD),
-            "admin_secret": SecretStr(PASSWORD),  # users will not start without it
-            **{f"{name}_url": url for name, url in urls.items()},
-            "users_grpc": users_grpc,
-            **{f"{name}_database_url": url for name, url in stack.database_urls.items()},
-        }
-
-    many = ["--workers", str(workers), "--end-with-parent"] if workers else []
-    async with scratch_stack(choice, ("users",)) as users_stack, scratch_stack(choice, ("inventory",)) as stack:
-        serve_users = skuflow_command(["serve", "users"], values(users_stack), scratch, "users.log")
-        serve_inventory = skuflow_command(["serve", "inventory", *many], values(stack), scratch, "inventory.log")
-        async with serve_users as users, serve_inventory as inventory:
-            async with connected(Settings(**values(stack)), seconds=60, hint="") as client:
-                ready = [f"{url}/readyz" for url in urls.values()]
-                await until_answering([users, inventory], client.http, ready, "`skuflow serve`")
-                token = await client.token("warehouse")
-            roles = {"inventory": [inventory[0].pid], "users": [users[0].pid]}
-            database = stack.database_urls["inventory"].replace("postgresql+asyncpg://", "postgresql://")
-            backlog = functools.partial(_outbox_backlog, database)
-            yield Target(f"{urls['inventory']}{STOCK}", token, roles, stack.versions, backlog)
+    async with users_and_inventory(scratch, choice, workers) as served:
+        token = await served.client.token("warehouse")
+        roles = {"inventory": [served.inventory.pid], "users": [served.users.pid]}
+        database = served.stack.database_urls["inventory"].replace("postgresql+asyncpg://", "postgresql://")
+        backlog = functools.partial(_outbox_backlog, database)
+        url = f"{served.settings.inventory_url}{STOCK}"
+        yield Target(url, token, roles, served.stack.versions, backlog)
 
 
 @contextlib.asynccontextmanager
