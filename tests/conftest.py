@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import random
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -126,6 +127,22 @@ def free_port() -> int:
     return port
 
 
+def free_port_below_ephemeral() -> int:
+    """A free port the kernel never hands out for a `bind(..., 0)`, for a server that binds it later, while
+    other servers of the test take theirs from the kernel: one picked from the ephemeral range and released
+    could be given again to a socket bound in the meantime, and the later bind would fail."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        lowest = int(ports.read().split()[0])
+    for _ in range(100):
+        port = random.randrange(10_000, lowest)
+        try:
+            bind("127.0.0.1", port).close()
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no free port found from 10000 to {lowest}")
+
+
 @dataclass
 class Stack:
     """Where one test's services keep their messages and data."""
@@ -136,7 +153,7 @@ class Stack:
     data_dir: str
     overrides: dict[str, object] = field(default_factory=dict)
     # Users' gRPC port: one per stack (each test's users listens on its own), whichever settings() asks.
-    users_grpc: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
+    users_grpc: str = field(default_factory=lambda: f"127.0.0.1:{free_port_below_ephemeral()}")
 
     def settings(self, **overrides: object) -> Settings:
         values: dict[str, object] = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StrictInt
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt
 
 from skuflow.platform.db import utc
 
@@ -29,5 +29,13 @@ def as_of_rule(moment: datetime) -> datetime:
     return moment
 
 
+def as_of_text(value: object) -> object:
+    """An ISO-8601 text (or a datetime, from our own code), never a number: pydantic would read 1.0 as seconds
+    since 1970, and the contract's `as_of` is a date-time text (found by the API fuzzer)."""
+    if isinstance(value, int | float):
+        raise ValueError("as_of must be an ISO-8601 date-time text, e.g. 2026-11-25T08:00:00Z, not a number")
+    return value
+
+
 OnHand = Annotated[StrictInt, Field(ge=0, le=MAX_ON_HAND)]
-AsOf = Annotated[datetime, AfterValidator(as_of_rule)]
+AsOf = Annotated[datetime, BeforeValidator(as_of_text), AfterValidator(as_of_rule)]
