@@ -5,6 +5,7 @@ Each function takes the service's `Database`; every write is one unit of work (`
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from skuflow.platform.db import Database, utc
 from skuflow.users import oauth, passwords, scopes
 from skuflow.users.db import clients, tokens, users
 from skuflow.users.tokens import looks_like_token, new_token, token_hash
+
+log = logging.getLogger("skuflow.users.accounts")
 
 # Expired tokens are deleted while issuing new ones, a bounded batch at a time, once they are this old
 # (a grace that keeps "expired" and "unknown" apart in the logs of a recent failure).
@@ -171,6 +174,22 @@ async def verify_token(db: Database, token: str, now: datetime | None = None) ->
     if expires_at <= (now or datetime.now(UTC)):
         return None
     return ActiveToken(sub=row.sub, scope=row.scope, exp=int(expires_at.timestamp()))
+
+
+async def revoke_token(db: Database, token: str, by: Principal) -> bool:
+    """End `token` now, if it is `by`'s own or `by` is the admin (RFC 7009); whether one was revoked. A token
+    that is unknown, expired, already revoked or someone else's revokes nothing, and the caller is not told
+    which (an answer that differed would tell a guesser that a token exists)."""
+    if not looks_like_token(token):
+        return False
+    owned = tokens.c.token_hash == token_hash(token)
+    if not by.has("admin"):
+        owned &= tokens.c.sub == by.sub
+    async with db.transaction() as session:
+        revoked = (await session.execute(delete(tokens).where(owned).returning(tokens.c.sub))).first()
+    if revoked is not None:
+        log.info("a token of %s was revoked by %s", revoked.sub, by.sub)
+    return revoked is not None
 
 
 class LocalVerifier:

@@ -23,11 +23,12 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from skuflow.platform.auth import Principal, authenticated
 from skuflow.platform.responses import RETRY_AFTER, problem
 from skuflow.platform.text import a_plain_text, a_unicode_text
 from skuflow.platform.web import runtime_of
@@ -199,6 +200,54 @@ def auth_router(limiter: rate_limits.TokenAttempts) -> APIRouter:
         if active is None:
             return VerifyOut(active=False)
         return VerifyOut(active=True, sub=active.sub, scope=active.scope, exp=active.exp)
+
+    return router
+
+
+_REVOKE_FORM: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            oauth.FORM_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "required": ["token"],
+                    "properties": {
+                        "token": {"type": "string", "description": "the access token to revoke"},
+                        "token_type_hint": {"type": "string", "description": "ignored: every token is an access token"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def revocation_router() -> APIRouter:
+    router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+    @router.post(
+        "/revoke",
+        summary="Revoke a token (RFC 7009): one's own, or any with the admin's token",
+        description=(
+            "Form-encoded `token`. The caller authenticates with a bearer token of the same user or client, or "
+            "of the admin. 200 whatever the token was (unknown, expired, already revoked, or another's, which "
+            "stays valid): the answer never tells whether a token exists. Services that verify tokens stop "
+            "accepting a revoked one within SKUFLOW_AUTH_CACHE_SECONDS."
+        ),
+        openapi_extra=_REVOKE_FORM,
+        responses={200: {"description": "revoked, or nothing to revoke"}, 400: {"model": OAuthErrorOut}},
+    )
+    async def revoke(request: Request, caller: Annotated[Principal, Depends(authenticated)]) -> Response:
+        try:
+            params = oauth.parse_form(request.headers.get("content-type"), await request.body(), "a revocation")
+        except oauth.OAuthError as error:
+            return _oauth_error(error)
+        token = params.get("token")
+        if token is None:
+            return _oauth_error(oauth.OAuthError("invalid_request", "missing token"))
+        await accounts.revoke_token(runtime_of(request).db, token, caller)
+        return Response(status_code=200)
 
     return router
 

@@ -46,12 +46,12 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 50
 
 
-def parse_form(content_type: str | None, body: bytes) -> dict[str, str]:
-    """The token request's parameters. Repeating one is an error (RFC 6749 section 3.2), and one sent
-    without a value counts as omitted (section 3.1)."""
+def parse_form(content_type: str | None, body: bytes, what: str = "the token request") -> dict[str, str]:
+    """The parameters of `what` (a token or revocation request). Repeating one is an error (RFC 6749 section
+    3.2), and one sent without a value counts as omitted (section 3.1)."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != FORM_TYPE:
-        raise OAuthError("invalid_request", f"the token request must be {FORM_TYPE}")
+        raise OAuthError("invalid_request", f"{what} must be {FORM_TYPE}")
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict", max_num_fields=MAX_FORM_FIELDS)
     except (UnicodeDecodeError, ValueError) as error:

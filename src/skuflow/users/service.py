@@ -15,7 +15,7 @@ from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import PREFIX, Settings, SettingsError
 from skuflow.platform.web import create_app
 from skuflow.users import accounts, db, passwords, rate_limits
-from skuflow.users.api import NoStore, auth_router, users_router
+from skuflow.users.api import NoStore, auth_router, revocation_router, users_router
 from skuflow.users.consumers import UsersConsumers
 from skuflow.users.grpc_api import AuthServer
 from skuflow.users.mailer import Mailer
@@ -76,7 +76,7 @@ def build_app(settings: Settings) -> FastAPI:
     sign_ups = rate_limits.SlidingWindow(settings.sign_ups_per_minute, RATE_WINDOW_SECONDS)
     app = create_app(
         runtime,
-        [users_router(sign_ups), auth_router(limiter), wishlist_router()],
+        [users_router(sign_ups), auth_router(limiter), revocation_router(), wishlist_router()],
         title="skuflow users",
         description=DESCRIPTION,
     )
