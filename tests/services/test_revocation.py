@@ -91,7 +91,9 @@ async def test_a_revocation_needs_a_valid_bearer_token_and_a_form_with_the_token
     assert (await users.revoke(mine, caller=None))[0] == 401
     assert (await users.revoke(mine, caller="forged"))[0] == 401
     async with users.http.post(
-        f"{users.url}/v1/auth/revoke", data={"token_type_hint": "access_token"}, headers={"Authorization": f"Bearer {mine}"}
+        f"{users.url}/v1/auth/revoke",
+        data={"token_type_hint": "access_token"},
+        headers={"Authorization": f"Bearer {mine}"},
     ) as response:
         assert response.status == 400
         assert (await response.json())["error"] == "invalid_request"

@@ -236,6 +236,7 @@ def revocation_router() -> APIRouter:
             "accepting a revoked one within SKUFLOW_AUTH_CACHE_SECONDS."
         ),
         openapi_extra=_REVOKE_FORM,
+        response_class=Response,  # an empty body (RFC 7009 section 2.2), documented as such
         responses={200: {"description": "revoked, or nothing to revoke"}, 400: {"model": OAuthErrorOut}},
     )
     async def revoke(request: Request, caller: Annotated[Principal, Depends(authenticated)]) -> Response:
