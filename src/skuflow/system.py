@@ -25,7 +25,7 @@ from skuflow.embedded import ftp
 from skuflow.embedded.smtp import ReceivedMail, SmtpSink
 from skuflow.platform.ftp import FtpLocation
 from skuflow.platform.serving import SharedProcessServer, bind, server_for, wait_started
-from skuflow.platform.settings import Settings, without_password
+from skuflow.platform.settings import Settings, host_and_port, without_password
 
 log = logging.getLogger("skuflow")
 
@@ -47,9 +47,8 @@ class ServiceSpec:
     def check_other_ports(self, settings: Settings) -> None:
         """Fail now, naming the setting, if an address the service opens itself at start is taken."""
         for name in self.also_listens:
-            host, _, port = str(getattr(settings, name)).rpartition(":")
             try:
-                bind(host.strip("[]"), int(port)).close()
+                bind(*host_and_port(getattr(settings, name))).close()
             except OSError as error:
                 raise OSError(f"{error} (set SKUFLOW_{name.upper()} to use another address)") from None
 

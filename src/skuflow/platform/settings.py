@@ -37,6 +37,17 @@ class SettingsError(Exception):
 Mode = Literal["choreography", "orchestration"]  # the coordination style (CONTRACT section 1)
 
 
+def host_and_port(address: str) -> tuple[str, int]:
+    """The host and port of `host:port` (`[::1]:50051` for an IPv6 address, its brackets dropped), as gRPC takes
+    an address to listen on or dial; ValueError naming what is wrong."""
+    host, _, port = address.rpartition(":")
+    if not host.strip("[]") or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:50051 (the port 1-65535)")
+    if any(char.isspace() or not char.isprintable() for char in host):
+        raise ValueError("the host holds a space or a control character")
+    return host.strip("[]"), int(port)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore", frozen=True)
 
@@ -135,12 +146,7 @@ class Settings(BaseSettings):
     @field_validator("users_grpc")
     @classmethod
     def _host_and_port(cls, value: str) -> str:
-        """`host:port` (`[::1]:50051` for an IPv6 address), as gRPC takes an address to listen on or dial."""
-        host, _, port = value.rpartition(":")
-        if not host.strip("[]") or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("must be host:port, e.g. 127.0.0.1:50051 (the port 1-65535)")
-        if any(char.isspace() or not char.isprintable() for char in host):
-            raise ValueError("the host holds a space or a control character")
+        host_and_port(value)  # raises ValueError naming the problem
         return value
 
     @field_validator("users_grpc_cert", "users_grpc_key", "users_grpc_ca")

@@ -42,7 +42,7 @@ MAX_BODY_BYTES = 1024 * 1024
 # What a correlation or request id may be (headers, and a correlation id in a path).
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 ID_RULE = "1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'"
-_is_id = re.compile(ID_PATTERN).fullmatch
+is_id = re.compile(ID_PATTERN).fullmatch  # the rule of a correlation or request id
 _ID_HEADERS = (("x-correlation-id", "X-Correlation-ID"), ("x-request-id", "X-Request-ID"))
 
 
@@ -207,7 +207,7 @@ class _Flow:
         ids: dict[str, str] = {}
         for key, label in _ID_HEADERS:
             given = headers.get(key.encode(), b"").decode("latin-1")
-            if given and not _is_id(given):
+            if given and not is_id(given):
                 response = _error(422, f"{label} must be {ID_RULE}")
                 await response(scope, receive, send)
                 return

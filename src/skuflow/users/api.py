@@ -128,27 +128,23 @@ class VerifyOut(BaseModel):
     exp: int | None = Field(None, description="expiry, in unix seconds")
 
 
-_TOKEN_FORM: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            oauth.FORM_TYPE: {
-                "schema": {
-                    "type": "object",
-                    "required": ["grant_type"],
-                    "properties": {
-                        "grant_type": {"type": "string", "enum": ["password", "client_credentials"]},
-                        "username": {"type": "string", "description": "password grant: the e-mail address"},
-                        "password": {"type": "string"},
-                        "client_id": {"type": "string", "description": "or HTTP Basic authentication"},
-                        "client_secret": {"type": "string"},
-                        "scope": {"type": "string", "description": "a space-separated subset of what is granted"},
-                    },
-                }
-            }
-        },
-    }
-}
+def _form_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """An operation's OpenAPI `requestBody` for a form the handler reads itself (RFC 6749 and RFC 7009 forms)."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"requestBody": {"required": True, "content": {oauth.FORM_TYPE: {"schema": schema}}}}
+
+
+_TOKEN_FORM = _form_body(
+    ["grant_type"],
+    {
+        "grant_type": {"type": "string", "enum": ["password", "client_credentials"]},
+        "username": {"type": "string", "description": "password grant: the e-mail address"},
+        "password": {"type": "string"},
+        "client_id": {"type": "string", "description": "or HTTP Basic authentication"},
+        "client_secret": {"type": "string"},
+        "scope": {"type": "string", "description": "a space-separated subset of what is granted"},
+    },
+)
 
 
 def auth_router(limiter: rate_limits.TokenAttempts) -> APIRouter:
@@ -204,23 +200,13 @@ def auth_router(limiter: rate_limits.TokenAttempts) -> APIRouter:
     return router
 
 
-_REVOKE_FORM: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            oauth.FORM_TYPE: {
-                "schema": {
-                    "type": "object",
-                    "required": ["token"],
-                    "properties": {
-                        "token": {"type": "string", "description": "the access token to revoke"},
-                        "token_type_hint": {"type": "string", "description": "ignored: every token is an access token"},
-                    },
-                }
-            }
-        },
-    }
-}
+_REVOKE_FORM = _form_body(
+    ["token"],
+    {
+        "token": {"type": "string", "description": "the access token to revoke"},
+        "token_type_hint": {"type": "string", "description": "ignored: every token is an access token"},
+    },
+)
 
 
 def revocation_router() -> APIRouter:

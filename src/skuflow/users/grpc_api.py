@@ -9,7 +9,6 @@ after the HTTP API has drained (health NOT_SERVING, then up to the shutdown grac
 from __future__ import annotations
 
 import logging
-import re
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,13 +18,12 @@ from skuflow.auth.v1 import auth_pb2, auth_pb2_grpc
 from skuflow.messaging import flow_scope, new_id
 from skuflow.platform.db import Database
 from skuflow.platform.runtime import Check, ServiceRuntime
-from skuflow.platform.web import ID_PATTERN
+from skuflow.platform.web import is_id
 from skuflow.users import accounts
 
 log = logging.getLogger("skuflow.users.grpc")
 
 SERVICE = "skuflow.auth.v1.Auth"
-_IS_ID = re.compile(ID_PATTERN).fullmatch
 
 
 class _Auth(auth_pb2_grpc.AuthServicer):
@@ -37,7 +35,7 @@ class _Auth(auth_pb2_grpc.AuthServicer):
     ) -> auth_pb2.VerifyResponse:
         # The caller's flow, as X-Correlation-ID carries it over HTTP; one that breaks the rule is replaced.
         given = dict(context.invocation_metadata() or ()).get("x-correlation-id")
-        correlation_id = given if isinstance(given, str) and _IS_ID(given) else new_id()
+        correlation_id = given if isinstance(given, str) and is_id(given) else new_id()
         with flow_scope(correlation_id):
             active = await accounts.verify_token(self.db, request.token)
         if active is None:
@@ -51,7 +49,6 @@ class AuthServer:
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
         self.address = runtime.settings.users_grpc
-        self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._health: health_aio.HealthServicer | None = None
 
@@ -67,14 +64,14 @@ class AuthServer:
         try:
             if settings.users_grpc_cert is not None and settings.users_grpc_key is not None:
                 pair = (settings.users_grpc_key.read_bytes(), settings.users_grpc_cert.read_bytes())
-                port = server.add_secure_port(self.address, grpc.ssl_server_credentials([pair]))
+                server.add_secure_port(self.address, grpc.ssl_server_credentials([pair]))
             else:
-                port = server.add_insecure_port(self.address)
+                server.add_insecure_port(self.address)
         except RuntimeError as error:  # grpcio raises when it cannot bind
             await server.stop(None)
             raise OSError(f"users cannot listen for gRPC on {self.address} (SKUFLOW_USERS_GRPC): {error}") from None
         await server.start()
-        self._server, self._health, self.port = server, health, port
+        self._server, self._health = server, health
         for name in ("", SERVICE):  # "": the server as a whole
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("gRPC %s and health on %s", SERVICE, self.address)
