@@ -115,8 +115,8 @@ async def test_a_step_without_an_answer_is_sent_again_then_fails_its_flow(quick_
 
 @pytest.fixture
 def many_quick_steps(stack: Stack) -> None:
-    """A step is given 1 s to answer, and tries enough to outlast the test."""
-    stack.overrides |= {"flow_step_timeout_seconds": 1.0, "flow_step_attempts": 20}
+    """A step is given 2 s to answer (the sweeper looks every 0.5 s), and tries enough to outlast the test."""
+    stack.overrides |= {"flow_step_timeout_seconds": 2.0, "flow_step_attempts": 20}
 
 
 class Command(pydantic.BaseModel):
@@ -149,7 +149,7 @@ async def test_a_step_behind_a_backlog_being_worked_is_not_sent_again_until_the_
         await report(system, "SKU-B", 3, "backlog-1")
         await wait_until(lambda: _equals(system.observer.depth(queue.name), 4), what="the command behind 3 others")
 
-        await asyncio.sleep(3.0)  # three step timeouts
+        await asyncio.sleep(4.5)  # two step timeouts and more
         [flow] = await flows_of(system, "backlog-1")
         steps = {step["step"]: step for step in flow["steps"]}
         assert (flow["status"], steps[queue.message.name]["attempts"]) == ("running", 1)
@@ -157,11 +157,13 @@ async def test_a_step_behind_a_backlog_being_worked_is_not_sent_again_until_the_
         assert value(inventory, "skuflow_flow_steps_held") == 1
         assert value(inventory, "skuflow_flow_steps_resent") == 0
 
+        # The sweeper saw the queue busy at most one sweep (0.5 s) before the release, so the step is sent
+        # again no sooner than 1.5 s after it; unheld, it would go at the first sweep after the drain.
+        released = time.monotonic()
         release.set()
         await wait_until(lambda: _equals(system.observer.depth(queue.name), 0), what="the backlog worked through")
-        drained = time.monotonic()
         await wait_until(lambda: _attempts(system, "backlog-1", queue.message.name, 2), what="the step sent again")
-        assert time.monotonic() - drained > 0.5, "sent again only a timeout after the queue was last seen busy"
+        assert time.monotonic() - released > 1.0, "sent again only a timeout after the queue was last seen busy"
         assert "SKU-B" in taken
     finally:
         release.set()
