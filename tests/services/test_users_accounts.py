@@ -19,10 +19,11 @@ from sqlalchemy import func, select
 
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import Settings, SettingsError
-from skuflow.users import accounts
+from skuflow.users.access_tokens import AccessTokens
 from skuflow.users.db import tokens
 from skuflow.users.db import users as users_table
 from skuflow.users.service import build_app
+from skuflow.users.signing_keys import SigningKeys
 from tests.conftest import ADMIN_SECRET, WAREHOUSE_SECRET, Stack
 from tests.support.servers import RunningServer, serve
 from tests.support.waiting import wait_until
@@ -354,7 +355,8 @@ async def test_tokens_expired_long_ago_are_deleted_when_tokens_are_issued(users:
     assert await stored() == 1
     # Two hours later: the first token expired (an hour's lifetime) more than an hour ago.
     later = datetime.now(UTC) + timedelta(hours=2, seconds=1)
-    await accounts.issue_token(db, sub="warehouse", scope="stock:write", kind="client", ttl_seconds=60, now=later)
+    issuing = AccessTokens(db, SigningKeys(db, 60, create=False), "opaque", ttl_seconds=60)
+    await issuing.issue(sub="warehouse", scope="stock:write", kind="client", now=later)
 
     assert await stored() == 1
     assert await users.verify(old) == {"active": False}

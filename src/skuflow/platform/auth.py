@@ -29,11 +29,13 @@ V = TypeVar("V")
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a valid token speaks for: a user's id or a client's id, its scopes, and when it expires."""
+    """Who a valid token speaks for: a user's id or a client's id, its scopes, when it expires, and (for a
+    signed token) its id, which a revocation names."""
 
     sub: str
     scopes: frozenset[str]
     exp: int
+    token_id: str | None = None
 
     def has(self, scope: str) -> bool:
         return scope in self.scopes
@@ -53,6 +55,8 @@ class TokenVerifier:
     - Concurrent look-ups of one token that is not cached make one call; the others await its answer.
     - When users cannot answer, `ask` raises `ServiceUnavailable`, and so does `verify`: the request is refused
       (503), never let through.
+    - `revoked` is asked at every cache hit: a transport that learns of revocations without a call (`local`)
+      ends a cached answer as soon as it knows, and may raise `ServiceUnavailable` when it cannot know.
     Tokens are kept only as their SHA-256.
     """
 
@@ -61,10 +65,12 @@ class TokenVerifier:
         ask: Callable[[str], Awaitable[Principal | None]],
         cache_seconds: float,
         *,
+        revoked: Callable[[Principal], bool] | None = None,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ask = ask
+        self.revoked = revoked
         self.cache_seconds = cache_seconds
         self.negative_seconds = min(NEGATIVE_SECONDS, cache_seconds)
         self.clock = clock
@@ -77,7 +83,7 @@ class TokenVerifier:
         key = hashlib.sha256(token.encode()).hexdigest()  # keep no raw token in memory longer than needed
         now = self.clock()
         if (principal := self._valid.get(key, now)) is not None:
-            return principal
+            return None if self.revoked is not None and self.revoked(principal) else principal
         if self._invalid.holds(key, now):
             return None
         asking = self._asking.get(key)

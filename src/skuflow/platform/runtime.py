@@ -140,7 +140,8 @@ class ServiceRuntime:
         self._http = new_session(self.metrics.client_trace(targets))
         if self._local_verifier is None:
             self._ask = ask_users(self.settings, self._http)
-            self._verifier = TokenVerifier(self._ask, self.settings.auth_cache_seconds)
+            self._verifier = TokenVerifier(self._ask, self.settings.auth_cache_seconds, revoked=self._ask.revoked)
+            await self._ask.start()
         if self.outbox is not None:
             self.relay = OutboxRelay(self.outbox, self.broker)
             self.relay.start()

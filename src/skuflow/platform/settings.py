@@ -30,6 +30,9 @@ from skuflow.platform.smtp import SmtpTarget
 PREFIX = "SKUFLOW_"
 
 
+MIN_LOCAL_CACHE_SECONDS = 1.0  # the `local` transport pulls revocations within this, so not less
+
+
 class SettingsError(Exception):
     """A configuration value is unusable; the message names the variable and the problem."""
 
@@ -88,8 +91,9 @@ class Settings(BaseSettings):
 
     warehouse_secret: SecretStr | None = None
     admin_secret: SecretStr | None = None
-    auth_transport: Literal["rest", "grpc"] = "rest"
+    auth_transport: Literal["rest", "grpc", "local"] = "rest"
     auth_cache_seconds: float = Field(30, ge=0)
+    token_format: Literal["opaque", "jwt"] = "opaque"  # what users issues; it verifies both
     # Extensions of ours (docs/contract.md): token lifetime, the token endpoint's and sign-up's rate limits.
     token_ttl_seconds: int = Field(3600, ge=1)
     token_attempts_per_minute: int = Field(10, ge=1)
@@ -168,6 +172,16 @@ class Settings(BaseSettings):
         if "users_grpc_cert" in info.data and (info.data["users_grpc_cert"] is None) != (value is None):
             raise ValueError(
                 "SKUFLOW_USERS_GRPC_CERT and SKUFLOW_USERS_GRPC_KEY go together: set both for TLS, or neither"
+            )
+        return value
+
+    @field_validator("auth_cache_seconds")
+    @classmethod
+    def _revocations_pulled_in_time(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("auth_transport") == "local" and value < MIN_LOCAL_CACHE_SECONDS:
+            raise ValueError(
+                f"must be at least {MIN_LOCAL_CACHE_SECONDS:g} with SKUFLOW_AUTH_TRANSPORT=local: verifiers pull "
+                "the revoked tokens that often, and refuse every token while their last pull is older"
             )
         return value
 

@@ -21,18 +21,31 @@ house's `{"detail": ...}`. A 503 does not count against the rate limits: nothing
 from __future__ import annotations
 
 from contextlib import nullcontext
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from skuflow.platform.auth import Principal, authenticated
+from skuflow.platform.auth import Principal, authenticated, require_scope
+from skuflow.platform.db import utc
 from skuflow.platform.responses import RETRY_AFTER, problem
 from skuflow.platform.text import a_plain_text, a_unicode_text
 from skuflow.platform.web import runtime_of
 from skuflow.users import accounts, emails, oauth, passwords, rate_limits
+from skuflow.users.access_tokens import AccessTokens
+from skuflow.users.signing_keys import SigningKeys
 
 BUSY = "too many password checks waiting (argon2's queue is full, or this address's share of it): retry later"
 
@@ -147,7 +160,7 @@ _TOKEN_FORM = _form_body(
 )
 
 
-def auth_router(limiter: rate_limits.TokenAttempts) -> APIRouter:
+def auth_router(limiter: rate_limits.TokenAttempts, tokens: AccessTokens) -> APIRouter:
     router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
     @router.post(
@@ -174,8 +187,7 @@ def auth_router(limiter: rate_limits.TokenAttempts) -> APIRouter:
                 if key is not None and (wait := limiter.attempt(key, address)) is not None:
                     return _too_many(key, wait)
                 grant = oauth.read_grant(params, authorization)
-                runtime = runtime_of(request)
-                issued = await accounts.grant_token(runtime.db, grant, runtime.settings.token_ttl_seconds)
+                issued = await accounts.grant_token(runtime_of(request).db, grant, tokens)
         except oauth.OAuthError as error:
             return _oauth_error(error)
         except passwords.Busy as busy:
@@ -191,8 +203,8 @@ def auth_router(limiter: rate_limits.TokenAttempts) -> APIRouter:
         response_model=VerifyOut,
         response_model_exclude_none=True,
     )
-    async def verify(body: VerifyIn, request: Request) -> VerifyOut:
-        active = await accounts.verify_token(runtime_of(request).db, body.token)
+    async def verify(body: VerifyIn) -> VerifyOut:
+        active = await tokens.verify(body.token)
         if active is None:
             return VerifyOut(active=False)
         return VerifyOut(active=True, sub=active.sub, scope=active.scope, exp=active.exp)
@@ -209,7 +221,7 @@ _REVOKE_FORM = _form_body(
 )
 
 
-def revocation_router() -> APIRouter:
+def revocation_router(tokens: AccessTokens) -> APIRouter:
     router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
     @router.post(
@@ -233,8 +245,88 @@ def revocation_router() -> APIRouter:
         token = params.get("token")
         if token is None:
             return _oauth_error(oauth.OAuthError("invalid_request", "missing token"))
-        await accounts.revoke_token(runtime_of(request).db, token, caller)
+        await tokens.revoke(token, caller)
         return Response(status_code=200)
+
+    @router.get(
+        "/revocations",
+        summary="The signed tokens revoked before their expiry (for verifiers of the `local` transport)",
+        description=(
+            "Revocations of JWTs not yet expired, recorded at or after `since` (every one without it), oldest "
+            "first, at most 1,000 a page. Ask again with `since` = the answer's `next`: at once while `more` is "
+            "true, else within SKUFLOW_AUTH_CACHE_SECONDS. `next` lies a few seconds back, so that a revocation "
+            "committing while the page was read is in the next one: a verifier keeps a set. No credentials: a "
+            "token id tells nothing that could be used."
+        ),
+    )
+    async def revocations(
+        since: Annotated[
+            Since | None,
+            Query(description="an RFC 3339 date-time with its offset, e.g. the previous answer's `next`"),
+        ] = None,
+    ) -> RevocationsOut:
+        page = await tokens.revocations(since)
+        return RevocationsOut(
+            revocations=[RevocationOut(jti=one.jti, exp=one.exp) for one in page.revocations],
+            next=page.next,
+            more=page.more,
+        )
+
+    return router
+
+
+def _a_date_time_text(value: object) -> object:
+    """pydantic would read a number as seconds since 1970; `since` is an RFC 3339 text."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("since must be an RFC 3339 date-time, e.g. 2026-12-05T10:00:00Z, not a number")
+    return value
+
+
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return utc(moment)
+    except OverflowError:  # the offset moves it before year 1 or after 9999
+        raise ValueError("since must fall between years 1 and 9999 once its offset is applied") from None
+
+
+Since = Annotated[AwareDatetime, BeforeValidator(_a_date_time_text), AfterValidator(_in_utc)]
+
+
+class RevocationOut(BaseModel):
+    jti: str = Field(description="the revoked token's id (its `jti` claim)")
+    exp: int = Field(description="the token's expiry, in unix seconds: forget the revocation after it")
+
+
+class RevocationsOut(BaseModel):
+    revocations: list[RevocationOut]
+    next: datetime
+    more: bool
+
+
+class RotationOut(BaseModel):
+    kid: str = Field(description="the new key, which signs from now on")
+    retired: list[str] = Field(description="the keys it replaces: published until their last token expires")
+
+
+def keys_router(keys: SigningKeys) -> APIRouter:
+    router = APIRouter(tags=["auth"])
+
+    @router.get(
+        "/.well-known/jwks.json",
+        summary="The public keys of users' signed tokens (RFC 7517), for verifying them in process",
+        description="Empty while users issues opaque tokens (SKUFLOW_TOKEN_FORMAT=opaque) and has never signed one.",
+    )
+    async def jwks() -> dict[str, Any]:
+        return await keys.jwks()
+
+    @router.post(
+        "/v1/admin/signing-keys/rotate",
+        summary="Make a new signing key (admin): it signs from now on; the old one verifies until its tokens expire",
+        responses={403: problem("this token lacks the scope 'admin'")},
+    )
+    async def rotate(_: Annotated[Principal, Depends(require_scope("admin"))]) -> RotationOut:
+        rotation = await keys.rotate()
+        return RotationOut(kid=rotation.kid, retired=rotation.retired)
 
     return router
 

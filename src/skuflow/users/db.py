@@ -13,6 +13,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
@@ -50,6 +51,32 @@ tokens = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_tokens_expires_at", "expires_at"),  # for deleting expired tokens
+)
+
+# The keys that sign JWT access tokens (SKUFLOW_TOKEN_FORMAT=jwt), shared by every users process: the newest
+# unretired one signs; a retired one is still published until the last token it signed has expired.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(32), primary_key=True),
+    Column("algorithm", String(8), nullable=False),
+    Column("private_pem", Text, nullable=False),
+    Column("public_jwk", Text, nullable=False),  # JSON
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("retired_at", DateTime(timezone=True)),
+)
+
+# The JWTs revoked before their expiry (an opaque token is revoked by deleting its row in `tokens`), by `jti`;
+# deleted once expired. Verifiers of the `local` transport pull them (GET /v1/auth/revocations).
+revoked_tokens = Table(
+    "revoked_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("sub", String(64), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=False),
+    Index("ix_revoked_tokens_revoked_at", "revoked_at"),
+    Index("ix_revoked_tokens_expires_at", "expires_at"),
 )
 
 # The SKUs users wish for.

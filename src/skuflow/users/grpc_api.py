@@ -1,7 +1,7 @@
 """The users service's gRPC server: `skuflow.auth.v1.Auth/Verify` (the fast path, CONTRACT section 3) and the
 standard gRPC health protocol (`grpc.health.v1.Health`), on SKUFLOW_USERS_GRPC, in the process of its HTTP API.
 
-`Verify` answers exactly what `POST /v1/auth/verify` answers, from the same table (`accounts.verify_token`).
+`Verify` answers exactly what `POST /v1/auth/verify` answers (`AccessTokens.verify`).
 It is part of the service's lifespan: it starts with the service, before the HTTP API listens, and stops
 after the HTTP API has drained (health NOT_SERVING, then up to the shutdown grace for the calls in flight).
 """
@@ -16,10 +16,9 @@ from grpc_health.v1.health import aio as health_aio
 
 from skuflow.auth.v1 import auth_pb2, auth_pb2_grpc
 from skuflow.messaging import flow_scope, new_id
-from skuflow.platform.db import Database
 from skuflow.platform.runtime import Check, ServiceRuntime
 from skuflow.platform.web import is_id
-from skuflow.users import accounts
+from skuflow.users.access_tokens import AccessTokens
 
 log = logging.getLogger("skuflow.users.grpc")
 
@@ -27,8 +26,8 @@ SERVICE = "skuflow.auth.v1.Auth"
 
 
 class _Auth(auth_pb2_grpc.AuthServicer):
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, tokens: AccessTokens) -> None:
+        self.tokens = tokens
 
     async def Verify(
         self, request: auth_pb2.VerifyRequest, context: grpc.aio.ServicerContext
@@ -37,7 +36,7 @@ class _Auth(auth_pb2_grpc.AuthServicer):
         given = dict(context.invocation_metadata() or ()).get("x-correlation-id")
         correlation_id = given if isinstance(given, str) and is_id(given) else new_id()
         with flow_scope(correlation_id):
-            active = await accounts.verify_token(self.db, request.token)
+            active = await self.tokens.verify(request.token)
         if active is None:
             return auth_pb2.VerifyResponse(active=False)
         return auth_pb2.VerifyResponse(active=True, sub=active.sub, scope=active.scope, exp=active.exp)
@@ -46,8 +45,9 @@ class _Auth(auth_pb2_grpc.AuthServicer):
 class AuthServer:
     """A component of the users runtime (`run_beside`): the gRPC server on SKUFLOW_USERS_GRPC ("host:port")."""
 
-    def __init__(self, runtime: ServiceRuntime) -> None:
+    def __init__(self, runtime: ServiceRuntime, tokens: AccessTokens) -> None:
         self.runtime = runtime
+        self.tokens = tokens
         self.address = runtime.settings.users_grpc
         self._server: grpc.aio.Server | None = None
         self._health: health_aio.HealthServicer | None = None
@@ -58,7 +58,7 @@ class AuthServer:
         share = self.runtime.shares_ports
         server = grpc.aio.server(options=[("grpc.so_reuseport", int(share))])
         health = health_aio.HealthServicer()
-        auth_pb2_grpc.add_AuthServicer_to_server(_Auth(self.runtime.db), server)
+        auth_pb2_grpc.add_AuthServicer_to_server(_Auth(self.tokens), server)
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         settings = self.runtime.settings
         try:

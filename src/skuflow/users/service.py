@@ -15,12 +15,14 @@ from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import PREFIX, Settings, SettingsError
 from skuflow.platform.web import create_app
 from skuflow.users import accounts, db, passwords, rate_limits
-from skuflow.users.api import NoStore, auth_router, revocation_router, users_router
+from skuflow.users.access_tokens import AccessTokens, LocalVerifier
+from skuflow.users.api import NoStore, auth_router, keys_router, revocation_router, users_router
 from skuflow.users.consumers import UsersConsumers
 from skuflow.users.grpc_api import AuthServer
 from skuflow.users.mailer import Mailer
 from skuflow.users.messages import SkuProcessed, UpdateWishlistsForSku
 from skuflow.users.reconcile import reconciliation
+from skuflow.users.signing_keys import SigningKeys
 from skuflow.users.wishlist_api import wishlist_router
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -36,10 +38,11 @@ RATE_WINDOW_SECONDS = 60.0
 def build_app(settings: Settings) -> FastAPI:
     secrets = client_secrets(settings)
     database = Database(settings.database_url("users"), MIGRATIONS)
-    # Users checks the tokens it receives in its own table, not over HTTP.
-    runtime = ServiceRuntime(
-        "users", settings, database, outbox_table=db.outbox, verifier=accounts.LocalVerifier(database)
-    )
+    keys = SigningKeys(database, settings.token_ttl_seconds, create=settings.token_format == "jwt")
+    tokens = AccessTokens(database, keys, settings.token_format, settings.token_ttl_seconds)
+    # Users checks the tokens it receives itself, not over HTTP.
+    runtime = ServiceRuntime("users", settings, database, outbox_table=db.outbox, verifier=LocalVerifier(tokens))
+    runtime.run_beside(keys)  # first: a token may be issued as soon as the API listens
     mailer = Mailer(
         database,
         settings.smtp_url,
@@ -62,7 +65,7 @@ def build_app(settings: Settings) -> FastAPI:
 
     runtime.on_start.append(create_clients)
     runtime.run_beside(mailer, check=("email", mailer.check))
-    auth_server = AuthServer(runtime)
+    auth_server = AuthServer(runtime, tokens)
     runtime.run_beside(auth_server, check=("grpc", auth_server.check))
     every = timedelta(seconds=settings.reconcile_seconds)
     runtime.reconcile_with(reconciliation(database, every, inventory, mailer.wake))
@@ -76,7 +79,13 @@ def build_app(settings: Settings) -> FastAPI:
     sign_ups = rate_limits.SlidingWindow(settings.sign_ups_per_minute, RATE_WINDOW_SECONDS)
     app = create_app(
         runtime,
-        [users_router(sign_ups), auth_router(limiter), revocation_router(), wishlist_router()],
+        [
+            users_router(sign_ups),
+            auth_router(limiter, tokens),
+            revocation_router(tokens),
+            keys_router(keys),
+            wishlist_router(),
+        ],
         title="skuflow users",
         description=DESCRIPTION,
     )
