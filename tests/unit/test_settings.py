@@ -89,6 +89,7 @@ def test_a_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ("SKUFLOW_USERS_GRPC", "bad host:50051"),
         ("SKUFLOW_USERS_GRPC_CA", "/nonexistent/ca.pem"),
         ("SKUFLOW_USERS_GRPC_CA", "/etc/hostname"),  # not PEM
+        ("SKUFLOW_TOKEN_FORMAT", "paseto"),
     ],
 )
 def test_the_service_settings_are_checked_too(monkeypatch: pytest.MonkeyPatch, variable: str, value: str):
@@ -168,3 +169,14 @@ def test_a_grpc_certificate_needs_its_key(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("SKUFLOW_USERS_GRPC_CERT", str(pem))
     with pytest.raises(SettingsError, match="SKUFLOW_USERS_GRPC_KEY"):
         load_settings()
+
+
+def test_the_local_transport_needs_revocations_pulled_at_least_every_second(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SKUFLOW_AUTH_TRANSPORT", "local")
+    monkeypatch.setenv("SKUFLOW_AUTH_CACHE_SECONDS", "0.5")
+    with pytest.raises(
+        SettingsError, match="SKUFLOW_AUTH_CACHE_SECONDS: .*at least 1 with SKUFLOW_AUTH_TRANSPORT=local"
+    ):
+        load_settings()
+    monkeypatch.setenv("SKUFLOW_AUTH_CACHE_SECONDS", "1")
+    assert load_settings().auth_transport == "local"
