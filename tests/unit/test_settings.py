@@ -175,7 +175,7 @@ def test_the_local_transport_needs_revocations_pulled_at_least_every_second(monk
     monkeypatch.setenv("SKUFLOW_AUTH_TRANSPORT", "local")
     monkeypatch.setenv("SKUFLOW_AUTH_CACHE_SECONDS", "0.5")
     with pytest.raises(
-        SettingsError, match="SKUFLOW_AUTH_CACHE_SECONDS: .*at least 1 with SKUFLOW_AUTH_TRANSPORT=local"
+        SettingsError, match=r"SKUFLOW_AUTH_CACHE_SECONDS: .*at least 1 with SKUFLOW_AUTH_TRANSPORT=local"
     ):
         load_settings()
     monkeypatch.setenv("SKUFLOW_AUTH_CACHE_SECONDS", "1")
