@@ -1,5 +1,6 @@
-"""The operator's side of the command line: the flows inventory tracks and the dead letters, asked as the
-`admin` client (or, for dead letters on RabbitMQ, read from the broker itself)."""
+"""The operator's side of the command line: the flows inventory tracks, the dead letters, reconciliation and
+users' signing keys, asked as the `admin` client (or, for dead letters on RabbitMQ, read from the broker
+itself)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,14 @@ async def reconcile(settings: Settings) -> list[dict[str, Any]]:
     async with connected(settings) as client:
         path = "/v1/admin/reconcile?older_than_seconds=0"
         return [await client.call("POST", service, path, as_client="admin") for service in ("catalog", "users")]
+
+
+async def rotate_signing_key(settings: Settings) -> tuple[str, list[str]]:
+    """Have users make a new signing key: (its key id, the ids of the keys it retired, which still verify
+    until their tokens expire)."""
+    async with connected(settings) as client:
+        answer = await client.call("POST", "users", "/v1/admin/signing-keys/rotate", as_client="admin")
+    try:
+        return str(answer["kid"]), [str(kid) for kid in answer["retired"]]
+    except (KeyError, TypeError) as error:
+        raise ServiceError(f"users answered a key rotation without its fields ({error}): {answer!r}") from None

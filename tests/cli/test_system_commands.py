@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 import pytest
 
 from skuflow.platform.serving import bind
@@ -379,6 +380,40 @@ def test_reconcile_asks_catalog_and_users(environment: dict[str, str]):
         assert reconciled.returncode == 0, reconciled.stderr
         assert "catalog: checked" in reconciled.stdout
         assert "users: checked" in reconciled.stdout
+
+
+def test_keys_rotate_makes_a_new_signing_key_and_keeps_the_old_one_published(environment: dict[str, str]):
+    """Users issuing JWTs: the rotation's new key signs the next token, the old one stays in the key set and
+    its token still verifies; with the system down, a clear error and no trace."""
+    environment["SKUFLOW_TOKEN_FORMAT"] = "jwt"
+    users = environment["SKUFLOW_USERS_URL"]
+    with running_up(environment):
+        _, before = get_json(f"{users}/.well-known/jwks.json")
+        [old] = [key["kid"] for key in before["keys"]]
+        _, old_token = sign_up_and_log_in(users, "ada@example.com")
+        assert jwt.get_unverified_header(old_token)["kid"] == old
+
+        rotated = skuflow("keys", "rotate", env=environment)
+        assert rotated.returncode == 0, rotated.stderr
+        _, after = get_json(f"{users}/.well-known/jwks.json")
+        published = {key["kid"] for key in after["keys"]}
+        [new] = published - {old}
+        assert published == {old, new}
+        assert f"signing key {new} signs from now on; {old} verify until their tokens expire" in rotated.stdout
+
+        status, token = call_json(
+            "POST",
+            f"{users}/v1/auth/token",
+            form={"grant_type": "password", "username": "ada@example.com", "password": "pass-word-1"},
+        )
+        assert status == 200, token
+        assert jwt.get_unverified_header(token["access_token"])["kid"] == new
+        status, verified = call_json("POST", f"{users}/v1/auth/verify", {"token": old_token})
+        assert (status, verified["active"]) == (200, True)
+
+    down = skuflow("keys", "rotate", env=environment)
+    assert (down.returncode, "cannot reach users" in down.stderr) == (1, True), down.stderr
+    assert "Traceback" not in down.stderr
 
 
 def test_up_with_the_grpc_port_taken_stops_before_starting_naming_the_setting(environment: dict[str, str]):

@@ -23,6 +23,8 @@ warehouse_app = typer.Typer(
 app.add_typer(warehouse_app, name="warehouse")
 dlq_app = typer.Typer(help="Dead letters: list them, and replay them once their cause is fixed.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+keys_app = typer.Typer(help="Users' keys that sign access tokens (SKUFLOW_TOKEN_FORMAT=jwt).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()
@@ -43,6 +45,7 @@ app.command()(measuring.compare)
 dlq_app.command("list")(operating.dlq_list)
 dlq_app.command("replay")(operating.dlq_replay)
 app.command("reconcile")(operating.reconcile_command)
+keys_app.command("rotate")(operating.keys_rotate)
 bench_app.command("e2e")(measuring.bench_e2e)
 bench_app.command("stock")(measuring.bench_stock)
 bench_app.command("bus")(measuring.bench_bus)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
-from rich.table import Table
+from rich.console import RenderableType
 
 from skuflow.cli.base import console, err_console, errors, fail
 
@@ -33,7 +33,7 @@ ScratchPostgres = Annotated[
 class BenchReport(Protocol):
     def as_dict(self) -> dict[str, object]: ...
 
-    def table(self) -> Table: ...
+    def table(self) -> RenderableType: ...
 
 
 def compare(
@@ -253,10 +253,12 @@ def bench_auth(
     postgres_url: ScratchPostgres = SCRATCH_POSTGRES,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """What verifying a token costs over REST, over gRPC and from the verifier's cache, each beside a baseline
+    """What verifying a token (a JWT: users runs with SKUFLOW_TOKEN_FORMAT=jwt) costs over REST, over gRPC,
+    in process against users' published keys (`local`) and from the verifier's cache, each beside a baseline
     (a constant answer of the same server stack; inventory's protected endpoint beside an unprotected one):
     calls/s and latency at 1 and 50 callers, against `skuflow serve users` and `serve inventory` on RabbitMQ
-    and PostgreSQL (or `skuflow up` with --embedded), each in a process of its own."""
+    and PostgreSQL (or `skuflow up` with --embedded), each in a process of its own. Then signs/s and
+    verifies/s of RS256, ES256 and EdDSA with PyJWT in this process."""
     from skuflow.bench import auth
     from skuflow.bench.e2e import BenchError, StackChoice
 

@@ -1,5 +1,6 @@
 """The client commands: `warehouse push` and `upload` (the warehouse's side), `flows`, `dlq list` and
-`replay`, `reconcile` (the operator's side); each renders what the module owning the data gives it."""
+`replay`, `reconcile`, `keys rotate` (the operator's side); each renders what the module owning the data
+gives it."""
 
 from __future__ import annotations
 
@@ -127,3 +128,18 @@ def reconcile_command() -> None:
             f"{report['service']}: checked {report['checked']} SKUs, repaired {report['repaired']}, "
             f"{report['unknown_to_inventory']} unknown to inventory"
         )
+
+
+def keys_rotate() -> None:
+    """Have users make a new key to sign access tokens with (SKUFLOW_TOKEN_FORMAT=jwt), as the admin client.
+
+    Every users process signs with it within seconds; the keys it replaces stay published at
+    /.well-known/jwks.json, so the tokens they signed verify until they expire.
+    """
+    from skuflow.operations import rotate_signing_key
+
+    kid, retired = operate(rotate_signing_key(stored_settings()))
+    if retired:
+        console.print(f"signing key {kid} signs from now on; {', '.join(retired)} verify until their tokens expire")
+    else:
+        console.print(f"signing key {kid} signs from now on (no key was signing before)")

@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,9 +156,12 @@ def _deliveries(scraped: dict[str, Samples]) -> dict[Any, float]:
 
 
 @contextlib.asynccontextmanager
-async def running(mode: str, scratch: Path, stack: Stack, processes: bool = False) -> AsyncIterator[System]:
+async def running(
+    mode: str, scratch: Path, stack: Stack, processes: bool = False, overrides: Mapping[str, Any] | None = None
+) -> AsyncIterator[System]:
     """`skuflow up` (`--processes`: one process per service) in `mode` on `stack`, with the bench's SMTP sink
     and FTP server; stopped (SIGINT, as Ctrl-C) after the block, killed if it has not ended within STOP_SECONDS.
+    `overrides`: settings of the system's besides the bench's own (e.g. `{"token_format": "jwt"}`).
 
     One process per service, not `--instances N`: each process keeps its own /metrics counters, and the bench
     reads one service's from one answer; several instances would each answer for themselves alone."""
@@ -166,7 +169,7 @@ async def running(mode: str, scratch: Path, stack: Stack, processes: bool = Fals
         ftp = FtpServer(scratch / "ftp", "warehouse", uuid.uuid4().hex)
         ftp.start()
         try:
-            async with _started(mode, scratch, stack, processes, mailbox, sink, ftp) as system:
+            async with _started(mode, scratch, stack, processes, mailbox, sink, ftp, overrides or {}) as system:
                 yield system
         finally:
             ftp.stop()
@@ -186,7 +189,14 @@ async def mail_sink() -> AsyncIterator[tuple[Mailbox, SmtpSink]]:
 
 @contextlib.asynccontextmanager
 async def _started(
-    mode: str, scratch: Path, stack: Stack, processes: bool, mailbox: Mailbox, sink: SmtpSink, ftp: FtpServer
+    mode: str,
+    scratch: Path,
+    stack: Stack,
+    processes: bool,
+    mailbox: Mailbox,
+    sink: SmtpSink,
+    ftp: FtpServer,
+    overrides: Mapping[str, Any],
 ) -> AsyncIterator[System]:
     urls = {name: f"http://127.0.0.1:{free_port()}" for name in SERVICE_NAMES}
     values: dict[str, Any] = {
@@ -203,6 +213,7 @@ async def _started(
         **{f"{name}_url": url for name, url in urls.items()},
         "users_grpc": f"127.0.0.1:{free_port()}",
         **{f"{name}_database_url": url for name, url in stack.database_urls.items()},
+        **overrides,
     }
     settings = Settings(**values)
     up = ["up", *(["--processes"] if processes else [])]
@@ -297,10 +308,11 @@ class UsersAndInventory:
 
 @contextlib.asynccontextmanager
 async def users_and_inventory(
-    scratch: Path, choice: StackChoice, workers: int | None = None
+    scratch: Path, choice: StackChoice, workers: int | None = None, overrides: Mapping[str, Any] | None = None
 ) -> AsyncIterator[UsersAndInventory]:
     """`skuflow serve users` and `skuflow serve inventory` (`--workers N`), each on a scratch stack of its own
-    (users takes none of inventory's events), answering; stopped after the block."""
+    (users takes none of inventory's events), answering; stopped after the block. `overrides`: settings of
+    both processes besides the bench's own (e.g. `{"token_format": "jwt"}`)."""
     urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("users", "inventory")}
     users_grpc = f"127.0.0.1:{free_port()}"
 
@@ -313,6 +325,7 @@ async def users_and_inventory(
             "users_grpc": users_grpc,
             **{f"{name}_url": url for name, url in urls.items()},
             **{f"{name}_database_url": url for name, url in stack.database_urls.items()},
+            **(overrides or {}),
         }
 
     many = ["--workers", str(workers), "--end-with-parent"] if workers else []
