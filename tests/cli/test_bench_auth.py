@@ -55,18 +55,3 @@ def test_bench_auth_table_shows_every_subject_and_ratio():
     for text in (*texts, "RS256", "ES256", "EdDSA", "Ed25519", "RSA 2048-bit", "2,002", "1.00x"):
         assert text in shown
     assert set(report.as_dict()["algorithms"]) == {"RS256", "ES256", "EdDSA"}
-
-
-def test_bench_auth_embedded_verifies_a_jwt_locally_and_measures_the_algorithms():
-    """`--embedded` (`skuflow up`, users issuing JWTs): the `local` subject and the algorithms' table in JSON."""
-    result = skuflow("bench", "auth", *TINY, "--embedded", "--json", timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout)
-
-    assert report["stack"] == "embedded"
-    for callers in ("1", "3"):
-        assert set(report["figures"][callers]) == set(SUBJECTS)
-        assert report["figures"][callers]["local"]["calls_per_second"] > 0
-        assert report["ratios"][callers]["local / rest"] > 0
-    assert set(report["algorithms"]) == {"RS256", "ES256", "EdDSA"}
-    assert all(one["verifies_per_second"] > 0 for one in report["algorithms"].values())
