@@ -22,7 +22,8 @@ from tests.cli.test_cli import skuflow
 from tests.cli.test_system_commands import stop, wait_ready, walk_through
 from tests.support.postgres import PostgreSQL
 
-pytestmark = pytest.mark.amqp
+# `skuflow up` listens on the fixed FTP and SMTP ports (2121, 2525): one worker runs every such test in turn.
+pytestmark = [pytest.mark.amqp, pytest.mark.xdist_group("skuflow-up-fixed-ports")]
 SERVICES = ("USERS", "INVENTORY", "CATALOG")
 
 
