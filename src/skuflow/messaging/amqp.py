@@ -133,7 +133,7 @@ class AmqpBroker(Broker):
             self._exchanges[name] = await self.channel.get_exchange(name, ensure=False)
         return self._exchanges[name]
 
-    async def publish_many(self, messages: Sequence[Outgoing], window: int = 100) -> None:
+    async def _publish_many(self, messages: Sequence[Outgoing], window: int) -> None:
         if len(messages) == 1:
             await self._publish(messages[0])
             return
@@ -290,7 +290,7 @@ class AmqpBroker(Broker):
 class _AmqpDelivery(RepublishingDelivery):
     def __init__(self, broker: AmqpBroker, queue: str, message: AbstractIncomingMessage, acks: ChannelAcks) -> None:
         super().__init__(broker, queue, _from_amqp(message))
-        self._tag = _tag(message)
+        self._tag = self.tag = _tag(message)
         self._acks = acks
 
     async def ack(self) -> None:
@@ -305,7 +305,7 @@ class _AmqpConsumer:
         self._channel = channel
         self._queue = queue
         self._subscription = subscription
-        self._batcher = batcher_for(subscription, broker.options)
+        self._batcher = batcher_for(subscription, broker.options, broker.tracing)
         self._tag: str | None = None
         self._acks: ChannelAcks | None = None  # of the channel now delivering; a reopened one gets its own
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -338,8 +338,7 @@ class _AmqpConsumer:
             await handle_delivery(
                 self._subscription,
                 _AmqpDelivery(self._broker, self.queue, message, acks),
-                self._broker.options,
-                self._broker.stats,
+                self._broker,
                 self._batcher,
             )
         except Exception:

@@ -19,10 +19,13 @@ The gathering itself (`Gathering`) knows nothing of messages: the stock reports'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
+
+from opentelemetry import trace
 
 from skuflow.messaging.broker import BatchHandler, Message, ModelT
 from skuflow.messaging.timeouts import bounded
@@ -32,6 +35,8 @@ log = logging.getLogger("skuflow.messaging")
 T = TypeVar("T")
 R = TypeVar("R")
 
+# The span of a batch handled together.
+BatchTracing = Callable[[Sequence[Message[Any]]], contextlib.AbstractContextManager[object]]
 # A batch's run: each item's result, or the exception that item alone ends with.
 Run = Callable[[Sequence[T]], Awaitable[list["R | Exception"]]]
 
@@ -106,8 +111,12 @@ async def each_alone(items: Sequence[T], one: Callable[[T], Awaitable[R]]) -> li
 class Batcher(Generic[ModelT]):
     """The messages of one consumer, gathered for its batch handler."""
 
-    def __init__(self, handler: BatchHandler[ModelT], max_batch: int, timeout: float) -> None:
+    def __init__(
+        self, handler: BatchHandler[ModelT], max_batch: int, timeout: float, tracing: BatchTracing | None = None
+    ) -> None:
+        """`tracing`: the span of a batch handled together (`MessageTracing.batch`, partly applied)."""
         self.handler = handler
+        self.tracing = tracing
         self.timeout = timeout  # for each call of the handler, a batch or a single message
         self.gathering: Gathering[Message[Any], None] = Gathering(self._run, max_batch)
 
@@ -119,12 +128,14 @@ class Batcher(Generic[ModelT]):
         if len(messages) == 1:
             return await each_alone(messages, self._alone)
         try:
-            await bounded(self.handler(messages), self.timeout)
+            with self.tracing(messages) if self.tracing is not None else contextlib.nullcontext():
+                await bounded(self.handler(messages), self.timeout)
         except Exception as error:
             log.info("a batch of %d failed (%r): handling its messages one at a time", len(messages), error)
             return await each_alone(messages, self._alone)
         return [None] * len(messages)
 
     async def _alone(self, message: Message[ModelT]) -> None:
-        with message.flow():
+        """In its own flow and under its own processing span (the batch runs in a context of its own)."""
+        with message.flow(), trace.use_span(message.span) if message.span is not None else contextlib.nullcontext():
             await bounded(self.handler((message,)), self.timeout)

@@ -14,13 +14,17 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import pydantic
 
 from skuflow.messaging.context import flow_scope
 from skuflow.messaging.envelope import Envelope
 from skuflow.messaging.topology import Topology, dead_letter_queue, wait_queues
+from skuflow.messaging.tracing import MessageTracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 log = logging.getLogger("skuflow.messaging")
@@ -95,6 +99,7 @@ class Message(Generic[ModelT]):
     body: ModelT
     envelope: Envelope
     attempt: int
+    span: Span | None = None  # its processing span while traced (a batch's span links to it)
 
     def flow(self) -> flow_scope:
         """The message's flow, for work done on its behalf: its correlation id, and itself as the cause of
@@ -129,14 +134,25 @@ class Subscription(Generic[ModelT]):
     handler: Handler[ModelT]
     batch_handler: BatchHandler[ModelT] | None = None
     max_batch: int = 1
+    # Where its messages come from, for the processing spans (`tracing.processed_destination`), and the
+    # routing key of its binding.
+    destination: str = ""
+    routing_key: str = ""
 
     @classmethod
     def batched(
-        cls, queue: str, message_type: str, model: type[ModelT], handler: BatchHandler[ModelT], max_batch: int
+        cls,
+        queue: str,
+        message_type: str,
+        model: type[ModelT],
+        handler: BatchHandler[ModelT],
+        max_batch: int,
+        **where: str,
     ) -> Subscription[ModelT]:
+        """`where`: `destination` and `routing_key`, as the fields."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
-        return cls(queue, message_type, model, each(handler), batch_handler=handler, max_batch=max_batch)
+        return cls(queue, message_type, model, each(handler), batch_handler=handler, max_batch=max_batch, **where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +169,10 @@ class Delivery(Protocol):
 
     @property
     def envelope(self) -> Envelope: ...
+
+    @property
+    def tag(self) -> int | None:
+        """The broker's delivery tag (RabbitMQ's), for the processing span; None where there is none."""
 
     async def ack(self) -> None: ...
 
@@ -208,7 +228,10 @@ class Broker(abc.ABC):
         self.app_id = app_id
         self.options = options
         self.stats = BrokerStats()
+        self.tracing = MessageTracing(self.system)
         self._consumers: list[Consumer] = []
+
+    system = "rabbitmq"  # `messaging.system` in its spans
 
     @property
     def consumers(self) -> tuple[Consumer, ...]:
@@ -251,7 +274,6 @@ class Broker(abc.ABC):
         """Publish one persistent message and wait for the broker's confirm; raise `PublishError` if none."""
         await self.publish_many([Outgoing(envelope, exchange, routing_key)])
 
-    @abc.abstractmethod
     async def publish_many(self, messages: Sequence[Outgoing], window: int = 100) -> None:
         """Publish with up to `window` confirms in flight; return once every message is confirmed.
 
@@ -259,6 +281,22 @@ class Broker(abc.ABC):
         batch again (consumers deduplicate by `message_id`), as the outbox relay does. On `PublishRefused`
         (a subclass) the broker took every message but those it names.
         """
+        if self.tracing.tracer is None:
+            await self._publish_many(messages, window)
+            return
+        traced, spans = self.tracing.sending(messages)
+        try:
+            await self._publish_many(traced, window)
+        except PublishRefused as refusal:
+            self.tracing.sent(spans, traced, refusal, refusal.refused)
+            raise
+        except BaseException as error:
+            self.tracing.sent(spans, traced, error, {})
+            raise
+        self.tracing.sent(spans, traced, None, {})
+
+    @abc.abstractmethod
+    async def _publish_many(self, messages: Sequence[Outgoing], window: int) -> None: ...
 
     async def consume(self, subscription: Subscription[Any], prefetch: int | None = None) -> Consumer:
         """Start consuming a queue; the broker stops the consumer on close."""

@@ -21,18 +21,21 @@ from __future__ import annotations
 
 import abc
 import enum
+import functools
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pydantic
 
 from skuflow.messaging.batching import Batcher
-from skuflow.messaging.broker import Broker, BrokerOptions, BrokerStats, Delivery, Message, Reject, Subscription
+from skuflow.messaging.broker import Broker, BrokerOptions, Delivery, Message, Reject, Subscription
 from skuflow.messaging.context import flow_scope
 from skuflow.messaging.envelope import ATTEMPTS, DEATHS, ORIGINAL_QUEUE, REASON, RETRIES, Envelope, text
 from skuflow.messaging.timeouts import bounded
 from skuflow.messaging.topology import dead_letter_queue, is_wait_queue_of, wait_queue
+from skuflow.messaging.tracing import MessageTracing, settled
 
 log = logging.getLogger("skuflow.messaging")
 
@@ -65,25 +68,29 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
 
-def batcher_for(subscription: Subscription[Any], options: BrokerOptions) -> Batcher[Any] | None:
+def batcher_for(
+    subscription: Subscription[Any], options: BrokerOptions, tracing: MessageTracing
+) -> Batcher[Any] | None:
     """The batcher of a consumer of a batched subscription (one per consumer); None for the others."""
     if subscription.batch_handler is None:
         return None
-    return Batcher(subscription.batch_handler, subscription.max_batch, options.handler_timeout)
+    return Batcher(
+        subscription.batch_handler,
+        subscription.max_batch,
+        options.handler_timeout,
+        functools.partial(tracing.batch, subscription),
+    )
 
 
 async def handle_delivery(
-    subscription: Subscription[Any],
-    delivery: Delivery,
-    options: BrokerOptions,
-    stats: BrokerStats,
-    batcher: Batcher[Any] | None = None,
+    subscription: Subscription[Any], delivery: Delivery, broker: Broker, batcher: Batcher[Any] | None = None
 ) -> None:
     """Run one delivery through validation and the handler (or `batcher`, which hands it to the subscription's
-    batch handler with others), and settle it (counted in `stats`)."""
+    batch handler with others), and settle it (counted in the broker's `stats`; traced by its `tracing`)."""
+    stats = broker.stats
     stats.delivered += 1
     stats.by_queue[subscription.queue, "delivered"] += 1
-    outcome = await _settle(subscription, delivery, options, batcher)
+    outcome = await _settle(subscription, delivery, broker, batcher)
     if outcome is Outcome.ACKED:
         stats.acked += 1
         stats.by_queue[subscription.queue, "acked"] += 1
@@ -96,33 +103,52 @@ async def handle_delivery(
 
 
 async def _settle(
-    subscription: Subscription[Any], delivery: Delivery, options: BrokerOptions, batcher: Batcher[Any] | None
+    subscription: Subscription[Any], delivery: Delivery, broker: Broker, batcher: Batcher[Any] | None
 ) -> Outcome:
     envelope = delivery.envelope
     retries = retries_so_far(envelope.headers, subscription.queue)
     attempt = retries + 1
+    message: Message[Any] = Message(None, envelope, attempt)
+    if broker.tracing.tracer is None:
+        return (await _handle(subscription, delivery, broker.options, message, batcher))[0]
+    with broker.tracing.processing(subscription, message, delivery.tag) as span:
+        outcome, reason = await _handle(subscription, delivery, broker.options, replace(message, span=span), batcher)
+        settled(span, outcome.value, reason)
+        return outcome
 
+
+async def _handle(
+    subscription: Subscription[Any],
+    delivery: Delivery,
+    options: BrokerOptions,
+    unread: Message[Any],
+    batcher: Batcher[Any] | None,
+) -> tuple[Outcome, str | None]:
+    """Validate, handle and settle; the outcome, and why when it is not acked."""
+    envelope, attempt = unread.envelope, unread.attempt
     problem = _envelope_problem(envelope, subscription)
     if problem:
         await delivery.dead_letter(problem, attempt)
-        return Outcome.DEAD_LETTERED
+        return Outcome.DEAD_LETTERED, problem
     try:
         body = subscription.model.model_validate_json(envelope.body)
     except pydantic.ValidationError as error:
-        await delivery.dead_letter(f"invalid {envelope.type} body: {_describe(error)}", attempt)
-        return Outcome.DEAD_LETTERED
+        reason = f"invalid {envelope.type} body: {_describe(error)}"
+        await delivery.dead_letter(reason, attempt)
+        return Outcome.DEAD_LETTERED, reason
 
     with flow_scope(envelope.correlation_id, causation_id=envelope.message_id):
         try:
-            message = Message(body, envelope, attempt)
+            message = replace(unread, body=body)
             if batcher is not None:
                 await batcher.handle(message)
             else:
                 await bounded(subscription.handler(message), options.handler_timeout)
         except Reject as error:
             log.warning("%s rejected %s: %s", subscription.queue, envelope.message_id, error)
-            await delivery.dead_letter(f"rejected: {error}", attempt)
-            return Outcome.DEAD_LETTERED
+            reason = f"rejected: {error}"
+            await delivery.dead_letter(reason, attempt)
+            return Outcome.DEAD_LETTERED, reason
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
             if isinstance(error, TimeoutError):
@@ -132,7 +158,7 @@ async def _settle(
                     "%s gave up on %s after %d attempts: %s", subscription.queue, envelope.message_id, attempt, reason
                 )
                 await delivery.dead_letter(reason, attempt)
-                return Outcome.DEAD_LETTERED
+                return Outcome.DEAD_LETTERED, reason
             delay = options.retry_delays[attempt - 1]
             log.warning(
                 "%s attempt %d of %s failed, retrying in %ss: %s",
@@ -142,10 +168,10 @@ async def _settle(
                 delay,
                 reason,
             )
-            await delivery.retry_later(delay, retries + 1)
-            return Outcome.RETRIED
+            await delivery.retry_later(delay, attempt)  # the retries so far, this one included
+            return Outcome.RETRIED, reason
     await delivery.ack()
-    return Outcome.ACKED
+    return Outcome.ACKED, None
 
 
 def _envelope_problem(envelope: Envelope, subscription: Subscription[Any]) -> str | None:
@@ -187,6 +213,8 @@ class RepublishingDelivery(abc.ABC):
     Shared by both brokers: a copy goes to the default exchange, addressed to the wait queue or the DLQ
     by name. If the process dies between the two steps the message is delivered again: at least once.
     """
+
+    tag: int | None = None  # the broker's delivery tag, where it has one
 
     def __init__(self, broker: Broker, queue: str, envelope: Envelope) -> None:
         self._broker = broker

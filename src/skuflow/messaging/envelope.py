@@ -12,6 +12,7 @@ import pydantic
 import pydantic_core
 
 from skuflow.messaging.context import current_flow, new_id
+from skuflow.messaging.tracing import current_trace_headers
 
 CONTENT_TYPE = "application/json"
 
@@ -69,7 +70,8 @@ class Envelope:
             causation_id=causation_id,
             # AMQP timestamps have a resolution of one second: keep what survives the trip.
             timestamp=datetime.now(UTC).replace(microsecond=0),
-            headers=MappingProxyType(dict(headers or {})),
+            # Inside a span: its context, which the publish's span continues (after the outbox, if any).
+            headers=MappingProxyType({**current_trace_headers(), **(headers or {})}),
         )
 
     def with_headers(self, **extra: Any) -> Envelope:

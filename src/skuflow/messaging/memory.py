@@ -172,6 +172,8 @@ def _with_death(envelope: Envelope, queue: str, routing_key: str) -> Envelope:
 
 
 class MemoryBroker(Broker):
+    system = "memory"
+
     def __init__(self, url: str = "memory://", app_id: str = "skuflow", options: BrokerOptions | None = None) -> None:
         super().__init__(app_id, options or BrokerOptions())
         self.url = url
@@ -196,7 +198,7 @@ class MemoryBroker(Broker):
     async def declare(self, topology: Topology) -> None:
         self.hub.declare(topology, self.options.retry_delays)
 
-    async def publish_many(self, messages: Sequence[Outgoing], window: int = 100) -> None:
+    async def _publish_many(self, messages: Sequence[Outgoing], window: int) -> None:
         hub = self.hub
         refusals: list[PublishRefused] = []
         for outgoing in messages:  # as mandatory publishes: what cannot be routed is refused, the rest goes
@@ -275,7 +277,7 @@ class _MemoryConsumer:
         self._broker = broker
         self._queue = queue
         self._subscription = subscription
-        self._batcher = batcher_for(subscription, broker.options)
+        self._batcher = batcher_for(subscription, broker.options, broker.tracing)
         self._slots = asyncio.Semaphore(prefetch)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pump: asyncio.Task[None] | None = None
@@ -308,7 +310,7 @@ class _MemoryConsumer:
     async def _process(self, envelope: Envelope) -> None:
         delivery = _MemoryDelivery(self._broker, self.queue, envelope)
         try:
-            await handle_delivery(self._subscription, delivery, self._broker.options, self._broker.stats, self._batcher)
+            await handle_delivery(self._subscription, delivery, self._broker, self._batcher)
         except asyncio.CancelledError:
             # Stopped past the grace period: like an unacked message on a closed channel, back it goes.
             if not delivery.settled:

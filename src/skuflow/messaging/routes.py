@@ -22,6 +22,7 @@ import pydantic
 from skuflow.messaging.broker import BatchHandler, Outgoing, Subscription
 from skuflow.messaging.envelope import Envelope
 from skuflow.messaging.topology import Exchange, Queue, Topology
+from skuflow.messaging.tracing import processed_destination
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
@@ -60,7 +61,17 @@ class Route:
         """The subscription of `handler` to this queue, validating bodies with the consumer's own `model`;
         `handler` takes the messages that arrive together (at most `max_batch`, and never more than the
         consumer's prefetch holds)."""
-        return Subscription.batched(self.queue.name, self.message.name, model, handler, max_batch)
+        queue = self.queue
+        destination = processed_destination(queue.exchange.name, queue.routing_key, queue.name)
+        return Subscription.batched(
+            queue.name,
+            self.message.name,
+            model,
+            handler,
+            max_batch,
+            destination=destination,
+            routing_key=queue.routing_key,
+        )
 
 
 # -- The bodies' rules (CONTRACT sections 2 and 7; docs/contract.md) ----------------------------------------

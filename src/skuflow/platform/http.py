@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -25,12 +26,13 @@ class ServiceUnavailable(Exception):
     """Another service could not be reached, or kept failing, within the bounds."""
 
 
-def new_session(trace: aiohttp.TraceConfig | None = None) -> aiohttp.ClientSession:
+def new_session(traces: Sequence[aiohttp.TraceConfig] = ()) -> aiohttp.ClientSession:
+    """`traces`: what watches each request (the metrics' count, the tracing's spans)."""
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=10, connect=3),
         connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
         raise_for_status=False,
-        trace_configs=[trace] if trace is not None else None,
+        trace_configs=list(traces) or None,
     )
 
 

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy import Table
 
 from skuflow.messaging import SKUFLOW, Broker, Subscription, create_broker
+from skuflow.platform import telemetry
 from skuflow.platform.auth import TokenVerifier, Verifier
 from skuflow.platform.db import Database
 from skuflow.platform.http import new_session
@@ -75,6 +76,7 @@ class ServiceRuntime:
         self.settings = settings
         self.db = db
         self.broker: Broker = create_broker(settings.broker_url, name, settings.broker_options())
+        self.broker.tracing.use(telemetry.tracer(name, "skuflow.messaging"))
         self.metrics = ServiceMetrics(name)
         self.metrics.watch_broker(self.broker.stats)
         self.outbox = Outbox(db, outbox_table) if outbox_table is not None else None
@@ -137,7 +139,7 @@ class ServiceRuntime:
             await self.broker.declare(SKUFLOW)
         services = {name: getattr(self.settings, f"{name}_url") for name in ("inventory", "catalog", "users")}
         targets = {f"{urlsplit(url).hostname}:{urlsplit(url).port}": name for name, url in services.items()}
-        self._http = new_session(self.metrics.client_trace(targets))
+        self._http = new_session([self.metrics.client_trace(targets), *telemetry.http_client_tracing(self.name)])
         if self._local_verifier is None:
             self._ask = ask_users(self.settings, self._http)
             self._verifier = TokenVerifier(self._ask, self.settings.auth_cache_seconds, revoked=self._ask.revoked)

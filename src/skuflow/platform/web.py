@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skuflow.messaging import flow_scope, new_id
-from skuflow.platform import admin, responses
+from skuflow.platform import admin, responses, telemetry
 from skuflow.platform.auth import authenticated, principal_if_any, require_scope
 from skuflow.platform.responses import EVERY_OPERATION, WITH_A_TOKEN
 from skuflow.platform.runtime import ServiceRuntime, State
@@ -57,6 +57,7 @@ def create_app(runtime: ServiceRuntime, routers: Sequence[APIRouter], *, title: 
     app.add_exception_handler(RequestValidationError, _invalid_input)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _unstorable_text)
+    telemetry.trace_http_server(app, runtime.name)
     return app
 
 

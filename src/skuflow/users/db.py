@@ -119,6 +119,7 @@ notifications = Table(
     Column("last_error", String(500)),
     Column("status", String(8), nullable=False, server_default="pending"),  # pending, sent or failed
     Column("permanent_failures", Integer, nullable=False, server_default="0"),  # SMTP 5xx, or cannot be built
+    Column("traceparent", String(55)),  # the trace context of the change that made it due, for the send's span
     UniqueConstraint("user_id", "sku", "revision", name="uq_notifications_transition"),
     Index("ix_notifications_due", "status", "next_attempt_at"),
     Index("ix_notifications_user", "user_id", "id"),

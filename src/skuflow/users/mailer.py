@@ -46,9 +46,12 @@ from urllib.parse import urlencode
 
 import aiohttp
 import aiosmtplib
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import DBAPIError
 
+from skuflow.messaging.tracing import creation_context
 from skuflow.platform.background import Wakeable
 from skuflow.platform.db import Database
 from skuflow.platform.group_commit import GroupCommit, Submitted
@@ -109,8 +112,11 @@ class Mailer:
         poll_seconds: float = 1.0,
         pooled: bool = True,
         connections: int = 1,
+        tracer: Tracer | None = None,
     ) -> None:
+        """`tracer`: for a span per email sent, in the trace of the change that made it due."""
         self.db = db
+        self.tracer = tracer
         self.smtp = SmtpTarget.parse(smtp_url) if smtp_url else None
         # A connection for many emails; `pooled=False`, a connection per email, is the benchmark's baseline.
         self._pool = (
@@ -274,6 +280,26 @@ class Mailer:
     async def _send(self, row: Any, names: dict[str, str], lane: int) -> dict[str, Any]:
         """Try one email on `lane`'s connection; the column values that record the outcome. Never raises:
         whatever this one row holds, the rows behind it are sent."""
+        if self.tracer is None:
+            return await self._send_within(row, names, lane)
+        parent = creation_context({"traceparent": row.traceparent} if row.traceparent else {})
+        attributes: dict[str, Any] = {
+            "server.address": self.smtp.host if self.smtp else "",
+            "server.port": self.smtp.port if self.smtp else 0,
+            "skuflow.email.notification_id": row.id,
+            "skuflow.email.sku": row.sku,
+            "skuflow.email.attempt": row.attempts + 1,
+        }
+        with self.tracer.start_as_current_span(
+            "send email", context=parent or Context(), kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            outcome = await self._send_within(row, names, lane)
+            if outcome.get("status") != "sent":
+                span.set_attribute("error.type", "permanent" if outcome["status"] == "failed" else "transient")
+                span.set_status(Status(StatusCode.ERROR, str(outcome.get("last_error"))))
+            return outcome
+
+    async def _send_within(self, row: Any, names: dict[str, str], lane: int) -> dict[str, Any]:
         try:
             async with asyncio.timeout(SEND_SECONDS):  # one deadline for all of it: see START_WITHIN
                 return await self._build_and_send(row, names, lane)

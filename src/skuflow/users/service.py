@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from skuflow.messaging import routes
+from skuflow.platform import telemetry
 from skuflow.platform.availability import InventoryAvailability
 from skuflow.platform.db import Database
 from skuflow.platform.flows import StepReplies
@@ -49,6 +50,7 @@ def build_app(settings: Settings) -> FastAPI:
         settings.catalog_url,
         http=lambda: runtime.http,
         connections=settings.smtp_connections,
+        tracer=telemetry.tracer("users", "skuflow.users.mailer"),
     )
     inventory = InventoryAvailability(settings.inventory_url, lambda: runtime.http)
     replies = StepReplies("users", runtime.broker.publish_many)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select
 
+from skuflow.messaging.tracing import current_trace_headers
 from skuflow.platform.availability import Availability
 from skuflow.platform.db import Database, utc
 from skuflow.platform.runtime import ServiceRuntime
@@ -72,6 +73,7 @@ async def record_availabilities(
             )
         ).all()
         if wishers:
+            traceparent = current_trace_headers().get("traceparent")
             statement = db.insert(notifications).on_conflict_do_nothing(index_elements=["user_id", "sku", "revision"])
             await session.execute(
                 statement,
@@ -84,6 +86,7 @@ async def record_availabilities(
                         "created_at": now,
                         "next_attempt_at": now,
                         "attempts": 0,
+                        "traceparent": traceparent,
                     }
                     for wisher in wishers
                 ],
