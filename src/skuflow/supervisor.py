@@ -209,7 +209,7 @@ def _worker(spec: ServiceSpec, settings: Settings, sock: socket.socket, ready: E
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's business
     _end_with_parent()
-    configure_logging()
+    configure_logging(form=settings.log_format)
     run_in(settings.event_loop, run_services([spec], settings, ready.set, sockets=[sock]))
 
 

@@ -57,7 +57,7 @@ def up(
     settings, generated = with_secrets(settings, generate=True)
     ftp_password = embedded_ftp_password(settings, generate=True)
     assert ftp_password is not None
-    configure_logging()
+    configure_logging(form=settings.log_format)
 
     def ready(running: Settings, processes: str = "") -> None:
         console.print(up_table(running, embedded_smtp=embedded_smtp, embedded_ftp=embedded_ftp, processes=processes))
@@ -121,7 +121,7 @@ def serve(
             "SKUFLOW_BROKER_URL: `skuflow serve` needs a real broker shared between processes, "
             "not memory:// (set amqp://user:password@host:5672/; `skuflow up` runs everything in one process)"
         )
-    configure_logging()
+    configure_logging(form=settings.log_format)
     if workers is not None:
         if settings.database_url(service).startswith("sqlite"):
             fail(

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(30, ge=0)
     # The services' event loop (an addition of ours): uvloop (libuv) or asyncio's own.
     event_loop: EventLoop = "uvloop"
+    # How `skuflow up` and `serve` log (platform/logging.py): `auto` is text on a terminal, JSON otherwise.
+    log_format: Literal["auto", "text", "json"] = "auto"
 
     # Each service's own database; unset means SQLite under the data directory.
     inventory_database_url: str | None = None
