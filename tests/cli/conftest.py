@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,3 +25,15 @@ def environment(tmp_path: Path) -> dict[str, str]:
         "SKUFLOW_USERS_GRPC": f"127.0.0.1:{free_port()}",
         "COLUMNS": "200",
     }
+
+
+@pytest.fixture
+def fixed_ports() -> Iterator[None]:
+    """Hold, across the suite's workers (pytest-xdist), the right to `skuflow up`'s fixed FTP and SMTP ports
+    (2121, 2525): one test at a time starts an embedded system."""
+    with open(Path(tempfile.gettempdir()) / "skuflow-tests-fixed-ports.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -24,8 +24,8 @@ from skuflow.platform.serving import bind
 from tests.cli.conftest import free_port
 from tests.cli.test_cli import skuflow
 
-# `skuflow up` listens on the fixed FTP and SMTP ports (2121, 2525): one worker runs every such test in turn.
-pytestmark = pytest.mark.xdist_group("skuflow-up-fixed-ports")
+# `skuflow up` listens on the fixed FTP and SMTP ports (2121, 2525): one such test at a time, across workers.
+pytestmark = pytest.mark.usefixtures("fixed_ports")
 
 
 def get_json(url: str) -> tuple[int, dict]:

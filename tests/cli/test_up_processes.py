@@ -22,8 +22,8 @@ from tests.cli.test_cli import skuflow
 from tests.cli.test_system_commands import stop, wait_ready, walk_through
 from tests.support.postgres import PostgreSQL
 
-# `skuflow up` listens on the fixed FTP and SMTP ports (2121, 2525): one worker runs every such test in turn.
-pytestmark = [pytest.mark.amqp, pytest.mark.xdist_group("skuflow-up-fixed-ports")]
+# `skuflow up` listens on the fixed FTP and SMTP ports (2121, 2525): one such test at a time, across workers.
+pytestmark = [pytest.mark.amqp, pytest.mark.usefixtures("fixed_ports")]
 SERVICES = ("USERS", "INVENTORY", "CATALOG")
 
 
