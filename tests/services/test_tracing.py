@@ -71,6 +71,12 @@ async def test_one_report_is_one_trace_across_every_service_the_broker_and_the_e
         parent = by_id[consumer.parent.span_id]
         assert parent.kind is SpanKind.PRODUCER
         assert parent.attributes["messaging.message.id"] == consumer.attributes["messaging.message.id"]
+    statements = [s for s in trace if "db.system.name" in s.attributes]
+    assert {_service(s) for s in statements} == {"inventory", "catalog", "users"}, "each service's statements"
+    assert {s.attributes["db.system.name"] for s in statements} == {
+        "embedded": {"sqlite"},
+        "production": {"postgresql"},
+    }[system.stack.name]
     [email] = [s for s in trace if s.name == "send email"]
     assert _service(email) == "users"
     assert email.parent is not None

@@ -19,6 +19,9 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select
 
 from skuflow.embedded.ftp import FtpServer
@@ -26,6 +29,7 @@ from skuflow.inventory.db import warehouse_files
 from skuflow.inventory.feed import watcher as watcher_module
 from skuflow.messaging import Broker, Envelope, Queue, Topology, create_broker
 from skuflow.messaging.routes import SKU_EVENTS
+from skuflow.platform import telemetry
 from skuflow.platform.ftp import FtpFileTooLarge, FtpLocation, connect
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.platform.settings import Settings
@@ -637,3 +641,28 @@ async def test_fuzzed_files_are_each_imported_or_rejected_once_through_the_watch
 
 def _filed(feed: Feed, name: str) -> bool:
     return (feed.outbox / "processed" / name).exists() or (feed.outbox / "rejected" / name).exists()
+
+
+async def test_an_import_is_one_trace_holding_the_publish_of_each_event_it_announces(make_feed: FeedFactory):
+    exporter = InMemorySpanExporter()
+    telemetry.add_span_processor(SimpleSpanProcessor(exporter))  # before inventory is built: it traces
+    try:
+        feed = await make_feed()
+        await feed.upload("stock.csv", HEADER + "WH-1,SKU-A,5\nWH-1,SKU-B,0\n")
+        await wait_until(lambda: (feed.outbox / "processed" / "stock.csv").exists(), what="stock.csv processed")
+        await feed.published()  # the outbox relayed every event
+
+        finished = exporter.get_finished_spans()
+        [imported] = [span for span in finished if span.name == "import warehouse file"]
+        assert imported.attributes is not None
+        assert imported.attributes["skuflow.feed.path"] == "/outbox/stock.csv"
+        assert imported.attributes["skuflow.feed.outcome"] == "imported"
+        assert (imported.attributes["skuflow.feed.lines"], imported.attributes["skuflow.feed.bad_lines"]) == (2, 0)
+        assert imported.attributes["skuflow.feed.changed_skus"] == 2
+        publishes = [span for span in finished if span.kind is SpanKind.PRODUCER]
+        assert len(publishes) == 2
+        for publish in publishes:  # through the outbox, in the import's trace
+            assert publish.parent is not None
+            assert publish.parent.span_id == imported.context.span_id
+    finally:
+        telemetry.reset()

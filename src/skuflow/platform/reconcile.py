@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from skuflow.platform import telemetry
 from skuflow.platform.availability import AvailabilitySource
 from skuflow.platform.background import Periodic
 
@@ -67,6 +68,15 @@ class Reconciliation:
 
     async def run_once(self, older_than: timedelta | None = None) -> dict[str, Any]:
         """Re-check every SKU last checked before `older_than` ago (default SKUFLOW_RECONCILE_SECONDS)."""
+        with telemetry.work_span(self.service, "reconcile") as span:
+            last = await self._run_once(older_than)
+            if span is not None:
+                span.set_attributes(
+                    {f"skuflow.reconcile.{name}": value for name, value in last.items() if name != "at"}
+                )
+            return last
+
+    async def _run_once(self, older_than: timedelta | None) -> dict[str, Any]:
         now = datetime.now(UTC)
         cutoff = now - (self.every if older_than is None else older_than)
         checked = repaired = unknown = 0

@@ -77,6 +77,7 @@ class ServiceRuntime:
         self.db = db
         self.broker: Broker = create_broker(settings.broker_url, name, settings.broker_options())
         self.broker.tracing.use(telemetry.tracer(name, "skuflow.messaging"))
+        telemetry.trace_database(db.engine, name)
         self.metrics = ServiceMetrics(name)
         self.metrics.watch_broker(self.broker.stats)
         self.outbox = Outbox(db, outbox_table) if outbox_table is not None else None

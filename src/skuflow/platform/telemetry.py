@@ -10,24 +10,29 @@ parent-based always-on) and resource attributes (`OTEL_RESOURCE_ATTRIBUTES`) are
 Each service has its own provider, so that its spans carry its name (`service.name`) even when `skuflow up`
 runs the three in one process. Spans follow the semantic conventions of version `SEMCONV_VERSION`, named in
 each tracer's schema URL: the messaging layer writes its own (`skuflow.messaging.tracing`); HTTP server and
-client spans come from the FastAPI and aiohttp instrumentations, switched to the stable HTTP conventions
-(`OTEL_SEMCONV_STABILITY_OPT_IN=http`, unless set otherwise).
+client spans and database spans come from the FastAPI, aiohttp and SQLAlchemy instrumentations, switched to
+the stable HTTP and database conventions (`OTEL_SEMCONV_STABILITY_OPT_IN=http,database`, unless set otherwise).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import aiohttp
 from fastapi import FastAPI
 from opentelemetry.instrumentation._semconv import _StabilityMode
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import Span, Tracer
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from skuflow.messaging.tracing import SCHEMA_URL, SEMCONV_VERSION
 
@@ -35,8 +40,8 @@ __all__ = ["SCHEMA_URL", "SEMCONV_VERSION", "add_span_processor", "tracer_provid
 
 NOT_TRACED = "/healthz,/readyz,/metrics"  # probes and scrapes: frequent, and of no flow
 
-# The HTTP instrumentations read this once, at their first use: set before any of them runs.
-os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+# The instrumentations read this once, at their first use: set before any of them runs.
+os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
 
 _providers: dict[str, TracerProvider] = {}
 _processors: list[SpanProcessor] = []
@@ -99,6 +104,30 @@ def http_client_tracing(service: str) -> Iterable[aiohttp.TraceConfig]:
     return (create_trace_config(tracer_provider=provider, sem_conv_opt_in_mode=_StabilityMode.HTTP),)
 
 
+def trace_database(engine: AsyncEngine, service: str) -> None:
+    """A client span per statement (the SQLAlchemy instrumentation's, to the stable database conventions),
+    for this engine only: `skuflow up` has an engine per service, each with its service's provider."""
+    provider = tracer_provider(service)
+    if provider is None:
+        return
+    tracer = provider.get_tracer("opentelemetry.instrumentation.sqlalchemy", schema_url=SCHEMA_URL)
+    # The instrumentor instruments once per process; its engine tracer, made here, instruments one engine.
+    usage = NoOpMeterProvider().get_meter("skuflow").create_up_down_counter("db.client.connection.count")
+    EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def work_span(service: str, name: str, **attributes: Any) -> Iterator[Span | None]:
+    """A span of the service's own work (an import, a reconciliation), current for the block; None while
+    tracing is off. An exception leaving the block marks it failed."""
+    traced = tracer(service, f"skuflow.{service}")
+    if traced is None:
+        yield None
+        return
+    with traced.start_as_current_span(name, attributes=attributes) as span:
+        yield span
+
+
 def flush() -> None:
     """Export what has ended (the tests read spans right after a flow)."""
     for provider in _providers.values():
@@ -106,8 +135,7 @@ def flush() -> None:
 
 
 def reset() -> None:
-    """Forget every provider and added processor: tracing is off again for what is built next (tests)."""
-    for provider in _providers.values():
-        provider.shutdown()
+    """Forget every provider and added processor: tracing is off again for what is built next (tests). The
+    services already built keep theirs until they stop."""
     _providers.clear()
     _processors.clear()

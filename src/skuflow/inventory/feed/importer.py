@@ -33,6 +33,7 @@ from skuflow.inventory.feed.lines import BadLine, Batch, read_batches
 from skuflow.inventory.feed.staging import Staging
 from skuflow.inventory.recording import announce_changes, retrying_conflicts
 from skuflow.messaging import flow_scope, new_id
+from skuflow.platform import telemetry
 from skuflow.platform.runtime import ServiceRuntime
 
 log = logging.getLogger("skuflow.inventory.feed")
@@ -88,7 +89,11 @@ async def import_delivery(runtime: ServiceRuntime, delivery: Delivery, workdir: 
     correlation_id = new_id()
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
-    with flow_scope(correlation_id, None):
+    attributes = {"skuflow.feed.path": delivery.path, "skuflow.feed.bytes": delivery.size}
+    with (
+        flow_scope(correlation_id, None),
+        telemetry.work_span(runtime.name, "import warehouse file", **attributes) as span,
+    ):
         log.info("importing %s (%d bytes)", delivery.path, delivery.size)
         try:
             outcome = await retrying_conflicts(lambda: _import(runtime, delivery, workdir, started_at, correlation_id))
@@ -107,6 +112,16 @@ async def import_delivery(runtime: ServiceRuntime, delivery: Delivery, workdir: 
         outcome = Outcome(
             **{**asdict(outcome), "correlation_id": correlation_id, "seconds": time.perf_counter() - clock}
         )
+        if span is not None:
+            span.set_attributes(
+                {
+                    "skuflow.feed.outcome": outcome.status,
+                    "skuflow.feed.lines": outcome.lines,
+                    "skuflow.feed.bad_lines": outcome.bad_lines,
+                    "skuflow.feed.changed_skus": outcome.changed_skus,
+                    "messaging.message.conversation_id": correlation_id,
+                }
+            )
     log.info(
         "%s %s: %d lines, %d accepted, %d stale, %d bad, %d SKUs changed in %.2f s",
         outcome.status,
