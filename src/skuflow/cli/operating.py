@@ -1,6 +1,6 @@
 """The client commands: `warehouse push` and `upload` (the warehouse's side), `flows`, `dlq list` and
-`replay`, `reconcile`, `keys rotate` (the operator's side); each renders what the module owning the data
-gives it."""
+`replay`, `reconcile`, `keys rotate` (the operator's side), `asyncapi`; each renders what the module owning
+the data gives it."""
 
 from __future__ import annotations
 
@@ -143,3 +143,19 @@ def keys_rotate() -> None:
         console.print(f"signing key {kid} signs from now on; {', '.join(retired)} verify until their tokens expire")
     else:
         console.print(f"signing key {kid} signs from now on (no key was signing before)")
+
+
+def asyncapi_command(
+    format: Annotated[str, typer.Option("--format", help="yaml or json.")] = "yaml",
+) -> None:
+    """Print the messaging topology as an AsyncAPI 3.0.0 document.
+
+    Exchanges, queues and their bindings as channels and operations, and each message's body and headers,
+    generated from the route table (skuflow.messaging.routes); every service serves the same at
+    GET /asyncapi.json.
+    """
+    from skuflow.messaging.asyncapi import document, render
+
+    if format not in ("yaml", "json"):
+        fail(f"--format takes yaml or json, got {format!r}")
+    typer.echo(render(document(), "json" if format == "json" else "yaml").rstrip("\n"))

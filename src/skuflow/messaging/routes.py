@@ -1,10 +1,11 @@
 """Every message of skuflow and its route, in one table (CONTRACT section 2): read it top to bottom.
 
-For each message type: the exchange it is published to, who produces it, and the contract's JSON Schema of
-its body. For each queue: its exchange and binding, the one message type it carries, and the service that
-consumes it. Everything else is derived from this table: the topology every service declares (`SKUFLOW`),
-the subscriptions each service makes (`Route.bind`), the typed constructors publishers build messages with
-(`sku_processed(sku)`, ...), and the route table of `docs/architecture.md`.
+For each message type: the exchange it is published to, who produces it, and the contract's JSON Schemas of
+its body and of its own headers. For each queue: its exchange and binding, the one message type it carries,
+and the service that consumes it. Everything else is derived from this table: the topology every service
+declares (`SKUFLOW`), the subscriptions each service makes (`Route.bind`), the typed constructors publishers
+build messages with (`sku_processed(sku)`, ...), the route table of `docs/architecture.md` and the AsyncAPI
+document (`asyncapi.py`).
 
 Services name services here only as the strings of the contract (producer, consumer): the messaging layer
 still imports no service, and each service validates bodies with its own model (a test holds each model to
@@ -14,7 +15,7 @@ the schema written here).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pydantic
@@ -37,6 +38,8 @@ class MessageType:
     producers: tuple[str, ...]
     schema: Mapping[str, Any]  # the contract's JSON Schema of the body
     summary: str
+    # Headers of its own (name -> JSON Schema), required, besides the envelope's that every message may carry
+    headers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,9 @@ class Route:
 _IDENTIFIER = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}
 _REVISION = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 _AVAILABLE_FOR_SALE = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+_COMMAND_HEADERS = {  # a command names its flow
+    FLOW_ID: {**_IDENTIFIER, "description": "The command's flow; a command without it is performed without a reply."}
+}
 STEPS = ("recalculate_sku", "update_sku_availability", "update_wishlists_for_sku")
 
 
@@ -108,6 +114,7 @@ RECALCULATE_SKU = MessageType(
     producers=("inventory",),
     schema=_body(sku=_IDENTIFIER),
     summary="Orchestration, step 1: recalculate the SKU's availability for sale, then reply.",
+    headers=_COMMAND_HEADERS,
 )
 _NEWS = _body(sku=_IDENTIFIER, available_for_sale=_AVAILABLE_FOR_SALE, revision=_REVISION)  # what step 1 found
 UPDATE_SKU_AVAILABILITY = MessageType(
@@ -116,6 +123,7 @@ UPDATE_SKU_AVAILABILITY = MessageType(
     producers=("inventory",),
     schema=_NEWS,
     summary="Orchestration, step 2: mark the product available or not, then reply.",
+    headers=_COMMAND_HEADERS,
 )
 UPDATE_WISHLISTS_FOR_SKU = MessageType(
     "update_wishlists_for_sku",
@@ -123,6 +131,7 @@ UPDATE_WISHLISTS_FOR_SKU = MessageType(
     producers=("inventory",),
     schema=_NEWS,
     summary="Orchestration, step 3: record availability for the wishlists, email if it became available.",
+    headers=_COMMAND_HEADERS,
 )
 STEP_FINISHED = MessageType(
     "step_finished",
@@ -221,4 +230,5 @@ def _command(message: MessageType, body: dict[str, Any], flow_id: str, correlati
 
 def _outgoing(message: MessageType, body: dict[str, Any], *, app_id: str, routing_key: str = "", **kw: Any) -> Outgoing:
     assert app_id in message.producers, f"{app_id} does not produce {message.name}"
+    assert set(kw.get("headers") or ()) == set(message.headers), f"{message.name}'s headers are {message.headers}"
     return Outgoing(Envelope.new(message.name, body, app_id=app_id, **kw), message.exchange.name, routing_key)

@@ -5,8 +5,9 @@
   their `causation_id`).
 - A body over 1 MiB is refused with 413 before the endpoint sees it.
 - Errors are `{"detail": ...}`; invalid input is 422 with one entry per problem, naming its location.
-- `/healthz` (alive), `/readyz` (database and broker, 503 otherwise), `/metrics` (Prometheus). `/readyz`
-  tells anyone each check's state; its details (counts, errors, hosts) only the admin client's token.
+- `/healthz` (alive), `/readyz` (database and broker, 503 otherwise), `/metrics` (Prometheus),
+  `/asyncapi.json` (the messaging topology, as `skuflow asyncapi --format json`). `/readyz` tells anyone each
+  check's state; its details (counts, errors, hosts) only the admin client's token.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skuflow.messaging import flow_scope, new_id
+from skuflow.messaging.asyncapi import document as asyncapi_document
 from skuflow.platform import admin, responses, telemetry
 from skuflow.platform.auth import authenticated, principal_if_any, require_scope
 from skuflow.platform.responses import EVERY_OPERATION, WITH_A_TOKEN
@@ -161,6 +163,12 @@ def _probes(runtime: ServiceRuntime) -> APIRouter:
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    asyncapi = asyncapi_document()  # the same for every service, as `skuflow asyncapi` prints it
+
+    @router.get("/asyncapi.json", include_in_schema=False)  # beside /openapi.json, which is not in it either
+    async def asyncapi_json() -> JSONResponse:
+        return JSONResponse(asyncapi)
 
     return router
 
