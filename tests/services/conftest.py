@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
 from argon2 import PasswordHasher
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import select
 
 from skuflow.catalog.db import products
 from skuflow.embedded.smtp import SmtpSink
 from skuflow.messaging import Broker, BrokerStats, Envelope, Queue, Topology, create_broker
 from skuflow.messaging.routes import SKU_EVENTS
+from skuflow.platform import telemetry
 from skuflow.platform.runtime import ServiceRuntime
 from skuflow.users import passwords
 from tests.conftest import ADMIN_SECRET, TEST_OPTIONS, WAREHOUSE_SECRET, Stack
@@ -114,6 +117,17 @@ def settled(stats: BrokerStats) -> bool:
 
 async def _is_zero(count: Any) -> bool:
     return await count == 0
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Every service built after this fixture traces into this exporter: ask for it before `system`."""
+    exporter = InMemorySpanExporter()
+    telemetry.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        yield exporter
+    finally:
+        telemetry.reset()
 
 
 @pytest.fixture

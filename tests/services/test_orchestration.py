@@ -9,6 +9,7 @@ from typing import Any
 
 import pydantic
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from skuflow.messaging import COMMANDS, FLOW_REPLIES, Message, Queue, Subscription, Topology, routes
 from tests.conftest import Stack
@@ -111,6 +112,23 @@ async def test_a_step_without_an_answer_is_sent_again_then_fails_its_flow(quick_
     assert (catalog["status"], catalog["attempts"]) == ("failed", 2)
     assert catalog["error"] == "no step_finished after 2 attempts of 1 s"
     assert flow["error"].startswith("update_sku_availability: no step_finished")
+
+
+async def test_a_step_sent_again_is_published_in_the_trace_of_the_report_that_started_its_flow(
+    quick_steps: None, spans: InMemorySpanExporter, system: System
+):
+    """`spans` before `system`: the services are built tracing."""
+    await system.catalog.stop()  # catalog will not answer: its step is sent again
+    await report(system, "SKU-R", 2, "resent-1")
+    await wait_until(lambda: flow_status_is(system, "resent-1", "failed"), what="the flow to fail")
+    await wait_until(lambda: len(_publishes(spans, "catalog.update_sku_availability")) == 2, what="both sends")
+    [root] = [s for s in spans.get_finished_spans() if (s.attributes or {}).get("http.route") == "/v1/stock"]
+    sends = _publishes(spans, "catalog.update_sku_availability")
+    assert {s.context.trace_id for s in sends} == {root.context.trace_id}, "the resend is in the report's trace"
+
+
+def _publishes(spans: InMemorySpanExporter, queue: str) -> list[Any]:
+    return [s for s in spans.get_finished_spans() if s.name == f"publish commands:{queue}"]
 
 
 @pytest.fixture

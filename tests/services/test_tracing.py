@@ -5,37 +5,24 @@ service of the test."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from skuflow.messaging.tracing import SCHEMA_URL
-from skuflow.platform import telemetry
 from tests.services.conftest import MODES, System
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.parametrize("mode", MODES)
 
 
-@pytest.fixture(autouse=True)
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Every service built during the test traces into this exporter (autouse: before `system` builds them)."""
-    exporter = InMemorySpanExporter()
-    telemetry.add_span_processor(SimpleSpanProcessor(exporter))
-    try:
-        yield exporter
-    finally:
-        telemetry.reset()
-
-
 async def test_one_report_is_one_trace_across_every_service_the_broker_and_the_email(
-    system: System, spans: InMemorySpanExporter, mode: str
+    spans: InMemorySpanExporter, system: System, mode: str
 ):
+    """`spans` before `system`: the services are built tracing."""
     admin = await system.admin_token()
     status, _, _ = await system.call(
         "PUT", "/v1/products/SKU-T", token=admin, service="catalog", json={"name": "Lamp", "price": "9.90"}

@@ -99,6 +99,7 @@ flows = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
+    Column("traceparent", String(55)),  # the report's trace context: a resent command is published in it
     Index("ix_flows_correlation_id", "correlation_id"),
     Index("ix_flows_sku_status", "sku", "status"),
     Index("ix_flows_status_flow_id", "status", "flow_id"),

@@ -124,7 +124,8 @@ class Orchestrator:
             sent = last[new.flow["sku"]] is new
             # Every row with the same keys: an executemany (or COPY) takes its columns from the first row.
             ended = {"finished_at": None} if sent else {"status": "superseded", "updated_at": now, "finished_at": now}
-            rows.append({**new.flow, **ended})
+            traceparent = new.command.envelope.headers.get("traceparent")  # of the report that started it
+            rows.append({**new.flow, **ended, "traceparent": traceparent})
             if sent:
                 commands.append(new.command)
             for step in STEPS:
@@ -394,6 +395,9 @@ class StepTimeouts:
                     self.failed += 1
                     continue
                 resend = step_command(row.step, row._mapping)
+                if row.traceparent:  # published in the flow's trace, beside its first send
+                    traced = resend.envelope.with_headers(traceparent=row.traceparent)
+                    resend = Outgoing(traced, resend.exchange, resend.routing_key)
                 await session.execute(
                     update(flow_steps)
                     .where(flow_steps.c.flow_id == row.flow_id, flow_steps.c.step == row.step)
