@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import aiohttp
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -26,6 +26,8 @@ from skuflow.messaging import Broker, BrokerStats, dead_letter_queue
 from skuflow.platform.background import Periodic
 
 log = logging.getLogger("skuflow.metrics")
+# No `_created` series beside each counter and histogram: one more series each, that Prometheus ignores.
+disable_created_metrics()
 
 READ_TIMEOUT = 2.0  # seconds one sampled reading may take before it counts as failed (the last value stands)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
