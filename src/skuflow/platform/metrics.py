@@ -27,7 +27,7 @@ from skuflow.platform.background import Periodic
 
 log = logging.getLogger("skuflow.metrics")
 # No `_created` series beside each counter and histogram: one more series each, that Prometheus ignores.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 READ_TIMEOUT = 2.0  # seconds one sampled reading may take before it counts as failed (the last value stands)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
