@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Runs every check skuflow has, doing its own set-up: the virtual environment, RabbitMQ, PostgreSQL, the AsyncAPI
-# JSON Schema (npm), then lint, types, import boundaries and the tests (the broker-disrupting ones in a pass of
-# their own). Extra arguments go to pytest in the first pass, e.g. `scripts/test.sh -k dlq`.
+# JSON Schema (npm), promtool, then lint, types, import boundaries and the tests (the broker-disrupting ones in a
+# pass of their own). Extra arguments go to pytest in the first pass, e.g. `scripts/test.sh -k dlq`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/venv.sh
 source scripts/lib/rabbitmq.sh
 source scripts/lib/postgres.sh
 source scripts/lib/npm.sh
+source scripts/lib/prometheus.sh
 
 ensure_venv dev,bench  # bench: FastStream, for `skuflow bench bus --against faststream`
 ensure_rabbitmq
 ensure_postgres
 ensure_asyncapi_specs  # the AsyncAPI 3.0 JSON Schema that `skuflow asyncapi`'s document is checked against
+ensure_promtool  # promtool check rules: deploy/prometheus/alerts.yml
 
 say "lint (ruff), types (mypy), import boundaries (import-linter)"
 .venv/bin/ruff check src tests

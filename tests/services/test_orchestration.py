@@ -173,7 +173,7 @@ async def test_a_step_behind_a_backlog_being_worked_is_not_sent_again_until_the_
         assert (flow["status"], steps[queue.message.name]["attempts"]) == ("running", 1)
         inventory = await scrape(system, "inventory")
         assert value(inventory, "skuflow_flow_steps_held") == 1
-        assert value(inventory, "skuflow_flow_steps_resent") == 0
+        assert value(inventory, "skuflow_flow_steps_resent_total") == 0
 
         # The sweeper saw the queue busy at most one sweep (0.5 s) before the release, so the step is sent
         # again no sooner than 1.5 s after it; unheld, it would go at the first sweep after the drain.

@@ -131,7 +131,7 @@ async def test_a_flood_from_one_address_gets_prompt_503s_and_a_login_from_elsewh
     assert statistics.median(one.seconds for one in busy) < 2.0, "the 503s are answered at once, not queued"
     async with aiohttp.ClientSession() as http, http.get(f"{users.url}/metrics") as response:
         metrics = await response.text()
-    [refused] = [line for line in metrics.splitlines() if line.startswith("skuflow_argon2_refused{")]
+    [refused] = [line for line in metrics.splitlines() if line.startswith("skuflow_argon2_refused_total{")]
     assert float(refused.split()[-1]) >= len(busy), "counted (since the process started: the queue is per process)"
 
 

@@ -59,7 +59,7 @@ def _build(settings: Settings) -> tuple[ServiceRuntime, Backpressure]:
         queue_state=runtime.broker.queue_state,
     )
     runtime.run_beside(timeouts)
-    runtime.metrics.watch_gauge(
+    runtime.metrics.watch_counter(
         "skuflow_flow_steps_resent", "Flow steps this process sent again, unanswered", lambda: timeouts.resent
     )
     runtime.metrics.watch_gauge(
@@ -68,7 +68,7 @@ def _build(settings: Settings) -> tuple[ServiceRuntime, Backpressure]:
         "being worked (at this process's last sweep)",
         lambda: timeouts.held,
     )
-    runtime.metrics.watch_gauge(
+    runtime.metrics.watch_counter(
         "skuflow_flow_steps_failed", "Flow steps this process gave up on (their flows failed)", lambda: timeouts.failed
     )
     retention = Retention(runtime)

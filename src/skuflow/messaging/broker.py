@@ -215,6 +215,9 @@ class BrokerStats:
     # The same, finer: (queue, outcome) -> deliveries, and (exchange, routing key, type) -> published.
     by_queue: Counter[tuple[str, str]] = field(default_factory=Counter)
     by_route: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # Told of each settled delivery: its queue, its outcome (acked, retried, dead_lettered) and the seconds from
+    # its delivery to its settlement (whoever exports the counts keeps the durations: a histogram, say).
+    on_settled: Callable[[str, str, float], None] | None = None
 
     def count_published(self, outgoing: Outgoing) -> None:
         self.published += 1

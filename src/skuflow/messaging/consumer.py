@@ -23,6 +23,7 @@ import abc
 import enum
 import functools
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -86,11 +87,15 @@ async def handle_delivery(
     subscription: Subscription[Any], delivery: Delivery, broker: Broker, batcher: Batcher[Any] | None = None
 ) -> None:
     """Run one delivery through validation and the handler (or `batcher`, which hands it to the subscription's
-    batch handler with others), and settle it (counted in the broker's `stats`; traced by its `tracing`)."""
+    batch handler with others), and settle it (counted in the broker's `stats`, timed from delivery to
+    settlement for its `on_settled`; traced by its `tracing`)."""
     stats = broker.stats
     stats.delivered += 1
     stats.by_queue[subscription.queue, "delivered"] += 1
+    started = time.perf_counter()
     outcome = await _settle(subscription, delivery, broker, batcher)
+    if stats.on_settled is not None:
+        stats.on_settled(subscription.queue, outcome.value, time.perf_counter() - started)
     if outcome is Outcome.ACKED:
         stats.acked += 1
         stats.by_queue[subscription.queue, "acked"] += 1

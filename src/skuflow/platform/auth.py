@@ -75,6 +75,8 @@ class TokenVerifier:
         self.negative_seconds = min(NEGATIVE_SECONDS, cache_seconds)
         self.clock = clock
         self.calls = 0  # questions put to users (the cache's misses, each concurrent flock counted once)
+        self.hits = 0  # verifications answered from the cache (a valid token's answer or an invalid one's)
+        self.misses = 0  # verifications the cache could not answer (each waiter of a concurrent flock counted)
         self._valid: _Expiring[Principal] = _Expiring(max_entries)
         self._invalid: _Expiring[None] = _Expiring(max_entries)
         self._asking: dict[str, asyncio.Future[Principal | None]] = {}
@@ -83,9 +85,12 @@ class TokenVerifier:
         key = hashlib.sha256(token.encode()).hexdigest()  # keep no raw token in memory longer than needed
         now = self.clock()
         if (principal := self._valid.get(key, now)) is not None:
+            self.hits += 1
             return None if self.revoked is not None and self.revoked(principal) else principal
         if self._invalid.holds(key, now):
+            self.hits += 1
             return None
+        self.misses += 1
         asking = self._asking.get(key)
         if asking is None:
             asking = self._asking[key] = asyncio.ensure_future(self._ask(key, token))

@@ -187,6 +187,17 @@ class Outbox:
             )
             return int(count or 0)
 
+    async def lag(self) -> tuple[int, float]:
+        """The backlog (messages not published yet) and the lag (seconds since the oldest of them was written;
+        0 when none waits), for /metrics. The oldest is found by the pending index (`published_at`, `id`)."""
+        table = self.table
+        waiting = table.c.published_at.is_(None)
+        async with self.db.reading() as session:
+            count = await session.scalar(select(func.count()).select_from(table).where(waiting))
+            oldest = await session.scalar(select(table.c.created_at).where(waiting).order_by(table.c.id).limit(1))
+        age = (datetime.now(UTC) - utc(oldest)).total_seconds() if oldest is not None else 0.0
+        return int(count or 0), max(age, 0.0)
+
 
 class OutboxRelay:
     def __init__(

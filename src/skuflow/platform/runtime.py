@@ -25,7 +25,7 @@ from skuflow.platform import telemetry
 from skuflow.platform.auth import TokenVerifier, Verifier
 from skuflow.platform.db import Database
 from skuflow.platform.http import new_session
-from skuflow.platform.metrics import ServiceMetrics
+from skuflow.platform.metrics import QueueStates, Sampler, ServiceMetrics
 from skuflow.platform.outbox import Outbox, OutboxRelay
 from skuflow.platform.reconcile import Reconciliation
 from skuflow.platform.settings import Settings, without_password
@@ -80,7 +80,14 @@ class ServiceRuntime:
         telemetry.trace_database(db.engine, name)
         self.metrics = ServiceMetrics(name)
         self.metrics.watch_broker(self.broker.stats)
+        # What /metrics shows of the database and the broker, read every SKUFLOW_METRICS_REFRESH_SECONDS.
+        self.sampler = Sampler(self.metrics, settings.metrics_refresh_seconds)
+        QueueStates(self.broker, lambda: (subscription.queue for subscription in self.subscriptions)).export(
+            self.metrics, self.sampler
+        )
         self.outbox = Outbox(db, outbox_table) if outbox_table is not None else None
+        if self.outbox is not None:
+            self._watch_outbox(self.outbox)
         self.relay: OutboxRelay | None = None
         self._local_verifier = verifier
         self.subscriptions: list[Subscription[Any]] = []
@@ -96,6 +103,41 @@ class ServiceRuntime:
         # Set when the service runs on sockets it inherited (a supervisor's worker, beside its siblings): a
         # port the service opens itself must then be shared too (SO_REUSEPORT).
         self.shares_ports = False
+        if verifier is None:
+            self._watch_token_cache()
+
+    def _watch_outbox(self, outbox: Outbox) -> None:
+        lag: dict[str, float] = {"backlog": 0, "lag": 0.0}
+
+        async def read() -> None:
+            lag["backlog"], lag["lag"] = await outbox.lag()
+
+        self.sampler.reading("the outbox", read)
+        self.metrics.watch_gauge(
+            "skuflow_outbox_backlog_messages",
+            "Outbox messages not published yet (all processes'), at the last reading",
+            lambda: lag["backlog"],
+        )
+        self.metrics.watch_gauge(
+            "skuflow_outbox_lag_seconds",
+            "Age of the oldest outbox message not published yet (0 when none waits), at the last reading",
+            lambda: lag["lag"],
+        )
+
+    def _watch_token_cache(self) -> None:
+        def count(name: str) -> Callable[[], float]:
+            return lambda: getattr(self._verifier, name, 0)
+
+        self.metrics.watch_counter(
+            "skuflow_token_cache_hits",
+            "Tokens this process verified from its cache, without asking users",
+            count("hits"),
+        )
+        self.metrics.watch_counter(
+            "skuflow_token_cache_misses",
+            "Tokens this process could not verify from its cache (it asked users, or joined a question in flight)",
+            count("misses"),
+        )
 
     def subscribe(self, subscriptions: Sequence[Subscription[Any]]) -> None:
         self.subscriptions.extend(subscriptions)
@@ -149,10 +191,10 @@ class ServiceRuntime:
             self.relay = OutboxRelay(self.outbox, self.broker)
             self.relay.start()
             relay = self.relay
-            self.metrics.watch_gauge(
+            self.metrics.watch_counter(
                 "skuflow_outbox_relayed", "Outbox messages this process published", lambda: relay.published
             )
-            self.metrics.watch_gauge(
+            self.metrics.watch_counter(
                 "skuflow_outbox_refusals",
                 "Times the broker refused an outbox message in this process (each is tried again with backoff)",
                 lambda: relay.refusals_met,
@@ -161,11 +203,13 @@ class ServiceRuntime:
             await self.broker.consume(subscription)
         for hook in self.on_start:
             await hook()
+        await self.sampler.start()
         log.info("%s started", self.name)
 
     async def stop(self) -> None:
         """Stop in reverse order: hooks, consumers (draining), the relay (after its batch), connections."""
         try:
+            await self.sampler.stop()
             for hook in reversed(self.on_stop):
                 try:
                     await hook()

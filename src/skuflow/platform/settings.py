@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     flow_step_timeout_seconds: float = Field(10, gt=0)
     flow_step_attempts: int = Field(5, ge=1)
     reconcile_seconds: float = Field(300, gt=0)
+    # How often /metrics' readings that need the database or the broker are taken (backlogs, queue depths).
+    metrics_refresh_seconds: float = Field(5, gt=0)
     retention_days: float = Field(30, gt=0)
     low_stock_threshold: int = Field(5, ge=0)
     # An extension of ours (docs/contract.md): inventory takes no more writes while this many outbox messages

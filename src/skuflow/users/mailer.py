@@ -129,6 +129,7 @@ class Mailer:
         self.batch_size = batch_size
         self.sent = 0
         self.failed = 0  # attempts that failed, in this process
+        self.failures = {"transient": 0, "permanent": 0}  # the same, by kind (`_refused_for_good`)
         self.last_error: str | None = None
         self.failing = False  # the last send failed for a reason of the connection (the server away, 4xx...)
         # Stopped after the emails being sent are sent and recorded (not cancelled between the SMTP server's
@@ -168,6 +169,12 @@ class Mailer:
         except Exception as error:  # the database check says it is away; this line only says it cannot count
             details["failed_emails"] = f"cannot count: {error!r}"
         return Check("degraded" if self.smtp is None or self.failing else "ok", details)
+
+    async def pending(self) -> int:
+        """Emails not sent yet and not given up on: due now, or waiting their next try (the email backlog)."""
+        async with self.db.reading() as session:
+            pending = notifications.c.status == "pending"
+            return int(await session.scalar(select(func.count()).where(pending)) or 0)
 
     async def _pass(self) -> bool:
         try:
@@ -358,6 +365,7 @@ class Mailer:
         attempts = row.attempts + 1
         permanent_failures = row.permanent_failures + permanent
         self.failed += 1
+        self.failures["permanent" if permanent else "transient"] += 1
         self.failing = self.failing or not permanent
         self.last_error = reason
         values: dict[str, Any] = {

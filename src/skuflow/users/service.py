@@ -71,8 +71,21 @@ def build_app(settings: Settings) -> FastAPI:
     runtime.run_beside(auth_server, check=("grpc", auth_server.check))
     every = timedelta(seconds=settings.reconcile_seconds)
     runtime.reconcile_with(reconciliation(database, every, inventory, mailer.wake))
-    runtime.metrics.watch_gauge("skuflow_emails_sent", "Wishlist emails this process sent", lambda: mailer.sent)
-    runtime.metrics.watch_gauge(
+    runtime.metrics.watch_counter("skuflow_emails_sent", "Wishlist emails this process sent", lambda: mailer.sent)
+    runtime.metrics.watch_labelled(
+        "counter",
+        "skuflow_email_failures",
+        "Wishlist emails this process tried and did not get sent, by kind: transient (the server away, a 4xx "
+        "answer, a timeout: tried again) or permanent (a 5xx refusal, an email that cannot be built)",
+        ("kind",),
+        lambda: {(kind,): count for kind, count in mailer.failures.items()},
+    )
+    runtime.sampler.gauge(
+        "skuflow_emails_pending",
+        "Wishlist emails waiting to be sent (due now or at their next try), at the last reading",
+        mailer.pending,
+    )
+    runtime.metrics.watch_counter(
         "skuflow_argon2_refused",
         "Sign-ups and token requests answered 503 because the password-hashing queue was full",
         lambda: passwords.queue.refused,

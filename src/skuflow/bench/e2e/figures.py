@@ -184,8 +184,8 @@ def count_messages(figures: PhaseFigures, before: dict[str, Samples], after: dic
         call = f"{service} -> {labels['target']} {labels['method']} {labels['route']}"
         figures.http_calls[call] = figures.http_calls.get(call, 0) + change
         consumed[service].add(f"calls {labels['target']} {labels['method']} {labels['route']}")
-    figures.steps_resent = sum(change for _, _, change in deltas("skuflow_flow_steps_resent"))
-    figures.steps_failed = sum(change for _, _, change in deltas("skuflow_flow_steps_failed"))
+    figures.steps_resent = sum(change for _, _, change in deltas("skuflow_flow_steps_resent_total"))
+    figures.steps_failed = sum(change for _, _, change in deltas("skuflow_flow_steps_failed_total"))
     figures.knows = {service: sorted(things) for service, things in sorted(consumed.items())}
 
 

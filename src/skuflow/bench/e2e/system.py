@@ -44,8 +44,8 @@ QUIET_LOOKS = 3  # the same counts in this many looks in a row (`Workload.poll` 
 MOVING = (
     "skuflow_queue_messages_total",
     "skuflow_published_messages_total",
-    "skuflow_outbox_relayed",
-    "skuflow_emails_sent",
+    "skuflow_outbox_relayed_total",
+    "skuflow_emails_sent_total",
 )
 
 
