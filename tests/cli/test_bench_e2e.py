@@ -88,10 +88,17 @@ def check_report(
             assert (phases["ftp"]["reports"], phases["ftp"]["answer_ms"]["count"]) == (0, 0)
 
 
-def test_bench_e2e_embedded_both_modes_both_phases():
-    result = skuflow("bench", "e2e", *SIZES, "--embedded", "--json")
+def test_bench_e2e_embedded_both_modes_both_phases_traced():
+    """`--traced`: the system exports its spans to the bench's OTLP sink, which counts them per mode."""
+    result = skuflow("bench", "e2e", *SIZES, "--embedded", "--traced", "--json")
     assert result.returncode == 0, result.stderr
-    check_report(json.loads(result.stdout), "memory", "sqlite")
+    report = json.loads(result.stdout)
+    check_report(report, "memory", "sqlite")
+    assert report["traced"] is True
+    assert set(report["spans"]) == {"choreography", "orchestration"}
+    for mode, spans in report["spans"].items():
+        delivered = sum(sum(phase["delivered"].values()) for phase in report["modes"][mode].values())
+        assert spans > delivered, mode  # a span per delivery at least, setup besides
 
 
 @pytest.mark.amqp
@@ -177,10 +184,22 @@ def test_bench_e2e_system_names_and_ratios():
     for system, rate in (("skuflow", 50.0), ("raw", 100.0), ("faststream", 40.0)):
         report.phases.append(PhaseFigures("choreography", "http", changes_per_second=rate, system=system))
     shown = report.as_dict()
+    assert (shown["traced"], shown["spans"]) == (False, {})
     key = "choreography http changes_per_second"
     assert (shown["ratio"][key], shown["ratio_faststream"][key], shown["ratio_faststream_raw"][key]) == (0.5, 1.25, 0.4)
     assert shown["faststream"]["modes"]["choreography"]["http"]["system"] == "faststream"
     assert "skuflow / faststream, choreography http changes_per_second: 1.25x" in str(e2e.table(report).title)
+
+
+def test_bench_e2e_decides_tracing_whatever_the_callers_variables_say():
+    from skuflow.bench.e2e.system import tracing_environment
+
+    off = tracing_environment(None)
+    assert off == dict.fromkeys(
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED")
+    )
+    on = tracing_environment("http://127.0.0.1:4318")
+    assert on == {**off, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
 
 
 def test_bench_e2e_prints_a_table_at_a_rate_over_one_phase():

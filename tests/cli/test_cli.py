@@ -83,6 +83,29 @@ def test_bench_bus_against_faststream_measures_it_as_a_third_side(amqp_url: str)
     assert "layer / FastStream" in result.stdout
 
 
+@pytest.mark.amqp
+def test_bench_bus_against_traced_measures_the_layer_tracing_every_message(amqp_url: str):
+    """The third side is the layer with a tracer exporting to the bench's OTLP sink: every span arrives (a
+    publish and three deliveries per message; the default queue of the batch processor holds 2,048)."""
+    args = ["-n", "50", "--runs", "2", "--window", "10", "--url", amqp_url, "--against", "traced"]
+    result = skuflow("bench", "bus", *args, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["against"], report["faststream"]) == ("traced", [])
+    assert len(report["raw"]) == len(report["layer"]) == len(report["traced"]) == 2
+    assert report["spans"] == [200, 200]
+    assert report["spans_expected"] == report["spans_median"] == 200
+    assert len(report["flush_seconds"]) == 2
+    for ratio in ("", "traced_raw_", "traced_layer_"):  # layer/raw, traced/raw, traced/layer
+        assert report[f"{ratio}publish_ratio"] > 0
+        assert report[f"{ratio}consume_ratio"] > 0
+
+    result = skuflow("bench", "bus", *args[:2], "--runs", "1", *args[4:])
+    assert result.returncode == 0, result.stderr
+    for shown in ("traced / raw", "traced / layer", "200 of 200 received"):
+        assert shown in result.stdout
+
+
 def test_bench_bus_refuses_a_broker_url_that_is_not_rabbitmq():
     result = skuflow("bench", "bus", "--url", "memory://")
     assert result.returncode == 2
@@ -92,7 +115,7 @@ def test_bench_bus_refuses_a_broker_url_that_is_not_rabbitmq():
 def test_bench_bus_refuses_an_unknown_side():
     result = skuflow("bench", "bus", "--against", "celery")
     assert result.returncode == 2
-    assert "--against takes raw or faststream" in result.stderr
+    assert "--against takes raw, faststream or traced" in result.stderr
 
 
 def without_faststream(*args: str) -> subprocess.CompletedProcess[str]:

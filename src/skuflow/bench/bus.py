@@ -5,12 +5,20 @@ messages with a window of publisher confirms in flight, then consumes the 3N del
 prefetch 100) from the full queues. Raw aio-pika is written the obvious way; the layer adds what it always
 does (envelope, JSON body, validation, the consumer policy). With `against="faststream"` FastStream (the
 `bench` extra, imported only by its side) does the same work as a third side, written as its users would.
+With `against="traced"` the third side is the layer again with a tracer (a PRODUCER span per publish, a
+CONSUMER span per delivery): each run a fresh SDK tracer provider (`service.name` "bench") exporting with a
+BatchSpanProcessor and the OTLP/HTTP exporter to the bench's sink (`otlp_sink`, a process of its own), as a
+service exports when OTEL_EXPORTER_OTLP_ENDPOINT is set (OTEL_BSP_* apply). The exporter works in its
+background thread during the timed parts, as it would in a service; the final flush of what is still queued
+when the consumers are done is outside the timing, and its seconds are reported beside the spans the sink
+received, so that a span the processor dropped (its queue full) shows.
 Raw is always measured: every ratio is paired run by run. The sides take turns going first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import logging
@@ -23,19 +31,35 @@ from datetime import UTC, datetime
 
 import aio_pika
 import pydantic
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Tracer
 from rich.table import Table
 
+from skuflow.bench.otlp_sink import OtlpSink, otlp_sink
 from skuflow.messaging import BrokerOptions, Exchange, Message, Outgoing, Queue, Subscription, Topology
 from skuflow.messaging.amqp import AmqpBroker
 from skuflow.messaging.topology import dead_letter_queue, wait_queue
+from skuflow.messaging.tracing import SCHEMA_URL
 
 QUEUES_PER_EXCHANGE = 3
 PREFETCH = 100
 _BENCH_DELAY = 60.0  # the layer declares one wait queue per delay; one is enough here
-AGAINST = ("raw", "faststream")
+AGAINST = ("raw", "faststream", "traced")
 FASTSTREAM_INSTALL = "pip install 'skuflow[bench]'"
-SIDE_NAMES = {"raw": "raw aio-pika", "layer": "skuflow.messaging", "faststream": "FastStream"}
-_SHORT_NAMES = {"raw": "raw", "layer": "layer", "faststream": "FastStream"}  # in the ratios' headings
+SIDE_NAMES = {
+    "raw": "raw aio-pika",
+    "layer": "skuflow.messaging",
+    "faststream": "FastStream",
+    "traced": "skuflow.messaging, traced",
+}
+_SHORT_NAMES = {"raw": "raw", "layer": "layer", "faststream": "FastStream", "traced": "traced"}  # ratios' headings
+# The ratios reported besides layer/raw: (JSON key prefix, side, baseline). `publish_ratio` stays layer/raw.
+THIRD_SIDE_RATIOS = {
+    "faststream": (("faststream_raw_", "faststream", "raw"), ("layer_faststream_", "layer", "faststream")),
+    "traced": (("traced_raw_", "traced", "raw"), ("traced_layer_", "traced", "layer")),
+}
 
 
 class BenchEvent(pydantic.BaseModel):
@@ -56,21 +80,27 @@ class BusReport:
     raw: list[Rates]
     layer: list[Rates]
     faststream: list[Rates] = field(default_factory=list)  # empty unless measured
+    traced: list[Rates] = field(default_factory=list)  # empty unless measured
+    spans: list[int] = field(default_factory=list)  # traced: spans the sink received, each run
+    flush_seconds: list[float] = field(default_factory=list)  # traced: each run's final flush, not timed
+
+    @property
+    def against(self) -> str:
+        return "faststream" if self.faststream else "traced" if self.traced else "raw"
 
     @property
     def sides(self) -> tuple[str, ...]:
-        return ("raw", "layer", "faststream") if self.faststream else ("raw", "layer")
+        return ("raw", "layer") if self.against == "raw" else ("raw", "layer", self.against)
 
     @property
     def ratios(self) -> tuple[tuple[str, str, str], ...]:
         """(JSON key prefix, side, baseline) of each ratio reported; `publish_ratio` stays layer/raw."""
-        if not self.faststream:
-            return (("", "layer", "raw"),)
-        return (
-            ("", "layer", "raw"),
-            ("faststream_raw_", "faststream", "raw"),
-            ("layer_faststream_", "layer", "faststream"),
-        )
+        return (("", "layer", "raw"), *THIRD_SIDE_RATIOS.get(self.against, ()))
+
+    @property
+    def spans_expected(self) -> int:
+        """Spans of a traced run: one per publish, one per delivery."""
+        return self.messages * (1 + QUEUES_PER_EXCHANGE)
 
     def median(self, side: str, figure: str) -> float:
         return float(statistics.median(getattr(rates, figure) for rates in getattr(self, side)))
@@ -91,14 +121,27 @@ class BusReport:
             for prefix, side, baseline in self.ratios
             for figure in ("publish", "consume")
         }
-        against = "faststream" if self.faststream else "raw"
-        return {**asdict(self), "against": against, **summary, **ratios}
+        traced: dict[str, object] = {}
+        if self.traced:
+            traced = {
+                "spans_expected": self.spans_expected,
+                "spans_median": statistics.median(self.spans),
+                "flush_seconds_median": statistics.median(self.flush_seconds),
+            }
+        return {**asdict(self), "against": self.against, **summary, **ratios, **traced}
 
     def table(self) -> Table:
         runs, window = len(self.raw), self.window
+        caption = "rates: median of runs; ratios: median of per-run ratios"
+        if self.traced:
+            caption += (
+                f"\ntraced: spans over OTLP/HTTP to a local sink (BatchSpanProcessor), "
+                f"{statistics.median(self.spans):,.0f} of {self.spans_expected:,} received (median of runs); "
+                f"the final flush ({statistics.median(self.flush_seconds):.2f} s) is outside the timing"
+            )
         table = Table(
             title=f"bench bus: {self.messages:,} messages x {runs} runs, fanout to 3 queues, window {window}",
-            caption="rates: median of runs; ratios: median of per-run ratios",
+            caption=caption,
         )
         table.add_column("figure (median of runs)")
         for side in self.sides:
@@ -119,23 +162,46 @@ def faststream_installed() -> bool:
 async def run(
     url: str, messages: int, runs: int, window: int, progress: Callable[[str], None], against: str = "raw"
 ) -> BusReport:
-    measures: dict[str, Callable[[str, int, int], Awaitable[Rates]]] = {
-        "raw": _raw,
-        "layer": _layer,
-        "faststream": _faststream,
-    }
-    sides = ["raw", "layer", "faststream"] if against == "faststream" else ["raw", "layer"]
+    sides = ["raw", "layer"] if against == "raw" else ["raw", "layer", against]
     rates: dict[str, list[Rates]] = {side: [] for side in sides}
-    for n in range(runs):
-        first = n % len(sides)  # each run starts with the next side, so that none always goes first
-        for side in sides[first:] + sides[:first]:
-            measured = await measures[side](url, messages, window)
-            rates[side].append(measured)
-            progress(
-                f"run {n + 1}/{runs} {SIDE_NAMES[side]}: "
-                f"publish {measured.publish:,.0f} msg/s, consume {measured.consume:,.0f}/s"
-            )
-    return BusReport(messages, window, rates["raw"], rates["layer"], rates.get("faststream", []))
+    spans: list[int] = []
+    flushes: list[float] = []
+    async with contextlib.AsyncExitStack() as stack:
+        sink = await stack.enter_async_context(otlp_sink()) if against == "traced" else None
+
+        async def traced(url: str, messages: int, window: int) -> Rates:
+            assert sink is not None
+            measured, received, flush = await _traced(url, messages, window, sink)
+            spans.append(received)
+            flushes.append(flush)
+            return measured
+
+        measures: dict[str, Callable[[str, int, int], Awaitable[Rates]]] = {
+            "raw": _raw,
+            "layer": _layer,
+            "faststream": _faststream,
+            "traced": traced,
+        }
+        for n in range(runs):
+            first = n % len(sides)  # each run starts with the next side, so that none always goes first
+            for side in sides[first:] + sides[:first]:
+                measured = await measures[side](url, messages, window)
+                rates[side].append(measured)
+                exported = f", {spans[-1]:,} spans received (flush {flushes[-1]:.2f} s)" if side == "traced" else ""
+                progress(
+                    f"run {n + 1}/{runs} {SIDE_NAMES[side]}: "
+                    f"publish {measured.publish:,.0f} msg/s, consume {measured.consume:,.0f}/s{exported}"
+                )
+    return BusReport(
+        messages,
+        window,
+        rates["raw"],
+        rates["layer"],
+        rates.get("faststream", []),
+        rates.get("traced", []),
+        spans,
+        flushes,
+    )
 
 
 def bench_names(side: str) -> tuple[str, list[str]]:
@@ -204,11 +270,31 @@ async def _raw(url: str, messages: int, window: int) -> Rates:
         await connection.close()
 
 
-async def _layer(url: str, messages: int, window: int) -> Rates:
-    exchange_name, queue_names = bench_names("layer")
+async def _traced(url: str, messages: int, window: int, sink: OtlpSink) -> tuple[Rates, int, float]:
+    """The layer with a tracer whose spans go to the sink; the spans the sink received of the run, and the
+    seconds of the final flush (after the timed parts)."""
+    # Imported here, as telemetry does: only a run that exports loads the exporter (and `requests`).
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=sink.traces_url)))
+    before = await sink.received()
+    try:
+        rates = await _layer(url, messages, window, provider.get_tracer("skuflow.messaging", schema_url=SCHEMA_URL))
+    finally:
+        started = time.perf_counter()
+        await asyncio.to_thread(provider.force_flush)
+        flush = time.perf_counter() - started
+        await asyncio.to_thread(provider.shutdown)
+    return rates, (await sink.received()).spans - before.spans, flush
+
+
+async def _layer(url: str, messages: int, window: int, tracer: Tracer | None = None) -> Rates:
+    exchange_name, queue_names = bench_names("traced" if tracer else "layer")
     exchange = Exchange(exchange_name, "fanout")
     topology = Topology((exchange,), tuple(Queue(name, exchange) for name in queue_names))
     broker = AmqpBroker(url, "bench", BrokerOptions(retry_delays=(_BENCH_DELAY,), prefetch=PREFETCH))
+    broker.tracing.use(tracer)
     await broker.connect()
     try:
         await broker.declare(topology)

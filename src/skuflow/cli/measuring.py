@@ -103,6 +103,14 @@ def bench_e2e(
             "and the report gives skuflow / each."
         ),
     ] = "skuflow",
+    traced: Annotated[
+        bool,
+        typer.Option(
+            "--traced",
+            help="skuflow's processes trace, exporting their spans over OTLP/HTTP to a sink of the bench's "
+            "(OTEL_EXPORTER_OTLP_ENDPOINT); without it they trace nothing, whatever OTEL_ variables are set.",
+        ),
+    ] = False,
     broker_url: ScratchBroker = None,
     rabbitmq_api: ScratchBrokerApi = None,
     postgres_url: ScratchPostgres = SCRATCH_POSTGRES,
@@ -141,7 +149,7 @@ def bench_e2e(
     configure_logging(level=logging.WARNING)
     workload = e2e.Workload(skus, users, wishes, batch, concurrency, rate, timeout, poll)
     with e2e.progress_bars(err_console, transient=as_json) as progress, errors(usage=(), failure=(e2e.BenchError,)):
-        report = asyncio.run(e2e.run(choice, workload, progress, modes, phases, systems=systems))
+        report = asyncio.run(e2e.run(choice, workload, progress, modes, phases, systems=systems, traced=traced))
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -220,17 +228,19 @@ def bench_bus(
     against: Annotated[
         str,
         typer.Option(
-            help="raw: the layer beside raw aio-pika; faststream: FastStream too (pip install 'skuflow[bench]'). "
-            "Raw aio-pika is always measured: every ratio pairs sides run by run."
+            help="raw: the layer beside raw aio-pika; faststream: FastStream too (pip install 'skuflow[bench]'); "
+            "traced: the layer again, tracing each message, its spans exported over OTLP/HTTP to a sink in a "
+            "process of its own. Raw aio-pika is always measured: every ratio pairs sides run by run."
         ),
     ] = "raw",
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """The messaging layer against raw aio-pika (and FastStream): publish and consume rates, and their ratios."""
+    """The messaging layer against raw aio-pika (and FastStream, or itself traced): publish and consume rates,
+    and their ratios."""
     from skuflow.bench import bus
 
     if against not in bus.AGAINST:
-        fail(f"--against takes raw or faststream, got {against!r}")
+        fail(f"--against takes raw, faststream or traced, got {against!r}")
     if against == "faststream" and not bus.faststream_installed():
         fail(f"--against faststream needs FastStream, an optional extra: {bus.FASTSTREAM_INSTALL}")
     url = _bench_amqp_url(url)

@@ -14,10 +14,16 @@ With `systems` holding "raw" or "faststream", the same HTTP phase also runs agai
 obvious way on the raw building blocks (`skuflow.bench.raw`) or with its messaging in FastStream
 (`skuflow.bench.faststream_flow`), each started and set up by `raw` on a scratch stack of its own, and the report
 gives skuflow's throughput as a share of each.
+
+`traced`: the system's processes export their spans over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT) to the bench's
+sink (`skuflow.bench.otlp_sink`, a process of its own), or (False) trace nothing whatever the caller's variables
+say; the report gives the spans the sink received in each mode (setup and phases, up to the system's stop,
+which flushes what is still queued). The baselines never trace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import random
@@ -41,7 +47,8 @@ from skuflow.bench.e2e.figures import (
 from skuflow.bench.e2e.raw import RawDriver, running_raw
 from skuflow.bench.e2e.rendering import progress_bars, table
 from skuflow.bench.e2e.stack import StackChoice, scratch_stack
-from skuflow.bench.e2e.system import running
+from skuflow.bench.e2e.system import running, tracing_environment
+from skuflow.bench.otlp_sink import otlp_sink
 from skuflow.bench.processes import Watch
 
 __all__ = [
@@ -83,16 +90,26 @@ async def run(
     phases: tuple[str, ...] = ("http", "ftp"),
     seed: int = 7,
     systems: tuple[str, ...] = ("skuflow",),
+    traced: bool | None = None,
 ) -> Report:
     """Each mode in turn, each phase in turn, on the same workload; then each baseline in `systems` (raw,
-    faststream): its choreography over HTTP. `BenchError` (or `NotConverged`) says why not."""
-    report = Report(workload, choice.broker, choice.databases, choice.system)
+    faststream): its choreography over HTTP. `traced`: skuflow's spans exported to the bench's OTLP sink, or
+    (False) not traced; None: as the caller's OTEL_ variables say. `BenchError` (or `NotConverged`) says why not."""
+    report = Report(workload, choice.broker, choice.databases, choice.system, traced=traced is True)
     report.versions = platform_versions()
     report.machine = machine()
     with as_bench_errors():
         if "skuflow" in systems:
-            for mode in modes:
-                report.phases += await _one_mode(mode, choice, workload, phases, progress, seed, report.versions)
+            async with contextlib.AsyncExitStack() as stack:
+                sink = await stack.enter_async_context(otlp_sink()) if traced else None
+                environment = None if traced is None else tracing_environment(sink.endpoint if sink else None)
+                for mode in modes:
+                    before = (await sink.received()).spans if sink else 0
+                    report.phases += await _one_mode(
+                        mode, choice, workload, phases, progress, seed, report.versions, environment
+                    )
+                    if sink:  # the system has stopped: what its processes still held is flushed
+                        report.spans[mode] = (await sink.received()).spans - before
         for flow in BASELINES:
             if flow in systems:
                 report.phases.append(await _baseline(flow, choice, workload, progress, seed, report.versions))
@@ -107,12 +124,17 @@ async def _one_mode(
     progress: Progress,
     seed: int,
     versions: dict[str, str],
+    environment: dict[str, str | None] | None = None,
 ) -> list[PhaseFigures]:
+    """The mode's phases on a fresh system, stopped before this returns."""
     rng = random.Random(seed)  # the same workload in every mode
     skus = _skus(workload)
     results = []
     with tempfile.TemporaryDirectory(prefix=f"skuflow-bench-{mode}-") as scratch:
-        async with scratch_stack(choice) as stack, running(mode, Path(scratch), stack, choice.processes) as system:
+        async with (
+            scratch_stack(choice) as stack,
+            running(mode, Path(scratch), stack, choice.processes, environment=environment) as system,
+        ):
             versions.update(stack.versions)
             driver = Driver(system, workload, lambda phase, done, total: progress(f"{mode}: {phase}", done, total))
             await driver.setup(skus, rng)

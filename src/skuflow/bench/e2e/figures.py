@@ -110,6 +110,8 @@ class Report:
     versions: dict[str, str] = field(default_factory=dict)  # python, skuflow, rabbitmq, postgresql
     machine: dict[str, Any] = field(default_factory=dict)  # cpus, load average at the start
     phases: list[PhaseFigures] = field(default_factory=list)
+    traced: bool = False  # skuflow's spans exported over OTLP/HTTP to the bench's sink
+    spans: dict[str, int] = field(default_factory=dict)  # traced: mode -> spans the sink received (setup included)
 
     def as_dict(self) -> dict[str, Any]:
         shown: dict[str, dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
@@ -122,6 +124,8 @@ class Report:
             "system": self.system,
             "versions": self.versions,
             "machine": self.machine,
+            "traced": self.traced,
+            "spans": self.spans,
             "modes": dict(shown["skuflow"]),
         }
         for flow, system in BASELINE_SYSTEMS.items():

@@ -64,7 +64,8 @@ def table(report: Report) -> Table:
     versions = ", ".join(f"{name} {version}" for name, version in report.versions.items())
     title = (
         f"skuflow bench e2e: {workload.skus} SKUs, {workload.users} users x {workload.wishes} wishes, "
-        f"{workload.batch} SKU(s) per report, {pace}; {report.broker} + {report.databases}, {report.system}\n{versions}"
+        f"{workload.batch} SKU(s) per report, {pace}; {report.broker} + {report.databases}, {report.system}"
+        f"{traced(report)}\n{versions}"
     )
     ratio = "".join(
         f"\n{numerator} / {denominator}, {name}: {value:.2f}x"
@@ -76,6 +77,13 @@ def table(report: Report) -> Table:
         for figures in report.phases
     ]
     return figures_table(title + ratio, columns, rows(report.phases))
+
+
+def traced(report: Report) -> str:
+    if not report.traced:
+        return ", not traced"
+    received = ", ".join(f"{mode} {spans:,}" for mode, spans in report.spans.items())
+    return f", traced (spans received over OTLP: {received})"
 
 
 def figures_table(title: str, columns: list[str], rows: list[tuple[str, list[str]]]) -> Table:

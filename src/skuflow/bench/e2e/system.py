@@ -40,6 +40,8 @@ START_SECONDS = 90.0  # for `skuflow up` to answer (migrations included)
 STOP_SECONDS = 30.0  # for it to drain and end on SIGINT, as on Ctrl-C
 SETUP_TIMEOUT = 600.0  # seconds for the setup to settle (not measured; `Workload.timeout` bounds a phase)
 QUIET_LOOKS = 3  # the same counts in this many looks in a row (`Workload.poll` apart): at rest
+# What turns tracing on or off in the system's processes (`skuflow.platform.telemetry`): the bench sets them.
+TRACING_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED")
 # Counters that move while the system works: at rest when none moves.
 MOVING = (
     "skuflow_queue_messages_total",
@@ -157,11 +159,17 @@ def _deliveries(scraped: dict[str, Samples]) -> dict[Any, float]:
 
 @contextlib.asynccontextmanager
 async def running(
-    mode: str, scratch: Path, stack: Stack, processes: bool = False, overrides: Mapping[str, Any] | None = None
+    mode: str,
+    scratch: Path,
+    stack: Stack,
+    processes: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    environment: Mapping[str, str | None] | None = None,
 ) -> AsyncIterator[System]:
     """`skuflow up` (`--processes`: one process per service) in `mode` on `stack`, with the bench's SMTP sink
     and FTP server; stopped (SIGINT, as Ctrl-C) after the block, killed if it has not ended within STOP_SECONDS.
-    `overrides`: settings of the system's besides the bench's own (e.g. `{"token_format": "jwt"}`).
+    `overrides`: settings of the system's besides the bench's own (e.g. `{"token_format": "jwt"}`);
+    `environment`: other variables of its processes (None: not passed on; `tracing_environment`).
 
     One process per service, not `--instances N`: each process keeps its own /metrics counters, and the bench
     reads one service's from one answer; several instances would each answer for themselves alone."""
@@ -169,7 +177,8 @@ async def running(
         ftp = FtpServer(scratch / "ftp", "warehouse", uuid.uuid4().hex)
         ftp.start()
         try:
-            async with _started(mode, scratch, stack, processes, mailbox, sink, ftp, overrides or {}) as system:
+            started = _started(mode, scratch, stack, processes, mailbox, sink, ftp, overrides or {}, environment or {})
+            async with started as system:
                 yield system
         finally:
             ftp.stop()
@@ -197,6 +206,7 @@ async def _started(
     sink: SmtpSink,
     ftp: FtpServer,
     overrides: Mapping[str, Any],
+    environment: Mapping[str, str | None],
 ) -> AsyncIterator[System]:
     urls = {name: f"http://127.0.0.1:{free_port()}" for name in SERVICE_NAMES}
     values: dict[str, Any] = {
@@ -217,7 +227,7 @@ async def _started(
     }
     settings = Settings(**values)
     up = ["up", *(["--processes"] if processes else [])]
-    command = skuflow_command(up, values, scratch, "skuflow-up.log")
+    command = skuflow_command(up, values, scratch, "skuflow-up.log", environment)
     async with command as started, connected(settings, seconds=60, hint="") as client:
         ready = [f"{url}/readyz" for url in urls.values()]
         await until_answering([started], client.http, ready, "`skuflow up`")
@@ -226,16 +236,22 @@ async def _started(
 
 @contextlib.asynccontextmanager
 async def skuflow_command(
-    args: list[str], values: dict[str, Any], scratch: Path, log_name: str
+    args: list[str],
+    values: dict[str, Any],
+    scratch: Path,
+    log_name: str,
+    environment: Mapping[str, str | None] | None = None,
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path]]:
     """`skuflow ARGS` in a process of its own, with the settings `values` (and the caller's other SKUFLOW_
-    variables), its output in the log `scratch/log_name`; stopped after the block (SIGINT, as Ctrl-C)."""
+    variables) and `environment` (a variable None: not passed on), its output in the log `scratch/log_name`;
+    stopped after the block (SIGINT, as Ctrl-C)."""
     log_path = scratch / log_name
+    variables = {**os.environ, **_environment(values), **(environment or {})}
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "skuflow", *args),
             cwd=scratch,  # no skuflow config file of the caller's folder applies
-            env={**os.environ, **_environment(values)},
+            env={name: value for name, value in variables.items() if value is not None},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -244,6 +260,15 @@ async def skuflow_command(
         yield process, log_path
     finally:
         await stop(process)
+
+
+def tracing_environment(endpoint: str | None) -> dict[str, str | None]:
+    """Tracing as the bench decides, whatever the caller's variables say: every span exported over OTLP/HTTP to
+    `endpoint`, or (None) off. The other OTEL_ variables (sampler, batch processor) pass through."""
+    chosen: dict[str, str | None] = dict.fromkeys(TRACING_VARIABLES)
+    if endpoint is not None:
+        chosen["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    return chosen
 
 
 def _environment(values: dict[str, Any]) -> dict[str, str]:
