@@ -41,8 +41,7 @@ DRIVEN_ELSEWHERE = {
     "skuflow_flow_steps_held": "tests/services/test_orchestration.py",
     "skuflow_flow_steps_resent_total": "tests/services/test_orchestration.py",
     "skuflow_argon2_refused_total": "tests/services/test_users_overload.py",
-    # Not driven by any test yet: a flow step given up on takes SKUFLOW_FLOW_STEP_ATTEMPTS timeouts.
-    "skuflow_flow_steps_failed_total": "",
+    "skuflow_flow_steps_failed_total": "tests/services/test_orchestration.py",
 }
 
 

@@ -112,6 +112,9 @@ async def test_a_step_without_an_answer_is_sent_again_then_fails_its_flow(quick_
     assert (catalog["status"], catalog["attempts"]) == ("failed", 2)
     assert catalog["error"] == "no step_finished after 2 attempts of 1 s"
     assert flow["error"].startswith("update_sku_availability: no step_finished")
+    inventory = await scrape(system, "inventory")
+    assert value(inventory, "skuflow_flow_steps_failed_total") == 1
+    assert value(inventory, "skuflow_flow_steps_resent_total") == 1
 
 
 async def test_a_step_sent_again_is_published_in_the_trace_of_the_report_that_started_its_flow(
