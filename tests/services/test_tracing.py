@@ -5,6 +5,7 @@ service of the test."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from skuflow.dashboard.spans import SpanStore, StoreProcessor, timeline
 from skuflow.messaging.tracing import SCHEMA_URL
+from skuflow.platform import telemetry
 from tests.services.conftest import MODES, System
 from tests.support.waiting import wait_until
 
@@ -119,3 +122,34 @@ def _conforms(span: ReadableSpan) -> None:
     if operation == "process":
         assert attributes["skuflow.messaging.attempt"] >= 1
         assert attributes["skuflow.messaging.outcome"] == "acked"
+
+
+@pytest.fixture
+def store() -> Iterator[SpanStore]:
+    """The dashboard's store, fed by every service built after it (ask for it before `system`)."""
+    kept = SpanStore()
+    telemetry.add_span_processor(StoreProcessor(kept))
+    try:
+        yield kept
+    finally:
+        telemetry.reset()
+
+
+async def test_the_dashboards_store_draws_a_reports_flow_across_the_services(store: SpanStore, system: System):
+    warehouse = await system.client_token()
+    body = {"warehouse_id": "WH-1", "items": [{"sku": "SKU-D", "on_hand": 4}]}
+    status, _, _ = await system.call(
+        "POST", "/v1/stock", token=warehouse, json=body, headers={"X-Correlation-ID": "dash-1"}
+    )
+    assert status == 202
+    await wait_until(lambda: system.catalog_knows("SKU-D", 1), what="catalog to learn revision 1")
+
+    def drawn() -> bool:
+        return set(timeline(store.flow("dash-1"))["services"]) >= {"inventory", "catalog", "users"}
+
+    await wait_until(drawn, what="the flow's spans from every service")
+    flow = timeline(store.flow("dash-1"))
+    assert flow["spans"][0]["kind"] == "server"  # the report comes first
+    offsets = [span["offset_ms"] for span in flow["spans"]]
+    assert offsets == sorted(offsets)
+    assert "dash-1" in store.recent_flows()

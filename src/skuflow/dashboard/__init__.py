@@ -1,0 +1,1 @@
+"""The dashboard (issue 19): so far, its memory of recent traces (`spans`), from which flows' timelines are drawn."""
