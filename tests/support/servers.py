@@ -36,7 +36,8 @@ def url_of(sock: socket.socket) -> str:
 async def serve(app: FastAPI, sock: socket.socket | None = None) -> RunningServer:
     """Start `app` (its lifespan included) on `sock` or a free port; return once it answers."""
     sock = sock or free_socket()
-    server = server_for(app, app.state.runtime.settings.forwarded_allow_ips)  # as `skuflow serve` does
+    runtime = getattr(app.state, "runtime", None)  # the dashboard has none: it trusts no proxy
+    server = server_for(app, runtime.settings.forwarded_allow_ips if runtime else ())  # as `skuflow serve` does
     task = asyncio.create_task(server.serve(sockets=[sock]))
     await wait_started(server, task, within=30)
     return RunningServer(app, url_of(sock), server, task)
