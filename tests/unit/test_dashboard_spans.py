@@ -86,3 +86,16 @@ def test_the_store_keeps_at_most_its_bounds_whatever_comes(spans: list[tuple[int
 def test_a_body_that_is_not_otlp_is_a_value_error():
     with pytest.raises(ValueError, match="not an OTLP"):
         records_from_otlp(b"\xff\xff not protobuf")
+
+
+def test_a_span_holds_bounded_text_and_one_without_proper_ids_is_not_kept():
+    finished, _ = _flow_spans("corr-9")
+    request = encode_spans(finished)
+    first = request.resource_spans[0].scope_spans[0].spans[0]
+    first.name = "n" * 100_000
+    first.status.message = "m" * 100_000
+    request.resource_spans[0].scope_spans[0].spans[1].trace_id = b"short"
+    records = records_from_otlp(request.SerializeToString())
+    assert len(records) == len(finished) - 1
+    named = next(r for r in records if r.span_id == first.span_id.hex())
+    assert (len(named.name), len(named.message)) == (256, 1024)

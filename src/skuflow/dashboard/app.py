@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from typing import Annotated, Any
 
@@ -43,7 +44,7 @@ def build_app(store: SpanStore | None = None) -> FastAPI:
         if request.headers.get("content-encoding", "").strip().lower() == "gzip":
             body = _gunzip(body)
         try:
-            records = records_from_otlp(body)
+            records = await asyncio.to_thread(records_from_otlp, body)  # up to 8 MiB to parse: off the loop
         except ValueError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from None
         store.add(records)

@@ -45,6 +45,17 @@ SHOWN = (
     "skuflow.email.sku",
 )
 _KINDS = {kind.value: kind.name.lower() for kind in SpanKind}
+# What one span may hold, whoever sent it: the bounds on traces and spans then bound the memory too.
+MAX_NAME = 256
+MAX_TEXT = 1024
+
+
+def _short(text: str, limit: int = MAX_TEXT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _kept(value: Any) -> Any:
+    return _short(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,14 +177,14 @@ class StoreProcessor(SpanProcessor):
                     trace_id=format(context.trace_id, "032x"),
                     span_id=format(context.span_id, "016x"),
                     parent_id=format(span.parent.span_id, "016x") if span.parent is not None else None,
-                    service=str(span.resource.attributes.get("service.name", "unknown")),
-                    name=span.name,
+                    service=_short(str(span.resource.attributes.get("service.name", "unknown")), MAX_NAME),
+                    name=_short(span.name, MAX_NAME),
                     kind=span.kind.name.lower(),
                     start_ns=span.start_time or 0,
                     end_ns=span.end_time or span.start_time or 0,
                     failed=span.status.status_code is StatusCode.ERROR,
-                    message=span.status.description or "",
-                    attributes={key: attributes[key] for key in SHOWN if key in attributes},
+                    message=_short(span.status.description or ""),
+                    attributes={key: _kept(attributes[key]) for key in SHOWN if key in attributes},
                 )
             ]
         )
@@ -195,22 +206,24 @@ def records_from_otlp(body: bytes) -> list[SpanRecord]:
     records = []
     for resource_spans in request.resource_spans:
         resource = {item.key: _value(item.value) for item in resource_spans.resource.attributes}
-        service = str(resource.get("service.name") or "unknown")
+        service = _short(str(resource.get("service.name") or "unknown"), MAX_NAME)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                attributes = {item.key: _value(item.value) for item in span.attributes if item.key in SHOWN}
+                if len(span.trace_id) != 16 or len(span.span_id) != 8 or len(span.parent_span_id) not in (0, 8):
+                    continue  # not an OpenTelemetry span's ids: nothing to draw it by
+                attributes = {item.key: _kept(_value(item.value)) for item in span.attributes if item.key in SHOWN}
                 records.append(
                     SpanRecord(
                         trace_id=span.trace_id.hex(),
                         span_id=span.span_id.hex(),
                         parent_id=span.parent_span_id.hex() or None,
                         service=service,
-                        name=span.name,
+                        name=_short(span.name, MAX_NAME),
                         kind=_KINDS.get(span.kind - 1, "internal"),  # OTLP counts from UNSPECIFIED = 0
                         start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano or span.start_time_unix_nano,
                         failed=span.status.code == 2,  # STATUS_CODE_ERROR
-                        message=span.status.message,
+                        message=_short(span.status.message),
                         attributes=attributes,
                     )
                 )

@@ -5,7 +5,7 @@ without the cache, which `auth.TokenVerifier` puts in front of any of them.
 - `GrpcAsk`: `skuflow.auth.v1.Auth/Verify` on SKUFLOW_USERS_GRPC, over one long-lived HTTP/2 channel per
   process, each call with a deadline, one more try when users cannot be reached.
 - `LocalAsk`: no call at all for a JWT (SKUFLOW_TOKEN_FORMAT=jwt on users): its signature is checked in process
-  against the key set users publishes, fetched at start and again for a key id it does not know; the revoked
+  against the key set users publishes, read at every pull and again for a key id it does not know; the revoked
   tokens are pulled from users every third of SKUFLOW_AUTH_CACHE_SECONDS, and every token is refused (503)
   while the last successful pull is older than that. A token that is not a JWT (an opaque one issued before
   users switched format) is asked over REST.
@@ -56,6 +56,7 @@ def _flow_metadata() -> tuple[tuple[str, str], ...]:
 
 KEYS_REFETCH_PAUSE = 1.0  # a token naming an unknown key fetches the key set again at most this often
 REVOCATION_PAGES = 100  # at most this many pages in one pull (a page holds 1,000)
+FULL_PULL_EVERY = 10  # every tenth pull asks for every revocation not yet expired
 
 
 class Ask(Protocol):
@@ -159,8 +160,9 @@ class LocalAsk:
         self.clock = clock
         self.rest = RestAsk(users_url, session)  # for the tokens that are not JWTs
         self.keys = signed_tokens.KeySet()
-        self.key_fetches = 0
-        self._keys_at = float("-inf")
+        self.key_fetches = 0  # reads of the key set for a key id it did not hold (the pulls read it too)
+        self._pulls = 0
+        self._asked_for_key_at = float("-inf")  # the last read of the key set for a key id it did not hold
         self._fetching_keys: asyncio.Lock = asyncio.Lock()
         self._revoked: dict[str, int] = {}  # jti -> the token's expiry (unix seconds), after which it goes
         self._since: str | None = None
@@ -192,11 +194,14 @@ class LocalAsk:
         return principal.token_id in self._revoked
 
     async def pull(self) -> None:
-        """Learn the revocations since the last pull (and the key set, until it is known)."""
-        if not len(self.keys):
-            await self._fetch_keys()
+        """Read the key set again (a retired key leaves it once users stops publishing it: a verifier must not
+        trust it longer), and learn the revocations since the last pull; every FULL_PULL_EVERY pulls, all of
+        them again, against a revocation a cursor missed (a users process's clock behind, a slow commit)."""
+        await self._read_key_set()
+        self._pulls += 1
+        since = None if self._pulls % FULL_PULL_EVERY == 0 else self._since
         for _ in range(REVOCATION_PAGES):
-            url = self.revocations_url if self._since is None else f"{self.revocations_url}?since={quote(self._since)}"
+            url = self.revocations_url if since is None else f"{self.revocations_url}?since={quote(since)}"
             status, body = await call_json(self.session, "GET", url)
             try:
                 if status != 200:
@@ -209,6 +214,9 @@ class LocalAsk:
             self._since = since
             if not more:
                 break
+        else:  # still behind: not fresh, so that every token waits (503) rather than pass unchecked
+            log.warning("more than %d pages of revocations at %s: catching up", REVOCATION_PAGES, url)
+            return
         now = time.time()
         self._revoked = {jti: exp for jti, exp in self._revoked.items() if exp > now}
         self._pulled_at = self.clock()
@@ -220,17 +228,21 @@ class LocalAsk:
             )
 
     async def _verify_with_new_keys(self, token: str, kid: str) -> signed_tokens.Claims | None:
-        """Fetch the key set again (a key rotated in since), unless it was fetched a moment ago."""
+        """Fetch the key set again (a key rotated in since), unless it was fetched a moment ago: then the key
+        may be newer still, and the answer is "not now" (503), never "invalid" (401, remembered a while)."""
         async with self._fetching_keys:  # concurrent tokens of a new key make one fetch
-            if kid not in self.keys and self.clock() - self._keys_at >= KEYS_REFETCH_PAUSE:
-                await self._fetch_keys()
+            if kid not in self.keys:
+                if self.clock() - self._asked_for_key_at < KEYS_REFETCH_PAUSE:
+                    raise ServiceUnavailable(f"key {kid!r} is not in users' key set of a moment ago; try again")
+                self.key_fetches += 1
+                self._asked_for_key_at = self.clock()
+                await self._read_key_set()
         try:
             return signed_tokens.verify(token, self.keys)
         except signed_tokens.UnknownKey:
             return None  # no key of users' has this id
 
-    async def _fetch_keys(self) -> None:
-        self.key_fetches += 1
+    async def _read_key_set(self) -> None:
         status, body = await call_json(self.session, "GET", self.jwks_url)
         try:
             if status != 200:
@@ -238,5 +250,5 @@ class LocalAsk:
             keys = signed_tokens.KeySet.from_document(body)
         except ValueError as error:
             raise ServiceUnavailable(f"users' key set ({self.jwks_url}) cannot be read: {error}") from None
-        self.keys, self._keys_at = keys, self.clock()
+        self.keys = keys
         log.info("fetched users' key set: %d key(s)", len(keys))

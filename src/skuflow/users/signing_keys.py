@@ -56,6 +56,7 @@ class SigningKeys:
         self._current: tuple[str, rsa.RSAPrivateKey] | None = None
         self._keys = signed_tokens.KeySet()
         self._loaded_at = 0.0
+        self._reloading = asyncio.Lock()
         self._periodic = Periodic("signing keys refresh", self.load, REFRESH_SECONDS, at_start=False)
 
     async def start(self) -> None:
@@ -83,10 +84,11 @@ class SigningKeys:
         loaded yet (rotated in by another process) reloads the keys first, at most every RELOAD_PAUSE."""
         try:
             return signed_tokens.verify(token, self._keys)
-        except signed_tokens.UnknownKey:
-            if time.monotonic() - self._loaded_at < RELOAD_PAUSE:
-                return None
-        await self.load()
+        except signed_tokens.UnknownKey as unknown:
+            kid = unknown.kid
+        async with self._reloading:  # concurrent tokens of unknown keys make one read of the database
+            if kid not in self._keys and time.monotonic() - self._loaded_at >= RELOAD_PAUSE:
+                await self.load()
         try:
             return signed_tokens.verify(token, self._keys)
         except signed_tokens.UnknownKey:
