@@ -57,10 +57,15 @@ class SigningKey:
     public_jwk: dict[str, Any]
 
     def private_key(self) -> rsa.RSAPrivateKey:
-        key = serialization.load_pem_private_key(self.private_pem.encode(), password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise ValueError(f"signing key {self.kid} is not an RSA key")
-        return key
+        return private_key(self.kid, self.private_pem)
+
+
+def private_key(kid: str, pem: str) -> rsa.RSAPrivateKey:
+    """The private key of a stored signing key (PEM, PKCS#8)."""
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"signing key {kid} is not an RSA key")
+    return key
 
 
 def new_signing_key() -> SigningKey:
@@ -106,6 +111,10 @@ class KeySet:
             return cls(keys)
         except (jwt.PyJWTError, ValueError, TypeError, KeyError) as error:
             raise ValueError(f"a key of the JWKS cannot be read: {error}") from None
+
+    @property
+    def kids(self) -> frozenset[str]:
+        return frozenset(self._keys)
 
     def key(self, kid: str) -> Any | None:
         return self._keys.get(kid)

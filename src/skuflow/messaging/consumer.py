@@ -25,8 +25,7 @@ import functools
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
@@ -37,6 +36,9 @@ from skuflow.messaging.envelope import ATTEMPTS, DEATHS, ORIGINAL_QUEUE, REASON,
 from skuflow.messaging.timeouts import bounded
 from skuflow.messaging.topology import dead_letter_queue, is_wait_queue_of, wait_queue
 from skuflow.messaging.tracing import MessageTracing, settled
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger("skuflow.messaging")
 
@@ -113,11 +115,10 @@ async def _settle(
     envelope = delivery.envelope
     retries = retries_so_far(envelope.headers, subscription.queue)
     attempt = retries + 1
-    message: Message[Any] = Message(None, envelope, attempt)
     if broker.tracing.tracer is None:
-        return (await _handle(subscription, delivery, broker.options, message, batcher))[0]
-    with broker.tracing.processing(subscription, message, delivery.tag) as span:
-        outcome, reason = await _handle(subscription, delivery, broker.options, replace(message, span=span), batcher)
+        return (await _handle(subscription, delivery, broker.options, attempt, None, batcher))[0]
+    with broker.tracing.processing(subscription, envelope, attempt, delivery.tag) as span:
+        outcome, reason = await _handle(subscription, delivery, broker.options, attempt, span, batcher)
         settled(span, outcome.value, reason)
         return outcome
 
@@ -126,11 +127,12 @@ async def _handle(
     subscription: Subscription[Any],
     delivery: Delivery,
     options: BrokerOptions,
-    unread: Message[Any],
+    attempt: int,
+    span: Span | None,
     batcher: Batcher[Any] | None,
 ) -> tuple[Outcome, str | None]:
     """Validate, handle and settle; the outcome, and why when it is not acked."""
-    envelope, attempt = unread.envelope, unread.attempt
+    envelope = delivery.envelope
     problem = _envelope_problem(envelope, subscription)
     if problem:
         await delivery.dead_letter(problem, attempt)
@@ -144,7 +146,7 @@ async def _handle(
 
     with flow_scope(envelope.correlation_id, causation_id=envelope.message_id):
         try:
-            message = replace(unread, body=body)
+            message = Message(body, envelope, attempt, span)
             if batcher is not None:
                 await batcher.handle(message)
             else:

@@ -30,6 +30,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 if TYPE_CHECKING:
     from skuflow.messaging.broker import Message, Outgoing, Subscription
+    from skuflow.messaging.envelope import Envelope
 
 SEMCONV_VERSION = "1.44.0"
 SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
@@ -91,17 +92,7 @@ class MessageTracing:
         for outgoing in messages:
             envelope = outgoing.envelope
             destination = sent_destination(outgoing.exchange, outgoing.routing_key)
-            attributes: dict[str, Any] = {
-                "messaging.system": self.system,
-                "messaging.operation.type": "send",
-                "messaging.operation.name": "publish",
-                "messaging.destination.name": destination,
-                "messaging.message.id": envelope.message_id,
-                "messaging.message.conversation_id": envelope.correlation_id,
-                "messaging.message.body.size": len(envelope.body),
-            }
-            if outgoing.routing_key:
-                attributes["messaging.rabbitmq.destination.routing_key"] = outgoing.routing_key
+            attributes = self._about("send", "publish", destination, outgoing.routing_key, envelope)
             span = self.tracer.start_span(
                 f"publish {destination}",
                 context=creation_context(envelope.headers),  # None: the current context
@@ -127,23 +118,14 @@ class MessageTracing:
             span.end()
 
     @contextmanager
-    def processing(self, subscription: Subscription[Any], message: Message[Any], tag: int | None) -> Iterator[Span]:
+    def processing(
+        self, subscription: Subscription[Any], envelope: Envelope, attempt: int, tag: int | None
+    ) -> Iterator[Span]:
         """The delivery's span, current for the block."""
         assert self.tracer is not None
-        envelope = message.envelope
         destination = subscription.destination or subscription.queue
-        attributes: dict[str, Any] = {
-            "messaging.system": self.system,
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.destination.name": destination,
-            "messaging.message.id": envelope.message_id,
-            "messaging.message.conversation_id": envelope.correlation_id,
-            "messaging.message.body.size": len(envelope.body),
-            ATTEMPT: message.attempt,
-        }
-        if subscription.routing_key:
-            attributes["messaging.rabbitmq.destination.routing_key"] = subscription.routing_key
+        attributes = self._about("process", "process", destination, subscription.routing_key, envelope)
+        attributes[ATTEMPT] = attempt
         if tag is not None:
             attributes["messaging.rabbitmq.message.delivery_tag"] = tag
         span = self.tracer.start_span(
@@ -163,17 +145,30 @@ class MessageTracing:
             return
         destination = subscription.destination or subscription.queue
         links = [Link(m.span.get_span_context()) for m in messages if m.span is not None]
-        attributes: dict[str, Any] = {
-            "messaging.system": self.system,
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.destination.name": destination,
-            "messaging.batch.message_count": len(messages),
-        }
+        attributes = self._about("process", "process", destination, subscription.routing_key)
+        attributes["messaging.batch.message_count"] = len(messages)
         with self.tracer.start_as_current_span(
             f"handle {destination}", context=Context(), kind=SpanKind.INTERNAL, links=links, attributes=attributes
         ):
             yield
+
+    def _about(
+        self, operation: str, name: str, destination: str, routing_key: str, envelope: Envelope | None = None
+    ) -> dict[str, Any]:
+        """The attributes every messaging span of the conventions carries, and one message's when it has one."""
+        attributes: dict[str, Any] = {
+            "messaging.system": self.system,
+            "messaging.operation.type": operation,
+            "messaging.operation.name": name,
+            "messaging.destination.name": destination,
+        }
+        if routing_key:
+            attributes["messaging.rabbitmq.destination.routing_key"] = routing_key
+        if envelope is not None:
+            attributes["messaging.message.id"] = envelope.message_id
+            attributes["messaging.message.conversation_id"] = envelope.correlation_id
+            attributes["messaging.message.body.size"] = len(envelope.body)
+        return attributes
 
 
 def settled(span: Span, outcome: str, reason: str | None = None) -> None:
@@ -184,5 +179,6 @@ def settled(span: Span, outcome: str, reason: str | None = None) -> None:
 
 
 def _text(value: Any) -> str:
-    """A header as text (AMQP tables may carry bytes)."""
+    """A header as text (AMQP tables may carry bytes): `envelope.text`'s twin, which this module cannot import
+    (the envelope imports it, to carry the trace context from the moment it is built)."""
     return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else str(value or "")

@@ -34,9 +34,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from skuflow.messaging.tracing import SCHEMA_URL, SEMCONV_VERSION
-
-__all__ = ["SCHEMA_URL", "SEMCONV_VERSION", "add_span_processor", "tracer_provider"]
+from skuflow.messaging.tracing import SCHEMA_URL
 
 NOT_TRACED = "/healthz,/readyz,/metrics"  # probes and scrapes: frequent, and of no flow
 
@@ -126,12 +124,6 @@ def work_span(service: str, name: str, **attributes: Any) -> Iterator[Span | Non
         return
     with traced.start_as_current_span(name, attributes=attributes) as span:
         yield span
-
-
-def flush() -> None:
-    """Export what has ended (the tests read spans right after a flow)."""
-    for provider in _providers.values():
-        provider.force_flush()
 
 
 def reset() -> None:

@@ -250,5 +250,6 @@ class LocalAsk:
             keys = signed_tokens.KeySet.from_document(body)
         except ValueError as error:
             raise ServiceUnavailable(f"users' key set ({self.jwks_url}) cannot be read: {error}") from None
+        if keys.kids != self.keys.kids:  # read at every pull: said only when it changed
+            log.info("users' key set: %s", ", ".join(sorted(keys.kids)) or "empty")
         self.keys = keys
-        log.info("fetched users' key set: %d key(s)", len(keys))

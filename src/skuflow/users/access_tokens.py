@@ -15,9 +15,10 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import delete, select
+from sqlalchemy import Column, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from skuflow.auth.signed_tokens import looks_like_jwt
 from skuflow.platform.auth import Principal
@@ -88,10 +89,7 @@ class AccessTokens:
         """Store a new token's hash (and delete a bounded batch of long-expired ones); return the token."""
         token = new_token()
         async with self.db.transaction() as session:
-            expired = (
-                select(tokens.c.token_hash).where(tokens.c.expires_at < now - KEEP_EXPIRED).limit(PURGE_BATCH)
-            ).scalar_subquery()
-            await session.execute(delete(tokens).where(tokens.c.token_hash.in_(expired)))
+            await _purge_expired(session, tokens.c.token_hash, tokens.c.expires_at, now)
             await session.execute(
                 tokens.insert().values(
                     token_hash=token_hash(token),
@@ -160,13 +158,7 @@ class AccessTokens:
             return None
         now = datetime.now(UTC)
         async with self.db.transaction() as session:
-            expired = (
-                select(revoked_tokens.c.jti)
-                .where(revoked_tokens.c.expires_at < now - KEEP_EXPIRED)
-                .limit(PURGE_BATCH)
-                .scalar_subquery()
-            )
-            await session.execute(delete(revoked_tokens).where(revoked_tokens.c.jti.in_(expired)))
+            await _purge_expired(session, revoked_tokens.c.jti, revoked_tokens.c.expires_at, now)
             row = {
                 "jti": claims.jti,
                 "sub": claims.sub,
@@ -193,6 +185,12 @@ class AccessTokens:
         if len(found) == REVOCATIONS_PAGE:
             return Revocations(found, found[-1].revoked_at, more=True)
         return Revocations(found, now - REVOCATION_LAG, more=False)
+
+
+async def _purge_expired(session: AsyncSession, key: Column[Any], expires_at: Column[Any], now: datetime) -> None:
+    """Delete a bounded batch of the rows of `key`'s table that expired over KEEP_EXPIRED ago."""
+    expired = select(key).where(expires_at < now - KEEP_EXPIRED).limit(PURGE_BATCH).scalar_subquery()
+    await session.execute(delete(key.table).where(key.in_(expired)))
 
 
 class LocalVerifier:

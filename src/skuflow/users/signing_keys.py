@@ -37,6 +37,7 @@ log = logging.getLogger("skuflow.users.signing_keys")
 REFRESH_SECONDS = 10.0  # how soon every users process signs with a key another one rotated in
 RELOAD_PAUSE = 1.0  # a token naming an unknown key reloads the keys at most this often
 LOCK = "skuflow-signing-keys"
+SIGNING = signing_keys.c.retired_at.is_(None)  # the keys not retired: the newest of them signs
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,7 @@ class SigningKeys:
         if signing:
             newest = max(signing, key=lambda row: (row.created_at, row.kid))
             if self._current is None or self._current[0] != newest.kid:
-                key = signed_tokens.SigningKey(newest.kid, newest.private_pem, {})
-                self._current = (newest.kid, key.private_key())
+                self._current = (newest.kid, signed_tokens.private_key(newest.kid, newest.private_pem))
                 log.info("signing tokens with key %s", newest.kid)
 
     async def jwks(self) -> dict[str, Any]:
@@ -117,9 +117,8 @@ class SigningKeys:
         now = datetime.now(UTC)
         async with self.db.transaction() as session:
             await self.db.lock_for_transaction(session, LOCK)
-            retiring = signing_keys.c.retired_at.is_(None)
-            retired = list((await session.scalars(select(signing_keys.c.kid).where(retiring))).all())
-            await session.execute(update(signing_keys).where(retiring).values(retired_at=now))
+            retired = list((await session.scalars(select(signing_keys.c.kid).where(SIGNING))).all())
+            await session.execute(update(signing_keys).where(SIGNING).values(retired_at=now))
             await session.execute(delete(signing_keys).where(signing_keys.c.retired_at < now - self._window))
             await session.execute(signing_keys.insert().values(**_row(new, now)))
         await self.load()
@@ -134,18 +133,19 @@ class SigningKeys:
 
     async def _published(self) -> list[Any]:
         now = datetime.now(UTC)
-        published = signing_keys.c.retired_at.is_(None) | (signing_keys.c.retired_at > now - self._window)
+        published = SIGNING | (signing_keys.c.retired_at > now - self._window)
         async with self.db.reading() as session:
             return list((await session.execute(select(signing_keys).where(published))).all())
 
     async def _ensure_one(self) -> None:
+        a_signing_key = select(signing_keys.c.kid).where(SIGNING).limit(1)
         async with self.db.reading() as session:
-            if await session.scalar(select(signing_keys.c.kid).where(signing_keys.c.retired_at.is_(None))):
+            if await session.scalar(a_signing_key):
                 return
         new = await asyncio.to_thread(signed_tokens.new_signing_key)
         async with self.db.transaction() as session:
             await self.db.lock_for_transaction(session, LOCK)
-            if await session.scalar(select(signing_keys.c.kid).where(signing_keys.c.retired_at.is_(None))):
+            if await session.scalar(a_signing_key):
                 return  # another process made one meanwhile
             await session.execute(signing_keys.insert().values(**_row(new, datetime.now(UTC))))
         log.info("made a signing key, %s", new.kid)
