@@ -90,6 +90,9 @@ def test_a_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ("SKUFLOW_USERS_GRPC_CA", "/nonexistent/ca.pem"),
         ("SKUFLOW_USERS_GRPC_CA", "/etc/hostname"),  # not PEM
         ("SKUFLOW_TOKEN_FORMAT", "paseto"),
+        ("SKUFLOW_LOG_FORMAT", "xml"),
+        ("SKUFLOW_METRICS_REFRESH_SECONDS", "0"),
+        ("SKUFLOW_METRICS_REFRESH_SECONDS", "soon"),
     ],
 )
 def test_the_service_settings_are_checked_too(monkeypatch: pytest.MonkeyPatch, variable: str, value: str):
